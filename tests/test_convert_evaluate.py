@@ -1,0 +1,89 @@
+import os
+
+import numpy as np
+import pytest
+
+from tfopt import convert, evaluate, train
+from tfopt.artifacts import write_bytes_atomic
+
+
+@pytest.fixture(scope="module")
+def tflite_files(trained_teacher, dataset, tmp_path_factory):
+  directory = tmp_path_factory.mktemp("tflite")
+  files = {}
+  for mode in convert.MODES:
+    path = str(directory / f"{mode}.tflite")
+    write_bytes_atomic(path, convert.to_tflite(trained_teacher, mode,
+                                               dataset.x_train, 100))
+    files[mode] = path
+  return files
+
+
+def test_int8_is_smaller_than_float32(tflite_files):
+  float_size = os.path.getsize(tflite_files["float32"])
+  assert os.path.getsize(tflite_files["int8"]) < 0.5 * float_size
+  assert os.path.getsize(tflite_files["dynamic_range"]) < 0.5 * float_size
+
+
+def test_int8_file_has_int8_input_output_and_weights(tflite_files):
+  contents = evaluate.inspect_tflite(tflite_files["int8"])
+  assert contents.input_dtype == "int8" and contents.output_dtype == "int8"
+  assert set(contents.weight_dtypes) == {"int8"}
+  assert contents.ops.get("CONV_2D", 0) == 3
+  float_contents = evaluate.inspect_tflite(tflite_files["float32"])
+  assert float_contents.input_dtype == "float32"
+  assert set(float_contents.weight_dtypes) == {"float32"}
+  assert float_contents.weight_params == contents.weight_params
+
+
+def test_tflite_accuracy_matches_keras(tflite_files, trained_teacher, dataset):
+  keras_accuracy = train.accuracy(trained_teacher, dataset.x_test, dataset.y_test)
+  for mode, path in tflite_files.items():
+    measured = evaluate.accuracy(path, dataset.x_test, dataset.y_test, batch_size=64)
+    assert abs(measured - keras_accuracy) <= 0.02, mode
+    assert evaluate.agreement(path, trained_teacher, dataset.x_test) >= 0.97
+
+
+def test_batched_run_equals_one_by_one(tflite_files, dataset):
+  classifier = evaluate.TFLiteClassifier(tflite_files["int8"])
+  batched = classifier.predict(dataset.x_test[:10], batch_size=10)
+  single = np.concatenate([classifier.run(dataset.x_test[i:i + 1]) for i in range(10)])
+  np.testing.assert_allclose(batched, single, atol=1e-6)
+
+
+def test_int8_input_uses_the_files_scale_and_zero_point(tflite_files):
+  classifier = evaluate.TFLiteClassifier(tflite_files["int8"])
+  scale, zero_point = classifier.input["quantization"]
+  quantized = classifier.quantize_input(np.array([[0.0, 1.0, 2.0]], np.float32))
+  assert quantized.dtype == np.int8
+  assert quantized[0, 0] == zero_point
+  assert quantized[0, 1] == np.clip(round(1.0 / scale + zero_point), -128, 127)
+  assert quantized[0, 2] == 127  # clipped
+
+
+def test_latency_is_measured(tflite_files, dataset):
+  latency = evaluate.latency_us(tflite_files["int8"], dataset.x_test[0],
+                                warmup=2, runs=10)
+  assert 0 < latency < 1e6
+
+
+def test_corrupt_or_missing_file_is_refused(tmp_path, dataset):
+  bad = tmp_path / "bad.tflite"
+  bad.write_bytes(b"definitely not a flatbuffer" * 10)
+  with pytest.raises(evaluate.TFLiteError, match="not a valid .tflite"):
+    evaluate.accuracy(str(bad), dataset.x_test, dataset.y_test)
+  with pytest.raises(evaluate.TFLiteError, match="does not exist"):
+    evaluate.accuracy(str(tmp_path / "nope.tflite"), dataset.x_test, dataset.y_test)
+
+
+def test_wrong_image_shape_is_refused(tflite_files):
+  classifier = evaluate.TFLiteClassifier(tflite_files["float32"])
+  with pytest.raises(evaluate.TFLiteError, match="takes images of shape"):
+    classifier.predict(np.zeros((2, 32, 32, 3), np.float32))
+
+
+def test_conversion_errors(trained_teacher):
+  with pytest.raises(convert.ConversionError, match="Unknown conversion mode"):
+    convert.to_tflite(trained_teacher, "int3")
+  with pytest.raises(convert.ConversionError, match="representative"):
+    convert.to_tflite(trained_teacher, "int8")

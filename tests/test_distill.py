@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfopt import models, train
+from tfopt._keras import keras
+from tfopt.config import ConfigError, DistillConfig
+from tfopt.distill import Distiller, distill
+
+
+def test_distillation_loss_matches_the_formula():
+  teacher = models.build_model("student", (28, 28, 1), 10)
+  student = models.build_model("student", (28, 28, 1), 10)
+  distiller = Distiller(student, teacher, alpha=0.7, temperature=3.0)
+  rng = np.random.default_rng(0)
+  teacher_logits = rng.normal(size=(5, 10)).astype(np.float32)
+  student_logits = rng.normal(size=(5, 10)).astype(np.float32)
+
+  def softmax(logits):
+    exps = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exps / exps.sum(axis=1, keepdims=True)
+  p, q = softmax(teacher_logits / 3.0), softmax(student_logits / 3.0)
+  expected = 9.0 * np.mean(np.sum(p * np.log(p / q), axis=1))
+  got = float(distiller.distillation_loss(teacher_logits, student_logits))
+  assert got == pytest.approx(expected, rel=1e-4)
+
+
+def test_teacher_is_frozen_and_student_learns(dataset, trained_teacher):
+  keras.utils.set_random_seed(2)
+  teacher_weights = [w.copy() for w in trained_teacher.get_weights()]
+  student = models.build_model("student", dataset.input_shape, 10)
+  student_before = [w.copy() for w in student.get_weights()]
+  history = distill(trained_teacher, student, dataset,
+                    DistillConfig(epochs=4, batch_size=16), verbose=0)
+  for before, after in zip(teacher_weights, trained_teacher.get_weights()):
+    np.testing.assert_array_equal(before, after)  # incl. BatchNorm statistics
+  assert any(not np.array_equal(before, after) for before, after in
+             zip(student_before, student.get_weights()))
+  assert "distillation_loss" in history.history
+  assert history.history["val_accuracy"][-1] > 0.9
+  assert train.accuracy(student, dataset.x_test, dataset.y_test) > 0.9
+
+
+def test_only_student_variables_get_gradients(trained_teacher):
+  student = models.build_model("student", (28, 28, 1), 10)
+  distiller = Distiller(student, trained_teacher)
+  assert not trained_teacher.trainable
+  assert distiller.trainable_variables == student.trainable_variables
+
+
+def test_get_config_round_trips(trained_teacher):
+  student = models.build_model("student", (28, 28, 1), 10)
+  distiller = Distiller(student, trained_teacher, alpha=0.3, temperature=7.0,
+                        name="my_distiller")
+  config = distiller.get_config()
+  restored = Distiller.from_config(config)
+  assert restored.alpha == 0.3 and restored.temperature == 7.0
+  assert restored.name == "my_distiller"
+  assert restored.student.get_config() == student.get_config()
+  assert restored.teacher.get_config() == trained_teacher.get_config()
+  assert restored.get_config() == config
+
+
+def test_invalid_hyper_parameters(trained_teacher):
+  student = models.build_model("student", (28, 28, 1), 10)
+  with pytest.raises(ConfigError, match="temperature"):
+    Distiller(student, trained_teacher, temperature=0)
+  with pytest.raises(ConfigError, match="alpha"):
+    Distiller(student, trained_teacher, alpha=-0.5)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+
+from tfopt import convert, prune
+from tfopt.artifacts import gzip_size, write_bytes_atomic
+from tfopt.config import PruneConfig
+
+
+@pytest.fixture(scope="module")
+def pruned(dataset, trained_teacher):
+  weights_before = [w.copy() for w in trained_teacher.get_weights()]
+  result = prune.prune(trained_teacher, dataset,
+                       PruneConfig(target_sparsity=0.8, epochs=2, batch_size=32),
+                       verbose=0)
+  return result, weights_before
+
+
+def test_every_prunable_weight_reaches_the_target(pruned):
+  result, _ = pruned
+  names = {entry.layer for entry in result.layers}
+  assert names == {"block1_conv", "block2_conv", "block3_conv", "logits"}
+  for entry in result.layers:
+    assert entry.sparsity >= 0.8 - prune.SPARSITY_TOLERANCE
+    kernel = result.model.get_layer(entry.layer).kernel.numpy()
+    assert np.mean(kernel == 0) == pytest.approx(entry.sparsity)
+  assert result.overall_sparsity == pytest.approx(0.8, abs=0.01)
+
+
+def test_callers_model_is_not_pruned(pruned, trained_teacher):
+  _, weights_before = pruned
+  for before, after in zip(weights_before, trained_teacher.get_weights()):
+    np.testing.assert_array_equal(before, after)
+
+
+def test_stripped_model_has_no_wrappers_and_still_works(pruned, dataset):
+  from tfopt import train
+  result, _ = pruned
+  assert all("prune_low_magnitude" not in layer.name for layer in result.model.layers)
+  assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85
+
+
+def test_schedule_prunes_on_short_runs():
+  schedule = prune.pruning_schedule(PruneConfig(target_sparsity=0.5), total_steps=20)
+  config = schedule.get_config()["config"]
+  assert config["frequency"] < 20
+  assert config["end_step"] < 20
+  assert config["end_step"] % config["frequency"] == 0
+  should_prune, sparsity = schedule(config["end_step"])
+  assert bool(should_prune) and float(sparsity) == pytest.approx(0.5)
+  with pytest.raises(prune.PruningError, match="at least 2 training steps"):
+    prune.pruning_schedule(PruneConfig(), total_steps=1)
+
+
+def test_pruned_int8_file_gzips_smaller(pruned, trained_teacher, dataset, tmp_path):
+  result, _ = pruned
+  sizes = {}
+  for name, model in (("dense", trained_teacher), ("pruned", result.model)):
+    path = str(tmp_path / f"{name}.tflite")
+    write_bytes_atomic(path, convert.to_tflite(model, "int8", dataset.x_train, 50))
+    sizes[name] = gzip_size(path)
+  assert sizes["pruned"] < 0.8 * sizes["dense"]

@@ -1,0 +1,46 @@
+"""The one place that chooses Keras for tfopt.
+
+tfmot (TensorFlow Model Optimization) works only with Keras 2, which ships for
+TensorFlow >= 2.16 as the separate ``tf_keras`` package; ``tf.keras`` and
+``import keras`` are Keras 3 there. Every tfopt module imports Keras from here
+so that models, layers and tfmot wrappers all come from the same Keras.
+"""
+
+import tf_keras as keras
+
+from tfopt.errors import TfoptError
+
+__all__ = ["keras", "KerasVersionError", "require_keras2_model"]
+
+
+class KerasVersionError(TfoptError, TypeError):
+  """A model came from a Keras that tfmot cannot work with."""
+
+
+def require_keras2_model(model, what="model"):
+  """Checks that `model` is a Keras 2 (`tf_keras`) model, as tfmot requires.
+
+  Args:
+    model: the object to check.
+    what: how to call the object in the error message.
+
+  Returns:
+    `model`, unchanged.
+
+  Raises:
+    KerasVersionError: `model` is a Keras 3 model or not a Keras model at all.
+  """
+  if isinstance(model, keras.Model):
+    return model
+  module = type(model).__module__
+  if module.startswith("keras") or module.startswith("tensorflow.python.keras"):
+    raise KerasVersionError(
+        f"The {what} is a Keras 3 model ({type(model).__module__}."
+        f"{type(model).__name__}), but tfmot and tfopt need Keras 2. Since "
+        "TensorFlow 2.16, `import keras` and `tf.keras` give Keras 3, while "
+        "Keras 2 is the separate `tf_keras` package. Build the model with "
+        "`import tf_keras as keras` (or `from tfopt._keras import keras`), or "
+        "save it and rebuild it in tf_keras from its config and weights.")
+  raise KerasVersionError(
+      f"The {what} must be a Keras 2 (tf_keras) Model, got "
+      f"{type(model).__module__}.{type(model).__name__}.")

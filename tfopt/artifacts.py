@@ -1,0 +1,95 @@
+"""Writing run artifacts safely, and measuring them.
+
+Every file is written to a temporary name in the same directory and renamed
+into place, so a killed run never leaves a half-written file under the real name.
+"""
+
+import gzip
+import hashlib
+import json
+import os
+import tempfile
+
+__all__ = ["write_bytes_atomic", "write_text_atomic", "save_keras_atomic",
+           "sha256_of", "gzip_size", "Manifest"]
+
+
+def _temporary_path(path: str) -> str:
+  directory = os.path.dirname(os.path.abspath(path))
+  handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=directory,
+                                       suffix=os.path.splitext(path)[1])
+  os.close(handle)
+  return temporary
+
+
+def write_bytes_atomic(path: str, content: bytes) -> str:
+  """Writes `content` to `path` via a temporary file and a rename."""
+  temporary = _temporary_path(path)
+  try:
+    with open(temporary, "wb") as stream:
+      stream.write(content)
+      stream.flush()
+      os.fsync(stream.fileno())
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+  return path
+
+
+def write_text_atomic(path: str, text: str) -> str:
+  return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def save_keras_atomic(model, path: str) -> str:
+  """Saves a Keras model in the `.keras` format via a temporary file."""
+  temporary = _temporary_path(path)
+  try:
+    model.save(temporary)
+    os.replace(temporary, path)
+  finally:
+    if os.path.exists(temporary):
+      os.remove(temporary)
+  return path
+
+
+def sha256_of(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as stream:
+    for block in iter(lambda: stream.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def gzip_size(path: str) -> int:
+  """Bytes of the file after gzip at the highest level (as tfmot reports)."""
+  with open(path, "rb") as stream:
+    return len(gzip.compress(stream.read(), compresslevel=9, mtime=0))
+
+
+class Manifest:
+  """manifest.json of an output directory: what each stage wrote.
+
+  A file is listed only after it has been written completely.
+  """
+
+  FILENAME = "manifest.json"
+
+  def __init__(self, output_dir: str):
+    self.path = os.path.join(output_dir, self.FILENAME)
+    self.entries = []
+    if os.path.isfile(self.path):
+      with open(self.path, encoding="utf-8") as stream:
+        self.entries = json.load(stream).get("artifacts", [])
+
+  def owns(self, filename: str) -> bool:
+    return any(entry["path"] == filename for entry in self.entries)
+
+  def record(self, stage: str, path: str):
+    """Lists the finished file `path` (inside the output dir) under `stage`."""
+    filename = os.path.basename(path)
+    self.entries = [entry for entry in self.entries if entry["path"] != filename]
+    self.entries.append({"stage": stage, "path": filename,
+                         "bytes": os.path.getsize(path), "sha256": sha256_of(path)})
+    write_text_atomic(self.path, json.dumps(
+        {"tool": "tfopt", "artifacts": self.entries}, indent=2) + "\n")

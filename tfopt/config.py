@@ -1,0 +1,206 @@
+"""Configuration as data: one frozen dataclass per stage, nested in PipelineConfig.
+
+Every field is validated in ``__post_init__``; a bad value raises ConfigError
+naming the field, the value and what is allowed, before any work starts.
+"""
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+from tfopt.errors import TfoptError
+
+__all__ = [
+    "ConfigError", "DATASETS", "DataConfig", "TrainConfig", "DistillConfig",
+    "PruneConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+]
+
+DATASETS = ("mnist", "fashion_mnist")
+
+
+class ConfigError(TfoptError, ValueError):
+  """A configuration value is invalid."""
+
+
+def _require(ok, name, value, allowed):
+  if not ok:
+    raise ConfigError(f"{name}={value!r} is invalid: it must be {allowed}.")
+
+
+def _require_positive_int(name, value):
+  _require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+           name, value, "an integer >= 1")
+
+
+def _require_fraction(name, value, low_open=False, high_open=True):
+  is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+  low_ok = is_number and (value > 0 if low_open else value >= 0)
+  high_ok = is_number and (value < 1 if high_open else value <= 1)
+  interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+  _require(low_ok and high_ok, name, value, f"a number in {interval}")
+
+
+def _require_positive_number(name, value):
+  _require(isinstance(value, (int, float)) and not isinstance(value, bool)
+           and value > 0, name, value, "a number > 0")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+  """Which data set, where it comes from, and how much of it to use.
+
+  data_dir: a directory with the data set's files (IDX .gz or .npz); None
+    means the TFOPT_DATA_DIR environment variable, then a keras download.
+  validation_fraction: share of the training set held out for validation;
+    the test set is used only for the final measurements.
+  max_train_examples / max_test_examples: take a slice (for a quick look).
+  """
+  dataset: str = "mnist"
+  data_dir: Optional[str] = None
+  validation_fraction: float = 0.1
+  max_train_examples: Optional[int] = None
+  max_test_examples: Optional[int] = None
+
+  def __post_init__(self):
+    _require(self.dataset in DATASETS, "dataset", self.dataset,
+             "one of " + ", ".join(DATASETS))
+    _require_fraction("validation_fraction", self.validation_fraction,
+                      low_open=True)
+    for name in ("max_train_examples", "max_test_examples"):
+      if getattr(self, name) is not None:
+        _require_positive_int(name, getattr(self, name))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+  """Training a model from its labels (the teacher, or a scratch control)."""
+  builder: str = "teacher"
+  epochs: int = 5
+  batch_size: int = 128
+  learning_rate: float = 3e-3
+
+  def __post_init__(self):
+    _require(isinstance(self.builder, str) and self.builder, "builder",
+             self.builder, "a model builder name")
+    _require_positive_int("epochs", self.epochs)
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+  """Knowledge distillation of a student from the teacher.
+
+  alpha weighs the distillation term: loss = alpha * temperature**2 * KL +
+  (1 - alpha) * cross-entropy with the labels.
+  """
+  builder: str = "student"
+  epochs: int = 6
+  batch_size: int = 128
+  learning_rate: float = 3e-3
+  temperature: float = 4.0
+  alpha: float = 0.8
+
+  def __post_init__(self):
+    TrainConfig(self.builder, self.epochs, self.batch_size, self.learning_rate)
+    _require_positive_number("temperature", self.temperature)
+    _require_fraction("alpha", self.alpha, high_open=False)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+  """Magnitude pruning with tfmot, polynomial schedule, then fine-tuning.
+
+  pruning_updates: how many times the masks are recomputed while sparsity
+    ramps from initial_sparsity to target_sparsity (over ramp_fraction of the
+    fine-tuning steps); the remaining steps fine-tune with fixed masks.
+  """
+  target_sparsity: float = 0.7
+  initial_sparsity: float = 0.0
+  epochs: int = 3
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  pruning_updates: int = 10
+  ramp_fraction: float = 0.6
+
+  def __post_init__(self):
+    _require_fraction("target_sparsity", self.target_sparsity)
+    _require_fraction("initial_sparsity", self.initial_sparsity)
+    _require(self.initial_sparsity <= self.target_sparsity, "initial_sparsity",
+             self.initial_sparsity,
+             f"<= target_sparsity ({self.target_sparsity})")
+    _require_positive_int("epochs", self.epochs)
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+    _require_positive_int("pruning_updates", self.pruning_updates)
+    _require_fraction("ramp_fraction", self.ramp_fraction, low_open=True,
+                      high_open=False)
+
+
+@dataclass(frozen=True)
+class ConvertConfig:
+  """Which .tflite variants to write for each model."""
+  int8: bool = True
+  dynamic_range: bool = False
+  representative_examples: int = 500
+
+  def __post_init__(self):
+    _require_positive_int("representative_examples",
+                          self.representative_examples)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+  """How .tflite files are measured in LiteRT."""
+  num_threads: int = 1
+  latency_warmup: int = 20
+  latency_runs: int = 200
+  batch_size: int = 1000
+
+  def __post_init__(self):
+    _require_positive_int("num_threads", self.num_threads)
+    _require(isinstance(self.latency_warmup, int) and self.latency_warmup >= 0,
+             "latency_warmup", self.latency_warmup, "an integer >= 0")
+    _require_positive_int("latency_runs", self.latency_runs)
+    _require_positive_int("batch_size", self.batch_size)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+  """Everything one run of ``python -m tfopt.pipeline`` needs.
+
+  compare_scratch: also train the student from scratch with the same epochs
+    (a control that shows what distillation gained).
+  """
+  data: DataConfig = field(default_factory=DataConfig)
+  teacher: TrainConfig = field(default_factory=TrainConfig)
+  distill: DistillConfig = field(default_factory=DistillConfig)
+  prune: PruneConfig = field(default_factory=PruneConfig)
+  convert: ConvertConfig = field(default_factory=ConvertConfig)
+  evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+  output_dir: str = "runs/mnist"
+  seed: int = 0
+  compare_scratch: bool = False
+
+  def __post_init__(self):
+    _require(isinstance(self.output_dir, str) and self.output_dir.strip(),
+             "output_dir", self.output_dir, "a non-empty path")
+    _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
+             "an integer >= 0")
+
+  def to_dict(self):
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def quick(cls, **overrides):
+    """A small, fast configuration: a slice of the data and few epochs."""
+    quick = dict(
+        data=DataConfig(max_train_examples=5000, max_test_examples=1000),
+        teacher=TrainConfig(epochs=2, batch_size=64),
+        distill=DistillConfig(epochs=2, batch_size=64),
+        prune=PruneConfig(epochs=1, batch_size=64),
+        convert=ConvertConfig(representative_examples=100),
+        evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
+    )
+    quick.update(overrides)
+    return cls(**quick)

@@ -1,0 +1,236 @@
+"""Data sets: MNIST and Fashion-MNIST from a local directory or a keras download.
+
+A local directory may hold the original IDX files (``train-images-idx3-ubyte.gz``
+and its three siblings, gzipped or not) or one ``.npz`` with ``x_train, y_train,
+x_test, y_test``; either directly or in a subfolder named after the data set.
+Without a directory the TFOPT_DATA_DIR environment variable is tried, then
+``keras.datasets`` (download + cache).
+"""
+
+import dataclasses
+import gzip
+import os
+import struct
+from typing import Optional, Tuple
+
+import numpy as np
+
+from tfopt.config import DataConfig
+from tfopt.errors import TfoptError
+
+__all__ = ["DataError", "Dataset", "load_dataset", "read_idx", "DATA_DIR_ENV"]
+
+DATA_DIR_ENV = "TFOPT_DATA_DIR"
+IDX_FILES = {
+    "x_train": "train-images-idx3-ubyte",
+    "y_train": "train-labels-idx1-ubyte",
+    "x_test": "t10k-images-idx3-ubyte",
+    "y_test": "t10k-labels-idx1-ubyte",
+}
+CLASS_NAMES = {
+    "mnist": [str(digit) for digit in range(10)],
+    "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+}
+_IDX_UBYTE = 0x08
+
+
+class DataError(TfoptError, ValueError):
+  """Data files are missing, unreadable or inconsistent."""
+
+
+@dataclasses.dataclass
+class Dataset:
+  """Images scaled to [0, 1] as float32 NHWC, integer labels.
+
+  The validation split comes from the training set; the test set is kept for
+  the final measurements only.
+  """
+  name: str
+  x_train: np.ndarray
+  y_train: np.ndarray
+  x_val: np.ndarray
+  y_val: np.ndarray
+  x_test: np.ndarray
+  y_test: np.ndarray
+  class_names: list
+  source: str
+
+  @property
+  def input_shape(self) -> Tuple[int, ...]:
+    return tuple(self.x_train.shape[1:])
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+
+def read_idx(path: str) -> np.ndarray:
+  """Reads one IDX file of unsigned bytes (gzipped if the name ends in .gz).
+
+  Raises:
+    DataError: the file is not a valid unsigned-byte IDX file.
+  """
+  opener = gzip.open if path.endswith(".gz") else open
+  try:
+    with opener(path, "rb") as stream:
+      content = stream.read()
+  except (OSError, EOFError) as error:
+    raise DataError(f"Cannot read {path}: {error}. Replace it with an intact "
+                    "copy of the original file.") from error
+  if len(content) < 4 or content[0:2] != b"\x00\x00" or content[2] != _IDX_UBYTE:
+    raise DataError(f"{path} is not an unsigned-byte IDX file (bad magic "
+                    f"number {content[:4].hex() or 'empty'}); replace it with "
+                    "an intact copy of the original file.")
+  ndims = content[3]
+  header_size = 4 + 4 * ndims
+  if ndims == 0 or len(content) < header_size:
+    raise DataError(f"{path} has a truncated or invalid IDX header.")
+  shape = struct.unpack(f">{ndims}I", content[4:header_size])
+  expected = int(np.prod(shape, dtype=np.int64))
+  if len(content) - header_size != expected:
+    raise DataError(f"{path} declares shape {shape} ({expected} bytes) but "
+                    f"holds {len(content) - header_size} bytes of data: the "
+                    "file is truncated or corrupt.")
+  return np.frombuffer(content, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _find_idx_files(directory: str) -> Optional[dict]:
+  found = {}
+  for key, stem in IDX_FILES.items():
+    candidates = [os.path.join(directory, stem + ext) for ext in (".gz", "")]
+    existing = [path for path in candidates if os.path.isfile(path)]
+    if not existing:
+      return None
+    found[key] = existing[0]
+  return found
+
+
+def _load_npz(path: str) -> dict:
+  try:
+    with np.load(path, allow_pickle=False) as archive:
+      missing = [key for key in IDX_FILES if key not in archive.files]
+      if missing:
+        raise DataError(f"{path} lacks the arrays {missing}; it must hold "
+                        "x_train, y_train, x_test and y_test.")
+      return {key: archive[key] for key in IDX_FILES}
+  except DataError:
+    raise
+  except ValueError as error:  # object arrays need pickle: refused.
+    raise DataError(f"{path} holds pickled objects, which tfopt refuses to "
+                    "load; save plain numeric arrays with np.savez.") from error
+  except (OSError, EOFError) as error:
+    raise DataError(f"Cannot read {path} as an .npz archive: {error}.") from error
+
+
+def _load_local(name: str, data_dir: str) -> Tuple[dict, str]:
+  if not os.path.isdir(data_dir):
+    raise DataError(f"Data directory {data_dir!r} does not exist. Point "
+                    f"--data_dir or {DATA_DIR_ENV} at a directory holding the "
+                    f"{name} IDX files or {name}.npz.")
+  searched = []
+  for directory in (os.path.join(data_dir, name), data_dir):
+    idx_paths = _find_idx_files(directory)
+    if idx_paths:
+      return {key: read_idx(path) for key, path in idx_paths.items()}, directory
+    npz_path = os.path.join(directory, name + ".npz")
+    if os.path.isfile(npz_path):
+      return _load_npz(npz_path), npz_path
+    searched.append(directory)
+  raise DataError(
+      f"No {name} data found in {' or '.join(searched)}: expected the four "
+      f"IDX files ({', '.join(v + '.gz' for v in IDX_FILES.values())}) or "
+      f"{name}.npz with x_train, y_train, x_test, y_test.")
+
+
+def _download(name: str) -> Tuple[dict, str]:
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  loader = getattr(keras.datasets, name)
+  try:
+    (x_train, y_train), (x_test, y_test) = loader.load_data()
+  except Exception as error:  # network failures come in many types.
+    raise DataError(
+        f"Could not download {name} through keras.datasets ({error}). "
+        f"Offline, point --data_dir or the {DATA_DIR_ENV} environment "
+        f"variable at a directory holding the original {name} IDX .gz files "
+        f"(or {name}.npz with x_train, y_train, x_test, y_test).") from error
+  arrays = dict(x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+  return arrays, f"keras.datasets.{name}"
+
+
+def _check_arrays(arrays: dict, num_classes: int, source: str):
+  for split in ("train", "test"):
+    images, labels = arrays["x_" + split], arrays["y_" + split]
+    if images.ndim not in (3, 4) or len(images) != len(labels) or not len(images):
+      raise DataError(f"{source}: x_{split} has shape {images.shape} and "
+                      f"y_{split} has shape {labels.shape}; expected N images "
+                      "(N, H, W[, C]) and N labels with N > 0.")
+    if not np.issubdtype(labels.dtype, np.integer):
+      raise DataError(f"{source}: y_{split} has dtype {labels.dtype}; labels "
+                      "must be integers.")
+    if labels.min() < 0 or labels.max() >= num_classes:
+      raise DataError(f"{source}: y_{split} holds labels in [{labels.min()}, "
+                      f"{labels.max()}], outside the {num_classes} classes "
+                      f"0..{num_classes - 1}.")
+    if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
+      raise DataError(f"{source}: x_{split} holds NaN or infinite pixels.")
+  if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
+    raise DataError(f"{source}: train images {arrays['x_train'].shape[1:]} and "
+                    f"test images {arrays['x_test'].shape[1:]} differ in size.")
+
+
+def _to_float_images(images: np.ndarray) -> np.ndarray:
+  if images.ndim == 3:
+    images = images[..., np.newaxis]
+  if images.dtype == np.uint8:
+    return images.astype(np.float32) / 255.0
+  images = images.astype(np.float32)
+  if images.min() < 0 or images.max() > 1:
+    raise DataError("Float images must already be scaled to [0, 1]; found "
+                    f"values in [{images.min()}, {images.max()}].")
+  return images
+
+
+def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
+  """Loads, checks, scales and splits a data set.
+
+  Args:
+    config: which data set and where from (see DataConfig).
+    seed: seeds the shuffle that picks the validation split.
+
+  Returns:
+    A Dataset.
+
+  Raises:
+    DataError: the data is missing, unreadable or inconsistent.
+  """
+  data_dir = config.data_dir or os.environ.get(DATA_DIR_ENV) or None
+  if data_dir:
+    arrays, source = _load_local(config.dataset, data_dir)
+  else:
+    arrays, source = _download(config.dataset)
+  class_names = CLASS_NAMES[config.dataset]
+  _check_arrays(arrays, len(class_names), source)
+
+  x_train, y_train = arrays["x_train"], arrays["y_train"]
+  order = np.random.default_rng(seed).permutation(len(x_train))
+  if config.max_train_examples:
+    order = order[:config.max_train_examples]
+  val_count = max(1, int(round(len(order) * config.validation_fraction)))
+  if val_count >= len(order):
+    raise DataError(f"{len(order)} training examples leave nothing to train "
+                    f"on after a validation fraction of "
+                    f"{config.validation_fraction}.")
+  train_index, val_index = order[val_count:], order[:val_count]
+  test_count = config.max_test_examples or len(arrays["x_test"])
+  return Dataset(
+      name=config.dataset,
+      x_train=_to_float_images(x_train[train_index]),
+      y_train=y_train[train_index].astype(np.int32),
+      x_val=_to_float_images(x_train[val_index]),
+      y_val=y_train[val_index].astype(np.int32),
+      x_test=_to_float_images(arrays["x_test"][:test_count]),
+      y_test=arrays["y_test"][:test_count].astype(np.int32),
+      class_names=class_names,
+      source=source,
+  )

@@ -1,0 +1,142 @@
+"""Knowledge distillation (Hinton et al. 2015): a student learns from a teacher.
+
+    loss = alpha * temperature**2 * KL(softmax(teacher / T) || softmax(student / T))
+           + (1 - alpha) * CE(labels, student)
+
+Here `alpha` weighs the distillation term (the keras.io example uses the
+opposite convention: its alpha weighs the label term).
+"""
+
+import tensorflow as tf
+
+from tfopt._keras import keras, require_keras2_model
+from tfopt.config import DistillConfig
+from tfopt.data import Dataset
+from tfopt.train import classifier_loss, make_optimizer
+
+__all__ = ["Distiller", "distill"]
+
+
+class Distiller(keras.Model):
+  """Trains `student` to match a frozen `teacher` and the labels.
+
+  The teacher runs outside the gradient tape in inference mode, so neither its
+  weights nor its BatchNorm statistics change; only the student's trainable
+  variables receive gradients. `test_step` and `call` use the student alone.
+
+  Args:
+    student: the Keras 2 model to train; outputs logits.
+    teacher: a trained Keras 2 model with the same output size; outputs logits.
+    alpha: weight of the distillation term, in [0, 1].
+    temperature: softmax temperature T > 0 for both models' logits.
+  """
+
+  def __init__(self, student, teacher, alpha=0.8, temperature=4.0, **kwargs):
+    super().__init__(**kwargs)
+    DistillConfig(alpha=alpha, temperature=temperature)  # validates both.
+    self.student = require_keras2_model(student, "student")
+    self.teacher = require_keras2_model(teacher, "teacher")
+    self.teacher.trainable = False
+    self.alpha = float(alpha)
+    self.temperature = float(temperature)
+    self.student_loss_fn = classifier_loss()
+    self.distillation_loss_fn = keras.losses.KLDivergence()
+    self.loss_tracker = keras.metrics.Mean(name="loss")
+    self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
+    self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+  @property
+  def metrics(self):
+    return [self.loss_tracker, self.student_loss_tracker,
+            self.distillation_loss_tracker] + super().metrics
+
+  def call(self, inputs, training=False):
+    return self.student(inputs, training=training)
+
+  def distillation_loss(self, teacher_logits, student_logits):
+    """temperature**2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    soft_teacher = tf.nn.softmax(teacher_logits / self.temperature, axis=-1)
+    soft_student = tf.nn.softmax(student_logits / self.temperature, axis=-1)
+    return self.temperature ** 2 * self.distillation_loss_fn(soft_teacher,
+                                                             soft_student)
+
+  def train_step(self, data):
+    images, labels = data
+    teacher_logits = self.teacher(images, training=False)
+    with tf.GradientTape() as tape:
+      student_logits = self.student(images, training=True)
+      student_loss = self.student_loss_fn(labels, student_logits)
+      distillation_loss = self.distillation_loss(teacher_logits, student_logits)
+      loss = self.alpha * distillation_loss + (1 - self.alpha) * student_loss
+    variables = self.student.trainable_variables
+    self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+    return self._update_metrics(labels, student_logits, loss, student_loss,
+                                distillation_loss)
+
+  def test_step(self, data):
+    images, labels = data
+    student_logits = self.student(images, training=False)
+    student_loss = self.student_loss_fn(labels, student_logits)
+    self.compiled_metrics.update_state(labels, student_logits)
+    self.student_loss_tracker.update_state(student_loss)
+    return {metric.name: metric.result() for metric in self.metrics
+            if metric is not self.loss_tracker
+            and metric is not self.distillation_loss_tracker}
+
+  def _update_metrics(self, labels, student_logits, loss, student_loss,
+                      distillation_loss):
+    self.loss_tracker.update_state(loss)
+    self.student_loss_tracker.update_state(student_loss)
+    self.distillation_loss_tracker.update_state(distillation_loss)
+    self.compiled_metrics.update_state(labels, student_logits)
+    return {metric.name: metric.result() for metric in self.metrics}
+
+  def get_config(self):
+    return {
+        "name": self.name,
+        "student": _serialize_architecture(self.student),
+        "teacher": _serialize_architecture(self.teacher),
+        "alpha": self.alpha,
+        "temperature": self.temperature,
+    }
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    for key in ("student", "teacher"):
+      config[key] = keras.saving.deserialize_keras_object(config[key])
+    return cls(**config)
+
+
+def _serialize_architecture(model: keras.Model) -> dict:
+  """The model's serialized architecture, without its own compile settings."""
+  serialized = keras.saving.serialize_keras_object(model)
+  serialized.pop("compile_config", None)
+  return serialized
+
+
+def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
+            config: DistillConfig, verbose: int = 2) -> keras.callbacks.History:
+  """Trains `student` in place by distillation from `teacher`.
+
+  Args:
+    teacher: a trained Keras 2 model (kept frozen).
+    student: an untrained (or pre-trained) Keras 2 model with the same outputs.
+    dataset: training and validation data.
+    config: epochs, batch size, learning rate, temperature, alpha.
+    verbose: Keras fit verbosity.
+
+  Returns:
+    The Keras History of the fit; the student's validation accuracy is
+    `history.history["val_accuracy"]`.
+  """
+  distiller = Distiller(student, teacher, alpha=config.alpha,
+                        temperature=config.temperature)
+  distiller.compile(
+      optimizer=make_optimizer(config.learning_rate, config.epochs,
+                               len(dataset.x_train), config.batch_size),
+      metrics=["accuracy"])
+  return distiller.fit(dataset.x_train, dataset.y_train,
+                       batch_size=config.batch_size, epochs=config.epochs,
+                       validation_data=(dataset.x_val, dataset.y_val),
+                       verbose=verbose)

@@ -1,0 +1,11 @@
+"""The base of every error tfopt raises for bad input or an unmet check.
+
+The CLI turns a TfoptError into one clear message and a non-zero exit code;
+anything else is a bug and keeps its traceback.
+"""
+
+__all__ = ["TfoptError"]
+
+
+class TfoptError(Exception):
+  """Bad input or an unmet check, with a message that says what to do."""

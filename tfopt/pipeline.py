@@ -1,0 +1,243 @@
+"""The main job: train a teacher, distill a student, prune it, convert, measure.
+
+    python -m tfopt.pipeline --dataset mnist [--data_dir DIR] [--quick]
+
+`run(config)` is the library entry point; the CLI below only turns flags into
+a PipelineConfig. Stages run in order and share one RunState; each writes its
+artifacts atomically into the output directory and lists them in manifest.json.
+"""
+
+import dataclasses
+import os
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+
+from tfopt import artifacts, convert, evaluate, models, report, train
+from tfopt._keras import keras
+from tfopt.config import PipelineConfig
+from tfopt.data import Dataset, load_dataset
+from tfopt.distill import distill
+from tfopt.errors import TfoptError
+from tfopt.prune import PruneResult, prune
+
+__all__ = ["OutputDirError", "RunState", "run", "stages_for"]
+
+
+class OutputDirError(TfoptError, ValueError):
+  """The output directory cannot be used without risking a user's files."""
+
+
+def log(message: str):
+  print(f"[tfopt] {message}", flush=True)
+
+
+@dataclasses.dataclass
+class RunState:
+  """What the stages hand each other during one run."""
+  config: PipelineConfig
+  dataset: Dataset
+  output_dir: str
+  manifest: artifacts.Manifest
+  keras_models: Dict[str, keras.Model] = dataclasses.field(default_factory=dict)
+  tflite_files: Dict[str, tuple] = dataclasses.field(default_factory=dict)
+  prune_result: Optional[PruneResult] = None
+  rows: List[report.ModelRow] = dataclasses.field(default_factory=list)
+  stage_seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+
+  def path(self, filename: str) -> str:
+    return os.path.join(self.output_dir, filename)
+
+  def save_keras(self, stage: str, name: str, model: keras.Model):
+    self.keras_models[name] = model
+    path = artifacts.save_keras_atomic(model, self.path(f"{name}.keras"))
+    self.manifest.record(stage, path)
+
+
+def check_output_dir(output_dir: str):
+  """Refuses a directory holding files that an earlier tfopt run did not write.
+
+  Raises:
+    OutputDirError: the path is a file, or the directory has foreign files.
+  """
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise OutputDirError(f"--output_dir {output_dir!r} is a file; give a "
+                         "directory path.")
+  if not os.path.isdir(output_dir):
+    return
+  manifest = artifacts.Manifest(output_dir)
+  foreign = sorted(name for name in os.listdir(output_dir)
+                   if name != artifacts.Manifest.FILENAME
+                   and not manifest.owns(name))
+  if foreign:
+    shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+    raise OutputDirError(
+        f"Output directory {output_dir!r} holds files tfopt did not write "
+        f"({shown}); tfopt never overwrites them. Choose a new --output_dir "
+        "or move those files away.")
+
+
+# --- stages -----------------------------------------------------------------
+
+def train_teacher(state: RunState):
+  config = state.config.teacher
+  log(f"teacher: training {config.builder!r} for {config.epochs} epoch(s) on "
+      f"{len(state.dataset.x_train)} images")
+  model = models.build_model(config.builder, state.dataset.input_shape,
+                             state.dataset.num_classes)
+  train.train_classifier(model, state.dataset, config)
+  state.save_keras("teacher", "teacher", model)
+
+
+def distill_student(state: RunState):
+  config = state.config.distill
+  log(f"distill: student {config.builder!r}, {config.epochs} epoch(s), "
+      f"temperature {config.temperature}, alpha {config.alpha}")
+  student = models.build_model(config.builder, state.dataset.input_shape,
+                               state.dataset.num_classes)
+  distill(state.keras_models["teacher"], student, state.dataset, config)
+  state.save_keras("distill", "student_distilled", student)
+
+
+def train_scratch_student(state: RunState):
+  config = state.config.distill
+  log(f"scratch: the same student trained from labels only, {config.epochs} "
+      "epoch(s) (control for distillation)")
+  student = models.build_model(config.builder, state.dataset.input_shape,
+                               state.dataset.num_classes)
+  train.train_classifier(student, state.dataset, train.TrainConfig(
+      config.builder, config.epochs, config.batch_size, config.learning_rate))
+  state.save_keras("scratch", "student_scratch", student)
+
+
+def prune_student(state: RunState):
+  config = state.config.prune
+  log(f"prune: magnitude pruning to {config.target_sparsity:.0%} sparsity, "
+      f"{config.epochs} fine-tuning epoch(s)")
+  result = prune(state.keras_models["student_distilled"], state.dataset, config)
+  for entry in result.layers:
+    log(f"  {entry.layer}/{entry.weight} {entry.shape}: {entry.sparsity:.1%} zeros")
+  state.prune_result = result
+  state.save_keras("prune", "student_pruned", result.model)
+
+
+def tflite_plan(config: PipelineConfig) -> List[tuple]:
+  """(row name, file stem, Keras model name, conversion mode) to convert."""
+  plan = [("baseline float32", "baseline_float32", "teacher", "float32")]
+  sources = [("baseline", "baseline", "teacher"),
+             ("distilled student", "student_distilled", "student_distilled"),
+             ("pruned student", "student_pruned", "student_pruned")]
+  if config.compare_scratch:
+    sources.insert(1, ("scratch student", "student_scratch", "student_scratch"))
+  modes = (["dynamic_range"] if config.convert.dynamic_range else []) + (
+      ["int8"] if config.convert.int8 else [])
+  for mode in modes:
+    plan += [(f"{label} {mode}", f"{stem}_{mode}", model, mode)
+             for label, stem, model in sources]
+  return plan
+
+
+def convert_models(state: RunState):
+  config = state.config.convert
+  for row_name, stem, model_name, mode in tflite_plan(state.config):
+    log(f"convert: {model_name} -> {stem}.tflite ({mode})")
+    content = convert.to_tflite(state.keras_models[model_name], mode,
+                                state.dataset.x_train, config.representative_examples)
+    path = artifacts.write_bytes_atomic(state.path(f"{stem}.tflite"), content)
+    state.manifest.record("convert", path)
+    state.tflite_files[row_name] = (path, model_name)
+
+
+def _nonzero_params(model: keras.Model) -> int:
+  return int(sum(np.count_nonzero(weight) for weight in model.get_weights()))
+
+
+def evaluate_models(state: RunState):
+  config, data = state.config.evaluate, state.dataset
+  for row_name, (path, model_name) in state.tflite_files.items():
+    model = state.keras_models[model_name]
+    contents = evaluate.inspect_tflite(path)
+    row = report.ModelRow(
+        name=row_name, path=os.path.basename(path),
+        accuracy=evaluate.accuracy(path, data.x_test, data.y_test,
+                                   config.num_threads, config.batch_size),
+        tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
+        latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
+                                       config.latency_warmup, config.latency_runs),
+        params=int(model.count_params()), nonzero_params=_nonzero_params(model),
+        agreement=evaluate.agreement(path, model, data.x_test,
+                                     config.num_threads, config.batch_size),
+        weight_sparsity=contents.weight_sparsity,
+        input_dtype=contents.input_dtype, weight_dtypes=contents.weight_dtypes)
+    log(f"evaluate: {row_name}: accuracy {row.accuracy:.2%}, {row.tflite_bytes:,} B "
+        f"({row.gzip_bytes:,} B gzip), {row.latency_us:,.0f} µs")
+    state.rows.append(row)
+
+
+def write_report(state: RunState) -> report.Report:
+  data = state.dataset
+  result = report.Report(
+      dataset=data.name, test_examples=len(data.x_test),
+      baseline="baseline float32", models=state.rows,
+      keras_accuracy={name: train.accuracy(model, data.x_test, data.y_test)
+                      for name, model in state.keras_models.items()},
+      layer_sparsity=[dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
+                      for entry in state.prune_result.layers]
+      if state.prune_result else [],
+      stages=dict(state.stage_seconds), config=state.config.to_dict(),
+      machine=report.machine_info(), versions=report.versions())
+  for path in result.save(state.output_dir):
+    state.manifest.record("report", path)
+  return result
+
+
+def stages_for(config: PipelineConfig) -> List[tuple]:
+  """The (name, function) stages one run executes, in order."""
+  stages = [("teacher", train_teacher), ("distill", distill_student)]
+  if config.compare_scratch:
+    stages.append(("scratch", train_scratch_student))
+  return stages + [("prune", prune_student), ("convert", convert_models),
+                   ("evaluate", evaluate_models)]
+
+
+def run(config: PipelineConfig) -> report.Report:
+  """Runs the whole pipeline and writes its artifacts and report.
+
+  Everything that can be checked before training (builder names, the output
+  directory, the data) is checked first, so bad input fails fast and leaves
+  no files behind.
+
+  Returns:
+    The Report (also written as report.json / report.md / report.png).
+
+  Raises:
+    TfoptError: bad configuration, data or output directory.
+  """
+  models.get_builder(config.teacher.builder)
+  models.get_builder(config.distill.builder)
+  check_output_dir(config.output_dir)
+  started = time.perf_counter()
+  dataset = load_dataset(config.data, seed=config.seed)
+  log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
+      f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images")
+  keras.utils.set_random_seed(config.seed)
+  os.makedirs(config.output_dir, exist_ok=True)
+  state = RunState(config, dataset, config.output_dir,
+                   artifacts.Manifest(config.output_dir))
+  state.stage_seconds["data"] = time.perf_counter() - started
+  for name, stage in stages_for(config):
+    started = time.perf_counter()
+    stage(state)
+    state.stage_seconds[name] = time.perf_counter() - started
+    log(f"{name}: done in {state.stage_seconds[name]:.1f} s")
+  state.stage_seconds["total"] = sum(state.stage_seconds.values())
+  result = write_report(state)
+  log(f"report: {os.path.join(config.output_dir, 'report.md')}")
+  return result
+
+
+if __name__ == "__main__":
+  from tfopt import cli  # pylint: disable=g-import-not-at-top
+  cli.run_main()

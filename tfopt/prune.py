@@ -1,0 +1,163 @@
+"""Unstructured magnitude pruning with tfmot: apply, fine-tune, strip, verify.
+
+``prune`` clones the model first (tfmot's wrappers share layer objects with
+the model they wrap, which would silently prune the caller's model too), ramps
+sparsity with a PolynomialDecay schedule whose update frequency is derived
+from the run length (tfmot's default of every 100 steps prunes nothing on a
+short run), strips the wrappers and checks every pruned weight reached its
+target sparsity.
+"""
+
+import dataclasses
+import math
+from typing import List
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
+
+from tfopt._keras import keras, require_keras2_model
+from tfopt.config import PruneConfig
+from tfopt.data import Dataset
+from tfopt.errors import TfoptError
+from tfopt.train import classifier_loss, make_optimizer
+
+__all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
+           "apply_pruning", "strip_pruning", "prune", "clone_model"]
+
+# Rounding leaves small layers a fraction of a weight under the target.
+SPARSITY_TOLERANCE = 0.01
+
+
+class PruningError(TfoptError, RuntimeError):
+  """Pruning did not reach its target, or cannot run with these settings."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerSparsity:
+  """The measured sparsity of one pruned weight tensor."""
+  layer: str
+  weight: str
+  shape: tuple
+  size: int
+  zeros: int
+
+  @property
+  def sparsity(self) -> float:
+    return self.zeros / self.size
+
+
+@dataclasses.dataclass
+class PruneResult:
+  """A stripped, pruned model and its per-layer sparsity table."""
+  model: keras.Model
+  layers: List[LayerSparsity]
+  target_sparsity: float
+
+  @property
+  def overall_sparsity(self) -> float:
+    return (sum(entry.zeros for entry in self.layers) /
+            max(1, sum(entry.size for entry in self.layers)))
+
+
+def clone_model(model: keras.Model) -> keras.Model:
+  """A new model with the same architecture and a copy of the weights."""
+  clone = keras.models.clone_model(model)
+  clone.set_weights(model.get_weights())
+  return clone
+
+
+def pruning_schedule(config: PruneConfig, total_steps: int):
+  """A PolynomialDecay schedule that reaches the target within the run.
+
+  The masks are updated `config.pruning_updates` times (fewer if the run is
+  shorter) over the first `config.ramp_fraction` of `total_steps`; the last
+  update lands exactly on `end_step`, so the target sparsity is applied.
+
+  Raises:
+    PruningError: the run has fewer than two training steps.
+  """
+  if total_steps < 2:
+    raise PruningError(f"Pruning needs at least 2 training steps, got "
+                       f"{total_steps}; use more examples or epochs.")
+  ramp_steps = max(1, min(total_steps - 1, int(total_steps * config.ramp_fraction)))
+  updates = min(config.pruning_updates, ramp_steps)
+  frequency = ramp_steps // updates
+  return tfmot.sparsity.keras.PolynomialDecay(
+      initial_sparsity=config.initial_sparsity,
+      final_sparsity=config.target_sparsity,
+      begin_step=0, end_step=frequency * updates, frequency=frequency)
+
+
+def apply_pruning(model: keras.Model, schedule) -> keras.Model:
+  """Wraps a clone of `model` for pruning; `model` itself is left untouched."""
+  require_keras2_model(model)
+  return tfmot.sparsity.keras.prune_low_magnitude(clone_model(model),
+                                                  pruning_schedule=schedule)
+
+
+def strip_pruning(pruned_model: keras.Model) -> keras.Model:
+  """Removes the pruning wrappers, keeping the masked (zeroed) weights."""
+  return tfmot.sparsity.keras.strip_pruning(pruned_model)
+
+
+def _pruned_weight_names(pruned_model: keras.Model) -> dict:
+  """{layer name: [attribute names of its pruned weights]} from the wrappers."""
+  names = {}
+  for layer in pruned_model.layers:
+    if isinstance(layer, PruneLowMagnitude):
+      names[layer.layer.name] = [
+          weight.name.split("/")[-1].split(":")[0]
+          for weight, _, _ in layer.pruning_vars]
+  return names
+
+
+def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsity]:
+  """Counts the zeros of the named weights of a (stripped) model."""
+  table = []
+  for layer_name, attributes in weight_names.items():
+    layer = model.get_layer(layer_name)
+    for attribute in attributes:
+      values = getattr(layer, attribute).numpy()
+      table.append(LayerSparsity(layer_name, attribute, tuple(values.shape),
+                                 int(values.size), int(np.sum(values == 0))))
+  return table
+
+
+def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
+          verbose: int = 2) -> PruneResult:
+  """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits; not modified.
+    dataset: training data for fine-tuning, validation data for monitoring.
+    config: target sparsity, schedule and fine-tuning settings.
+    verbose: Keras fit verbosity.
+
+  Returns:
+    A PruneResult with the stripped model and its per-layer sparsity.
+
+  Raises:
+    PruningError: a pruned weight ended below its target sparsity.
+  """
+  total_steps = config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
+  pruned = apply_pruning(model, pruning_schedule(config, total_steps))
+  pruned.compile(
+      optimizer=make_optimizer(config.learning_rate, config.epochs,
+                               len(dataset.x_train), config.batch_size),
+      loss=classifier_loss(), metrics=["accuracy"])
+  pruned.fit(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
+             epochs=config.epochs, validation_data=(dataset.x_val, dataset.y_val),
+             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+             verbose=verbose)
+  weight_names = _pruned_weight_names(pruned)
+  stripped = strip_pruning(pruned)
+  table = measure_sparsity(stripped, weight_names)
+  short = [entry for entry in table
+           if entry.sparsity < config.target_sparsity - SPARSITY_TOLERANCE]
+  if short:
+    details = ", ".join(f"{entry.layer}/{entry.weight} {entry.sparsity:.3f}"
+                        for entry in short)
+    raise PruningError(f"Target sparsity {config.target_sparsity} not reached: "
+                       f"{details}.")
+  return PruneResult(stripped, table, config.target_sparsity)

@@ -1,0 +1,160 @@
+"""The run's numbers (dataclasses) and their renderings: JSON, Markdown, PNG."""
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import platform
+from typing import Dict, List, Optional
+
+from tfopt.artifacts import write_text_atomic
+
+__all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
+           "save_plot"]
+
+
+@dataclasses.dataclass
+class ModelRow:
+  """One measured .tflite file.
+
+  accuracy: top-1 of the file run in LiteRT on the test set.
+  agreement: share of test images where the file's top-1 equals its Keras
+    model's top-1.
+  params / nonzero_params: of the Keras model the file came from.
+  weight_sparsity: share of zero weights read back from the file's
+    conv / fully-connected weight tensors.
+  """
+  name: str
+  path: str
+  accuracy: float
+  tflite_bytes: int
+  gzip_bytes: int
+  latency_us: float
+  params: int
+  nonzero_params: int
+  agreement: float
+  weight_sparsity: float
+  input_dtype: str
+  weight_dtypes: Dict[str, int]
+
+
+@dataclasses.dataclass
+class Report:
+  """Everything a run measured; rendering lives in the functions below."""
+  dataset: str
+  test_examples: int
+  baseline: str
+  models: List[ModelRow]
+  keras_accuracy: Dict[str, float]
+  layer_sparsity: List[dict]
+  stages: Dict[str, float]
+  config: dict
+  machine: dict
+  versions: dict
+
+  def row(self, name: str) -> ModelRow:
+    return next(model for model in self.models if model.name == name)
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+  def save(self, output_dir: str) -> List[str]:
+    """Writes report.json, report.md and report.png; returns their paths."""
+    paths = [os.path.join(output_dir, name)
+             for name in ("report.json", "report.md", "report.png")]
+    write_text_atomic(paths[0], json.dumps(self.to_dict(), indent=2) + "\n")
+    write_text_atomic(paths[1], render_markdown(self))
+    save_plot(self, paths[2])
+    return paths
+
+
+def machine_info() -> dict:
+  """CPU model, core count, OS and Python version of this machine."""
+  cpu = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8") as stream:
+      names = [line.split(":", 1)[1].strip() for line in stream
+               if line.startswith("model name")]
+    cpu = names[0] if names else cpu
+  except OSError:
+    pass
+  return {"cpu": cpu, "cores": os.cpu_count(), "os": platform.platform(),
+          "python": platform.python_version()}
+
+
+def versions() -> dict:
+  """Installed versions of tfopt and the libraries it measures with."""
+  found = {}
+  for package in ("tfopt", "tensorflow", "tf-keras",
+                  "tensorflow-model-optimization", "ai-edge-litert", "numpy"):
+    try:
+      found[package] = importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+      found[package] = None
+  return found
+
+
+def _ratio(baseline: float, value: float) -> str:
+  return f"{baseline / value:.1f}×" if value else "n/a"
+
+
+def render_markdown(report: Report) -> str:
+  """The report as Markdown: the comparison table first, then the details."""
+  base = report.row(report.baseline)
+  lines = [
+      f"# tfopt report — {report.dataset}",
+      "",
+      f"Every figure is measured on the `.tflite` file itself in LiteRT: "
+      f"accuracy on {report.test_examples} test images, latency at batch 1 "
+      f"with {report.config['evaluate']['num_threads']} thread(s) "
+      f"(median of {report.config['evaluate']['latency_runs']} invokes). "
+      f"Ratios and Δ are against **{base.name}**.",
+      "",
+      "| model | accuracy | Δ acc (pp) | .tflite bytes | × smaller | gzip bytes "
+      "| × smaller (gzip) | latency µs | params | nonzero params | agrees with Keras |",
+      "|---|---|---|---|---|---|---|---|---|---|---|",
+  ]
+  for row in report.models:
+    lines.append(
+        f"| {row.name} | {100 * row.accuracy:.2f} % "
+        f"| {100 * (row.accuracy - base.accuracy):+.2f} | {row.tflite_bytes:,} "
+        f"| {_ratio(base.tflite_bytes, row.tflite_bytes)} | {row.gzip_bytes:,} "
+        f"| {_ratio(base.gzip_bytes, row.gzip_bytes)} | {row.latency_us:,.0f} "
+        f"| {row.params:,} | {row.nonzero_params:,} | {100 * row.agreement:.2f} % |")
+  lines += ["", "## Keras models (test accuracy before conversion)", ""]
+  lines += [f"- {name}: {100 * value:.2f} %"
+            for name, value in report.keras_accuracy.items()]
+  if report.layer_sparsity:
+    lines += ["", "## Pruned weights (measured after strip_pruning)", "",
+              "| layer | weight | shape | sparsity |", "|---|---|---|---|"]
+    lines += [f"| {entry['layer']} | {entry['weight']} | {tuple(entry['shape'])} "
+              f"| {100 * entry['sparsity']:.1f} % |"
+              for entry in report.layer_sparsity]
+  lines += ["", "## Stages (wall seconds)", ""]
+  lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
+  lines += ["", "## Machine and versions", ""]
+  lines += [f"- {key}: {value}" for key, value in report.machine.items()]
+  lines += [f"- {key}: {value}" for key, value in report.versions.items()]
+  return "\n".join(lines) + "\n"
+
+
+def save_plot(report: Report, path: str, title: Optional[str] = None):
+  """Accuracy against gzip size, one labelled point per model, as a PNG."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  figure, axes = pyplot.subplots(figsize=(7, 4.5))
+  for row in report.models:
+    axes.scatter(row.gzip_bytes / 1024, 100 * row.accuracy, s=40)
+    axes.annotate(row.name, (row.gzip_bytes / 1024, 100 * row.accuracy),
+                  textcoords="offset points", xytext=(6, 4), fontsize=8)
+  axes.set_xscale("log")
+  axes.set_xlabel("gzip size of the .tflite (KiB, log scale)")
+  axes.set_ylabel("test accuracy in LiteRT (%)")
+  axes.set_title(title or f"tfopt — {report.dataset}: accuracy vs size")
+  axes.grid(True, which="both", alpha=0.3)
+  figure.tight_layout()
+  temporary = path + ".tmp.png"
+  figure.savefig(temporary, dpi=120)
+  pyplot.close(figure)
+  os.replace(temporary, path)
