@@ -59,3 +59,17 @@ def test_pruned_int8_file_gzips_smaller(pruned, trained_teacher, dataset, tmp_pa
     write_bytes_atomic(path, convert.to_tflite(model, "int8", dataset.x_train, 50))
     sizes[name] = gzip_size(path)
   assert sizes["pruned"] < 0.8 * sizes["dense"]
+
+
+def test_pruning_with_a_teacher_reaches_target_and_keeps_teacher(dataset, trained_teacher):
+  from tfopt import models, train
+  student = models.build_model("student", dataset.input_shape, 10)
+  student.set_weights(trained_teacher.get_weights())
+  teacher_weights = [w.copy() for w in trained_teacher.get_weights()]
+  result = prune.prune(student, dataset,
+                       PruneConfig(target_sparsity=0.6, epochs=2, batch_size=32),
+                       teacher=trained_teacher, verbose=0)
+  assert all(entry.sparsity >= 0.6 - prune.SPARSITY_TOLERANCE for entry in result.layers)
+  for before, after in zip(teacher_weights, trained_teacher.get_weights()):
+    np.testing.assert_array_equal(before, after)
+  assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85

@@ -114,6 +114,8 @@ class PruneConfig:
   pruning_updates: how many times the masks are recomputed while sparsity
     ramps from initial_sparsity to target_sparsity (over ramp_fraction of the
     fine-tuning steps); the remaining steps fine-tune with fixed masks.
+  use_teacher: fine-tune by distillation from the teacher (when the pipeline
+    has one) rather than from the labels alone.
   """
   target_sparsity: float = 0.7
   initial_sparsity: float = 0.0
@@ -122,6 +124,7 @@ class PruneConfig:
   learning_rate: float = 1e-3
   pruning_updates: int = 10
   ramp_fraction: float = 0.6
+  use_teacher: bool = True
 
   def __post_init__(self):
     _require_fraction("target_sparsity", self.target_sparsity)

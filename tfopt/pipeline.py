@@ -9,8 +9,12 @@ artifacts atomically into the output directory and lists them in manifest.json.
 
 import dataclasses
 import os
-import sys
 import time
+
+if __name__ == "__main__":
+  # The CLI keeps TensorFlow's C++ info/warning lines out of the user's
+  # terminal (errors still show); library users keep their own setting.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -115,8 +119,12 @@ def train_scratch_student(state: RunState):
 def prune_student(state: RunState):
   config = state.config.prune
   log(f"prune: magnitude pruning to {config.target_sparsity:.0%} sparsity, "
-      f"{config.epochs} fine-tuning epoch(s)")
-  result = prune(state.keras_models["student_distilled"], state.dataset, config)
+      f"{config.epochs} fine-tuning epoch(s)"
+      + (" distilled from the teacher" if config.use_teacher else ""))
+  teacher = state.keras_models["teacher"] if config.use_teacher else None
+  result = prune(state.keras_models["student_distilled"], state.dataset, config,
+                 teacher=teacher, alpha=state.config.distill.alpha,
+                 temperature=state.config.distill.temperature)
   for entry in result.layers:
     log(f"  {entry.layer}/{entry.weight} {entry.shape}: {entry.sparsity:.1%} zeros")
   state.prune_result = result

@@ -1,0 +1,23 @@
+"""The examples run as written, so they cannot go stale."""
+
+import importlib.util
+
+from conftest import REPO_ROOT
+
+
+def _load(name):
+  spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "examples" / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_each_stage_example_runs_on_an_mnist_slice(mnist_dir, tmp_path):
+  measured = _load("each_stage").main(data_dir=mnist_dir, max_train=3000,
+                                      max_test=500, epochs=2,
+                                      output_dir=str(tmp_path))
+  assert measured["accuracy"] > 0.85
+  assert measured["agreement"] > 0.95
+  assert measured["weight_sparsity"] > 0.6
+  assert measured["gzip_bytes"] < measured["tflite_bytes"]
+  assert (tmp_path / "student_int8.tflite").is_file()
