@@ -18,17 +18,18 @@ from tfopt.prune import prune
 
 
 def main(data_dir=None, max_train=None, max_test=None, epochs=2,
-         output_dir="runs/example"):
+         batch_size=128, output_dir="runs/example"):
   data = load_dataset(DataConfig("mnist", data_dir, max_train_examples=max_train,
                                  max_test_examples=max_test))
 
   teacher = models.build_model("teacher", data.input_shape, data.num_classes)
-  train.train_classifier(teacher, data, TrainConfig(epochs=epochs))
+  train.train_classifier(teacher, data, TrainConfig(epochs=epochs, batch_size=batch_size))
 
   student = models.build_model("student", data.input_shape, data.num_classes)
-  distill(teacher, student, data, DistillConfig(epochs=epochs))
+  distill(teacher, student, data, DistillConfig(epochs=epochs, batch_size=batch_size))
 
-  pruned = prune(student, data, PruneConfig(target_sparsity=0.7, epochs=1),
+  pruned = prune(student, data, PruneConfig(target_sparsity=0.7, epochs=1,
+                                              batch_size=batch_size),
                  teacher=teacher)
   for entry in pruned.layers:
     print(f"{entry.layer}/{entry.weight}: {entry.sparsity:.1%} zeros")
@@ -54,7 +55,8 @@ if __name__ == "__main__":
   parser.add_argument("--max_train", type=int, default=None)
   parser.add_argument("--max_test", type=int, default=None)
   parser.add_argument("--epochs", type=int, default=2)
+  parser.add_argument("--batch_size", type=int, default=128)
   parser.add_argument("--output_dir", default="runs/example")
   arguments = parser.parse_args()
   main(arguments.data_dir, arguments.max_train, arguments.max_test,
-       arguments.epochs, arguments.output_dir)
+       arguments.epochs, arguments.batch_size, arguments.output_dir)

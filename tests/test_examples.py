@@ -14,7 +14,7 @@ def _load(name):
 
 def test_each_stage_example_runs_on_an_mnist_slice(mnist_dir, tmp_path):
   measured = _load("each_stage").main(data_dir=mnist_dir, max_train=3000,
-                                      max_test=500, epochs=2,
+                                      max_test=500, epochs=2, batch_size=32,
                                       output_dir=str(tmp_path))
   assert measured["accuracy"] > 0.85
   assert measured["agreement"] > 0.95

@@ -94,4 +94,5 @@ def main(argv):
 
 
 def run_main():
+  flags.adopt_module_key_flags(sys.modules[__name__])  # listed by --help
   app.run(main)

@@ -98,8 +98,8 @@ class DistillConfig:
   epochs: int = 6
   batch_size: int = 128
   learning_rate: float = 3e-3
-  temperature: float = 4.0
-  alpha: float = 0.8
+  temperature: float = 2.0
+  alpha: float = 0.5
 
   def __post_init__(self):
     TrainConfig(self.builder, self.epochs, self.batch_size, self.learning_rate)

@@ -31,7 +31,7 @@ class Distiller(keras.Model):
     temperature: softmax temperature T > 0 for both models' logits.
   """
 
-  def __init__(self, student, teacher, alpha=0.8, temperature=4.0, **kwargs):
+  def __init__(self, student, teacher, alpha=0.5, temperature=2.0, **kwargs):
     super().__init__(**kwargs)
     DistillConfig(alpha=alpha, temperature=temperature)  # validates both.
     self.student = require_keras2_model(student, "student")

@@ -21,7 +21,7 @@ import numpy as np
 
 from tfopt import artifacts, convert, evaluate, models, report, train
 from tfopt._keras import keras
-from tfopt.config import PipelineConfig
+from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.distill import distill
 from tfopt.errors import TfoptError
@@ -48,11 +48,17 @@ class RunState:
   keras_models: Dict[str, keras.Model] = dataclasses.field(default_factory=dict)
   tflite_files: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   prune_result: Optional[PruneResult] = None
+  student_initial_weights: Optional[list] = None
   rows: List[report.ModelRow] = dataclasses.field(default_factory=list)
   stage_seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
 
   def path(self, filename: str) -> str:
     return os.path.join(self.output_dir, filename)
+
+  def build(self, builder: str) -> keras.Model:
+    """A fresh model from `builder`, shaped for this run's data."""
+    return models.build_model(builder, self.dataset.input_shape,
+                              self.dataset.num_classes)
 
   def save_keras(self, stage: str, name: str, model: keras.Model):
     self.keras_models[name] = model
@@ -89,8 +95,7 @@ def train_teacher(state: RunState):
   config = state.config.teacher
   log(f"teacher: training {config.builder!r} for {config.epochs} epoch(s) on "
       f"{len(state.dataset.x_train)} images")
-  model = models.build_model(config.builder, state.dataset.input_shape,
-                             state.dataset.num_classes)
+  model = state.build(config.builder)
   train.train_classifier(model, state.dataset, config)
   state.save_keras("teacher", "teacher", model)
 
@@ -99,19 +104,19 @@ def distill_student(state: RunState):
   config = state.config.distill
   log(f"distill: student {config.builder!r}, {config.epochs} epoch(s), "
       f"temperature {config.temperature}, alpha {config.alpha}")
-  student = models.build_model(config.builder, state.dataset.input_shape,
-                               state.dataset.num_classes)
+  student = state.build(config.builder)
+  state.student_initial_weights = student.get_weights()
   distill(state.keras_models["teacher"], student, state.dataset, config)
   state.save_keras("distill", "student_distilled", student)
 
 
 def train_scratch_student(state: RunState):
   config = state.config.distill
-  log(f"scratch: the same student trained from labels only, {config.epochs} "
-      "epoch(s) (control for distillation)")
-  student = models.build_model(config.builder, state.dataset.input_shape,
-                               state.dataset.num_classes)
-  train.train_classifier(student, state.dataset, train.TrainConfig(
+  log(f"scratch: the same student, same initial weights, trained from labels "
+      f"only for {config.epochs} epoch(s) (control for distillation)")
+  student = state.build(config.builder)
+  student.set_weights(state.student_initial_weights)
+  train.train_classifier(student, state.dataset, TrainConfig(
       config.builder, config.epochs, config.batch_size, config.learning_rate))
   state.save_keras("scratch", "student_scratch", student)
 
@@ -230,13 +235,16 @@ def run(config: PipelineConfig) -> report.Report:
   dataset = load_dataset(config.data, seed=config.seed)
   log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
       f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images")
-  keras.utils.set_random_seed(config.seed)
   os.makedirs(config.output_dir, exist_ok=True)
   state = RunState(config, dataset, config.output_dir,
                    artifacts.Manifest(config.output_dir))
   state.stage_seconds["data"] = time.perf_counter() - started
   for name, stage in stages_for(config):
     started = time.perf_counter()
+    # Each stage starts from the same seed: the distilled and scratch students
+    # see the same shuffles, and a stage's result does not depend on the ones
+    # before it.
+    keras.utils.set_random_seed(config.seed)
     stage(state)
     state.stage_seconds[name] = time.perf_counter() - started
     log(f"{name}: done in {state.stage_seconds[name]:.1f} s")

@@ -126,8 +126,8 @@ def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsi
 
 
 def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
-          teacher: Optional[keras.Model] = None, alpha: float = 0.8,
-          temperature: float = 4.0, verbose: int = 2) -> PruneResult:
+          teacher: Optional[keras.Model] = None, alpha: float = 0.5,
+          temperature: float = 2.0, verbose: int = 2) -> PruneResult:
   """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
 
   Args:

@@ -149,6 +149,7 @@ def save_plot(report: Report, path: str, title: Optional[str] = None):
     axes.annotate(row.name, (row.gzip_bytes / 1024, 100 * row.accuracy),
                   textcoords="offset points", xytext=(6, 4), fontsize=8)
   axes.set_xscale("log")
+  axes.margins(x=0.25, y=0.1)
   axes.set_xlabel("gzip size of the .tflite (KiB, log scale)")
   axes.set_ylabel("test accuracy in LiteRT (%)")
   axes.set_title(title or f"tfopt — {report.dataset}: accuracy vs size")
