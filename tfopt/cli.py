@@ -14,6 +14,7 @@ from tfopt.config import (ConvertConfig, DataConfig, DistillConfig,
 from tfopt.errors import TfoptError
 
 FLAGS = flags.FLAGS
+_DEFAULT = PipelineConfig()
 
 flags.DEFINE_string("dataset", "mnist", "Data set: mnist or fashion_mnist.")
 flags.DEFINE_string("data_dir", None, "Directory with the data set's IDX .gz "
@@ -25,20 +26,20 @@ flags.DEFINE_bool("quick", False, "A fast look: a small slice of the data and "
                   "one epoch per stage. Figures are not representative.")
 flags.DEFINE_bool("compare_scratch", False, "Also train the student from "
                   "scratch with the same epochs, as a control for distillation.")
-flags.DEFINE_string("teacher", None, "Teacher builder (teacher, student, mobilenet_v1).")
-flags.DEFINE_integer("teacher_epochs", None, "Teacher training epochs.")
-flags.DEFINE_float("teacher_learning_rate", None, "Teacher peak learning rate.")
-flags.DEFINE_string("student", None, "Student builder (student, mobilenet_v1, ...).")
-flags.DEFINE_integer("distill_epochs", None, "Distillation epochs.")
-flags.DEFINE_float("distill_learning_rate", None, "Distillation peak learning rate.")
-flags.DEFINE_float("temperature", None, "Distillation softmax temperature (> 0).")
-flags.DEFINE_float("alpha", None, "Weight of the distillation term, in [0, 1].")
-flags.DEFINE_float("target_sparsity", None, "Pruning target sparsity, in [0, 1).")
-flags.DEFINE_integer("prune_epochs", None, "Pruning fine-tuning epochs.")
-flags.DEFINE_integer("batch_size", None, "Batch size of every training stage.")
-flags.DEFINE_bool("dynamic_range", None, "Also write dynamic-range int8 files.")
-flags.DEFINE_integer("num_threads", None, "LiteRT threads for the measurements.")
-flags.DEFINE_integer("latency_runs", None, "Timed invokes for the latency median.")
+flags.DEFINE_string("teacher", None, f"Teacher builder: teacher, student or mobilenet_v1 (default {_DEFAULT.teacher.builder}).")
+flags.DEFINE_integer("teacher_epochs", None, f"Teacher training epochs (default {_DEFAULT.teacher.epochs}).")
+flags.DEFINE_float("teacher_learning_rate", None, f"Teacher peak learning rate (default {_DEFAULT.teacher.learning_rate}).")
+flags.DEFINE_string("student", None, f"Student builder (default {_DEFAULT.distill.builder}).")
+flags.DEFINE_integer("distill_epochs", None, f"Distillation epochs (default {_DEFAULT.distill.epochs}).")
+flags.DEFINE_float("distill_learning_rate", None, f"Distillation peak learning rate (default {_DEFAULT.distill.learning_rate}).")
+flags.DEFINE_float("temperature", None, f"Distillation softmax temperature > 0 (default {_DEFAULT.distill.temperature}).")
+flags.DEFINE_float("alpha", None, f"Weight of the distillation term in [0, 1] (default {_DEFAULT.distill.alpha}).")
+flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) (default {_DEFAULT.prune.target_sparsity}).")
+flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
+flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
+flags.DEFINE_bool("dynamic_range", None, "Also write dynamic-range int8 files (default false).")
+flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
+flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
 
 # flag name -> (PipelineConfig section, field name)
 _OVERRIDES = {
@@ -94,5 +95,4 @@ def main(argv):
 
 
 def run_main():
-  flags.adopt_module_key_flags(sys.modules[__name__])  # listed by --help
   app.run(main)

@@ -119,11 +119,11 @@ class PruneConfig:
   """
   target_sparsity: float = 0.7
   initial_sparsity: float = 0.0
-  epochs: int = 3
+  epochs: int = 5
   batch_size: int = 128
   learning_rate: float = 1e-3
   pruning_updates: int = 10
-  ramp_fraction: float = 0.6
+  ramp_fraction: float = 0.5
   use_teacher: bool = True
 
   def __post_init__(self):

@@ -255,5 +255,7 @@ def run(config: PipelineConfig) -> report.Report:
 
 
 if __name__ == "__main__":
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from tfopt import cli  # pylint: disable=g-import-not-at-top
+  flags.adopt_module_key_flags(cli)  # so that --help lists them
   cli.run_main()
