@@ -129,3 +129,16 @@ def test_real_mnist_slice(mnist_dir):
   full = load_dataset(DataConfig(data_dir=mnist_dir))
   assert len(full.x_train) + len(full.x_val) == 60000
   assert len(full.x_test) == 10000
+
+
+def test_fashion_mnist_from_its_own_folder(tmp_path):
+  write_idx_dataset(tmp_path / "fashion_mnist", train=50, test=10)
+  loaded = load_dataset(DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
+  assert loaded.class_names[0] == "T-shirt/top" and loaded.num_classes == 10
+  assert loaded.source == str(tmp_path / "fashion_mnist")
+
+
+def test_mnist_folder_is_not_taken_for_fashion_mnist(tmp_path):
+  write_idx_dataset(tmp_path / "mnist", train=50, test=10)
+  with pytest.raises(DataError, match="No fashion_mnist data"):
+    load_dataset(DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))

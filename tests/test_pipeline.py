@@ -111,3 +111,10 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path):
     pipeline.run(PipelineConfig.quick(output_dir=str(tmp_path)))
   assert (tmp_path / "my_thesis.tex").read_text() == "precious"
   assert sorted(os.listdir(tmp_path)) == ["my_thesis.tex"]
+
+
+def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
+  from tfopt.artifacts import ManifestError
+  (tmp_path / "manifest.json").write_text("{not json")
+  with pytest.raises(ManifestError, match="not a readable tfopt manifest"):
+    pipeline.check_output_dir(str(tmp_path))

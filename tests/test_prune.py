@@ -73,3 +73,11 @@ def test_pruning_with_a_teacher_reaches_target_and_keeps_teacher(dataset, traine
   for before, after in zip(teacher_weights, trained_teacher.get_weights()):
     np.testing.assert_array_equal(before, after)
   assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85
+
+
+def test_a_frozen_model_is_refused(trained_teacher, dataset):
+  from tfopt import models
+  frozen = models.build_model("student", dataset.input_shape, 10)
+  frozen.trainable = False
+  with pytest.raises(prune.PruningError, match="no trainable weights"):
+    prune.prune(frozen, dataset, PruneConfig(epochs=1))

@@ -10,8 +10,14 @@ import json
 import os
 import tempfile
 
-__all__ = ["write_bytes_atomic", "write_text_atomic", "save_keras_atomic",
+from tfopt.errors import TfoptError
+
+__all__ = ["ManifestError", "write_bytes_atomic", "write_text_atomic", "save_keras_atomic",
            "sha256_of", "gzip_size", "Manifest"]
+
+
+class ManifestError(TfoptError, ValueError):
+  """An output directory's manifest.json cannot be read."""
 
 
 def _temporary_path(path: str) -> str:
@@ -79,8 +85,14 @@ class Manifest:
     self.path = os.path.join(output_dir, self.FILENAME)
     self.entries = []
     if os.path.isfile(self.path):
-      with open(self.path, encoding="utf-8") as stream:
-        self.entries = json.load(stream).get("artifacts", [])
+      try:
+        with open(self.path, encoding="utf-8") as stream:
+          self.entries = list(json.load(stream)["artifacts"])
+      except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ManifestError(
+            f"{self.path} is not a readable tfopt manifest ({error}); tfopt "
+            "cannot tell which files in that directory are its own. Choose "
+            "a new --output_dir.") from error
 
   def owns(self, filename: str) -> bool:
     return any(entry["path"] == filename for entry in self.entries)

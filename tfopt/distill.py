@@ -20,9 +20,11 @@ __all__ = ["Distiller", "distill"]
 class Distiller(keras.Model):
   """Trains `student` to match a frozen `teacher` and the labels.
 
-  The teacher runs outside the gradient tape in inference mode, so neither its
-  weights nor its BatchNorm statistics change; only the student's trainable
-  variables receive gradients. `test_step` and `call` use the student alone.
+  The teacher is frozen: it runs outside the gradient tape in inference mode,
+  so neither its weights nor its BatchNorm statistics change, and the
+  Distiller's trainable weights are the student's alone. The caller's teacher
+  object is not modified (its `trainable` flag stays as it was), so it can
+  still be fine-tuned or pruned later. `test_step` and `call` use the student.
 
   Args:
     student: the Keras 2 model to train; outputs logits.
@@ -36,7 +38,6 @@ class Distiller(keras.Model):
     DistillConfig(alpha=alpha, temperature=temperature)  # validates both.
     self.student = require_keras2_model(student, "student")
     self.teacher = require_keras2_model(teacher, "teacher")
-    self.teacher.trainable = False
     self.alpha = float(alpha)
     self.temperature = float(temperature)
     self.student_loss_fn = classifier_loss()
@@ -44,6 +45,14 @@ class Distiller(keras.Model):
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
     self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
+
+  @property
+  def trainable_weights(self):
+    return self.student.trainable_weights
+
+  @property
+  def non_trainable_weights(self):
+    return self.student.non_trainable_weights + self.teacher.weights
 
   @property
   def metrics(self):

@@ -77,6 +77,9 @@ def check_output_dir(output_dir: str):
                          "directory path.")
   if not os.path.isdir(output_dir):
     return
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise OutputDirError(f"Output directory {output_dir!r} is not writable; "
+                         "choose another --output_dir.")
   manifest = artifacts.Manifest(output_dir)
   foreign = sorted(name for name in os.listdir(output_dir)
                    if name != artifacts.Manifest.FILENAME
@@ -235,7 +238,12 @@ def run(config: PipelineConfig) -> report.Report:
   dataset = load_dataset(config.data, seed=config.seed)
   log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
       f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images")
-  os.makedirs(config.output_dir, exist_ok=True)
+  try:
+    os.makedirs(config.output_dir, exist_ok=True)
+  except OSError as error:
+    raise OutputDirError(f"Cannot create the output directory "
+                         f"{config.output_dir!r} ({error}); choose a writable "
+                         "--output_dir.") from error
   state = RunState(config, dataset, config.output_dir,
                    artifacts.Manifest(config.output_dir))
   state.stage_seconds["data"] = time.perf_counter() - started

@@ -143,8 +143,15 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
     A PruneResult with the stripped model and its per-layer sparsity.
 
   Raises:
-    PruningError: a pruned weight ended below its target sparsity.
+    PruningError: the model is frozen, or a pruned weight ended below its
+      target sparsity.
   """
+  require_keras2_model(model)
+  if not model.trainable_weights:
+    raise PruningError(
+        f"Model {model.name!r} has no trainable weights (trainable=False), so "
+        "pruning could not fine-tune it and accuracy would collapse; set "
+        "model.trainable = True first.")
   total_steps = config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
   pruned = apply_pruning(model, pruning_schedule(config, total_steps))
   optimizer = make_optimizer(config.learning_rate, config.epochs,
