@@ -24,7 +24,8 @@ from tfopt.errors import TfoptError
 from tfopt.train import classifier_loss, make_optimizer
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
-           "apply_pruning", "strip_pruning", "prune", "clone_model"]
+           "apply_pruning", "strip_pruning", "measure_sparsity", "prune",
+           "clone_model"]
 
 # Rounding leaves small layers a fraction of a weight under the target.
 SPARSITY_TOLERANCE = 0.01
@@ -164,9 +165,9 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
     trainer = Distiller(pruned, teacher, alpha=alpha, temperature=temperature)
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
   trainer.fit(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
-             epochs=config.epochs, validation_data=(dataset.x_val, dataset.y_val),
-             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-             verbose=verbose)
+              epochs=config.epochs, validation_data=(dataset.x_val, dataset.y_val),
+              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+              verbose=verbose)
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)
   table = measure_sparsity(stripped, weight_names)
