@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from tfopt import models, train
 from tfopt._keras import keras

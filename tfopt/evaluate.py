@@ -9,7 +9,7 @@ warm-up invokes, then the median of timed invokes.
 import dataclasses
 import os
 import time
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -182,7 +182,7 @@ def inspect_tflite(path: str) -> TFLiteContents:
 
 
 def _zero_point_array(zero_points: np.ndarray, values: np.ndarray,
-                      detail: dict) -> Optional[np.ndarray]:
+                      detail: dict) -> np.ndarray:
   """The zero-point broadcast along the tensor's quantized dimension."""
   if zero_points is None or zero_points.size == 0:
     return np.zeros((), values.dtype)

@@ -15,7 +15,7 @@ if __name__ == "__main__":
   # The CLI keeps TensorFlow's C++ info/warning lines out of the user's
   # terminal (errors still show); library users keep their own setting.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
