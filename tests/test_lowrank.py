@@ -1,0 +1,98 @@
+import numpy as np
+import pytest
+
+from tfopt import convert, evaluate, lowrank, models
+from tfopt._keras import keras
+from tfopt.artifacts import write_bytes_atomic
+
+
+def _mlp(seed=0):
+  keras.utils.set_random_seed(seed)
+  inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Flatten()(inputs)
+  x = keras.layers.Dense(64, activation="relu", name="hidden")(x)
+  outputs = keras.layers.Dense(10, name="logits")(x)
+  return keras.Model(inputs, outputs)
+
+
+def test_full_rank_reproduces_the_layer_output(dataset):
+  model = _mlp()
+  factorized, report = lowrank.apply_lowrank(model, ranks={"hidden": 64})
+  # Full rank saves no parameters for 784x64, so force it on the layer itself:
+  kernel = model.get_layer("hidden").kernel.numpy()
+  first, second, energy = lowrank.factorize_kernel(kernel, 64)
+  np.testing.assert_allclose(first @ second, kernel, atol=1e-4)
+  assert energy == pytest.approx(1.0)
+  layer = lowrank.LowRankDense(64, 64, activation="relu")
+  layer.build((None, 784))
+  layer.set_weights([first, second, model.get_layer("hidden").bias.numpy()])
+  flat = dataset.x_test.reshape(len(dataset.x_test), -1)
+  expected = model.get_layer("hidden")(flat).numpy()
+  np.testing.assert_allclose(layer(flat).numpy(), expected, atol=1e-4)
+  assert report == []  # rank 64 would not save parameters: layer left alone
+  assert isinstance(factorized.get_layer("hidden"), keras.layers.Dense)
+
+
+def test_rank_by_energy_and_ratio():
+  singular = np.array([10.0, 5.0, 1.0, 0.1])
+  assert lowrank.choose_rank(singular, (100, 100), energy=0.5) == 1
+  assert lowrank.choose_rank(singular, (100, 100), energy=0.99) == 2
+  assert lowrank.choose_rank(singular, (100, 100), energy=1.0) == 4
+  assert lowrank.choose_rank(singular, (100, 100), param_ratio=0.1) == 5
+
+
+def test_factorized_model_is_smaller_close_and_converts(dataset, tmp_path):
+  model = _mlp()
+  factorized, report = lowrank.apply_lowrank(model, param_ratio=0.3,
+                                             layers=["hidden"])
+  assert [entry.layer for entry in report] == ["hidden"]
+  entry = report[0]
+  assert entry.params_after < 0.35 * entry.params_before
+  assert factorized.count_params() < model.count_params()
+  assert isinstance(factorized.get_layer("hidden"), lowrank.LowRankDense)
+  np.testing.assert_array_equal(factorized.get_layer("logits").kernel.numpy(),
+                                model.get_layer("logits").kernel.numpy())
+  path = str(tmp_path / "lowrank.tflite")
+  write_bytes_atomic(path, convert.to_tflite(factorized, "int8", dataset.x_train, 50))
+  assert evaluate.inspect_tflite(path).ops.get("FULLY_CONNECTED", 0) == 3
+  keras_top1 = np.argmax(factorized.predict(dataset.x_test, verbose=0), -1)
+  tflite_top1 = np.argmax(evaluate.TFLiteClassifier(path).predict(dataset.x_test), -1)
+  assert np.mean(keras_top1 == tflite_top1) > 0.9
+
+
+def test_layer_round_trips_through_get_config(tmp_path):
+  factorized, _ = lowrank.apply_lowrank(_mlp(), param_ratio=0.2)
+  layer = factorized.get_layer("hidden")
+  restored = lowrank.LowRankDense.from_config(layer.get_config())
+  assert restored.get_config() == layer.get_config()
+  path = str(tmp_path / "model.keras")
+  factorized.save(path)
+  loaded = keras.models.load_model(path)
+  sample = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+  np.testing.assert_allclose(loaded(sample).numpy(), factorized(sample).numpy(),
+                             atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(ranks={"hidden": 0}), "rank=0"),
+    (dict(ranks={"hidden": 1000}), "rank=1000"),
+    (dict(energy=1.5), "energy=1.5"),
+    (dict(param_ratio=1.0), "param_ratio=1.0"),
+    (dict(energy=0.9, param_ratio=0.5), "exactly one"),
+    (dict(), "Give energy"),
+    (dict(energy=0.9, layers=["flatten"]), "only Dense"),
+])
+def test_invalid_settings_are_refused(kwargs, message):
+  model = _mlp()
+  if "layers" in kwargs:
+    kwargs["layers"] = [model.layers[1].name]
+  with pytest.raises(lowrank.LowRankError, match=message):
+    lowrank.apply_lowrank(model, **kwargs)
+
+
+def test_teacher_dense_layer_factorizes():
+  teacher = models.build_model("teacher", (28, 28, 1), 10)
+  factorized, report = lowrank.apply_lowrank(teacher, param_ratio=0.3,
+                                             layers=["fc"])
+  assert report[0].params_before >= 3 * report[0].params_after
+  assert factorized.output_shape == (None, 10)

@@ -1,0 +1,201 @@
+"""Low-rank approximation of Dense layers by truncated SVD.
+
+A Dense kernel W (n x m) is replaced by two factors from its SVD,
+W ~ A @ B with A = U_r sqrt(S_r) (n x r) and B = sqrt(S_r) V_r^T (r x m), so the
+layer costs r (n + m) multiplies instead of n m. The rank is chosen by retained
+energy (sum of the r largest squared singular values over the total), by a
+target parameter ratio, or given per layer; a layer is factorized only where
+that saves parameters. `LowRankDense` holds the two factors as one Keras layer,
+so the model keeps its graph and still converts to standard TFLite (two
+FULLY_CONNECTED ops).
+"""
+
+import dataclasses
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from tfopt._keras import keras, require_keras2_model
+from tfopt.errors import TfoptError
+
+__all__ = ["LowRankError", "LowRankDense", "LayerFactorization", "choose_rank",
+           "factorize_kernel", "apply_lowrank"]
+
+
+class LowRankError(TfoptError, ValueError):
+  """An invalid rank, energy or ratio, or a layer that cannot be factorized."""
+
+
+@keras.utils.register_keras_serializable(package="tfopt")
+class LowRankDense(keras.layers.Layer):
+  """Dense layer with a rank-`rank` kernel: activation(x @ A @ B + bias).
+
+  Args:
+    units: output size m.
+    rank: inner size r.
+    activation: as for Dense.
+    use_bias: as for Dense.
+  """
+
+  def __init__(self, units, rank, activation=None, use_bias=True, **kwargs):
+    super().__init__(**kwargs)
+    self.units = int(units)
+    self.rank = int(rank)
+    self.activation = keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+
+  def build(self, input_shape):
+    fan_in = int(input_shape[-1])
+    self.first_kernel = self.add_weight(
+        "first_kernel", shape=(fan_in, self.rank), initializer="glorot_uniform")
+    self.second_kernel = self.add_weight(
+        "second_kernel", shape=(self.rank, self.units),
+        initializer="glorot_uniform")
+    self.bias = (self.add_weight("bias", shape=(self.units,), initializer="zeros")
+                 if self.use_bias else None)
+    super().build(input_shape)
+
+  def call(self, inputs):
+    outputs = keras.backend.dot(keras.backend.dot(inputs, self.first_kernel),
+                                self.second_kernel)
+    if self.use_bias:
+      outputs = outputs + self.bias
+    return self.activation(outputs)
+
+  def compute_output_shape(self, input_shape):
+    return tuple(input_shape[:-1]) + (self.units,)
+
+  def get_config(self):
+    return {**super().get_config(), "units": self.units, "rank": self.rank,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias}
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerFactorization:
+  """What happened to one Dense layer."""
+  layer: str
+  shape: tuple
+  rank: int
+  retained_energy: float
+  params_before: int
+  params_after: int
+
+
+def choose_rank(singular_values: np.ndarray, shape: tuple,
+                energy: Optional[float] = None,
+                param_ratio: Optional[float] = None) -> int:
+  """The rank that keeps `energy` of sum(s**2), or fits `param_ratio`.
+
+  Exactly one of `energy` (in (0, 1]) and `param_ratio` (in (0, 1)) is given.
+  With param_ratio, r (n + m) <= param_ratio * n * m (at least rank 1).
+
+  Raises:
+    LowRankError: both or neither given, or a value out of range.
+  """
+  if (energy is None) == (param_ratio is None):
+    raise LowRankError("Give exactly one of energy and param_ratio to choose "
+                       "a rank.")
+  rows, columns = shape
+  if energy is not None:
+    if not 0 < energy <= 1:
+      raise LowRankError(f"energy={energy!r} is invalid: it must be in (0, 1].")
+    squared = np.asarray(singular_values, np.float64) ** 2
+    cumulative = np.cumsum(squared) / max(squared.sum(), 1e-30)
+    return int(min(len(squared), np.searchsorted(cumulative, energy - 1e-12) + 1))
+  if not 0 < param_ratio < 1:
+    raise LowRankError(f"param_ratio={param_ratio!r} is invalid: it must be in "
+                       "(0, 1).")
+  return max(1, int(param_ratio * rows * columns // (rows + columns)))
+
+
+def factorize_kernel(kernel: np.ndarray, rank: int):
+  """(A, B, retained energy) with A @ B the best rank-`rank` approximation.
+
+  Raises:
+    LowRankError: rank outside [1, min(n, m)].
+  """
+  rows, columns = kernel.shape
+  if not 1 <= rank <= min(rows, columns):
+    raise LowRankError(f"rank={rank!r} is invalid for a {rows}x{columns} "
+                       f"kernel: it must be in [1, {min(rows, columns)}].")
+  left, singular, right = np.linalg.svd(kernel.astype(np.float64),
+                                        full_matrices=False)
+  root = np.sqrt(singular[:rank])
+  energy = float(np.sum(singular[:rank] ** 2) / max(np.sum(singular ** 2), 1e-30))
+  first = (left[:, :rank] * root).astype(np.float32)
+  second = (root[:, None] * right[:rank]).astype(np.float32)
+  return first, second, energy
+
+
+def _plan(model, energy, param_ratio, ranks, layers):
+  """{layer name: rank} for the Dense layers worth factorizing."""
+  plan = {}
+  names = layers if layers is not None else [
+      layer.name for layer in model.layers
+      if isinstance(layer, keras.layers.Dense)]
+  for name in names:
+    layer = model.get_layer(name)
+    if not isinstance(layer, keras.layers.Dense):
+      raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
+                         "Dense layers can be factorized.")
+    kernel = layer.kernel.numpy()
+    if ranks and name in ranks:
+      rank = ranks[name]
+      if not isinstance(rank, int) or not 1 <= rank <= min(kernel.shape):
+        raise LowRankError(f"rank={rank!r} for layer {name!r} is invalid: it "
+                           f"must be an integer in [1, {min(kernel.shape)}].")
+    else:
+      singular = np.linalg.svd(kernel, compute_uv=False)
+      rank = choose_rank(singular, kernel.shape, energy, param_ratio)
+    if rank * sum(kernel.shape) < kernel.size:  # only where it saves params
+      plan[name] = rank
+  return plan
+
+
+def apply_lowrank(model: keras.Model, energy: Optional[float] = None,
+                  param_ratio: Optional[float] = None,
+                  ranks: Optional[Dict[str, int]] = None,
+                  layers: Optional[List[str]] = None):
+  """A copy of `model` whose Dense layers are replaced by LowRankDense.
+
+  Args:
+    model: a Keras 2 Sequential or functional model; not modified.
+    energy / param_ratio: how to choose each layer's rank (see choose_rank);
+      ignored for layers named in `ranks`.
+    ranks: {layer name: rank} chosen by the user.
+    layers: the Dense layers to consider (default: all of them).
+
+  Returns:
+    (new model, [LayerFactorization]) — layers whose rank would not save
+    parameters are left as they are and not listed.
+
+  Raises:
+    LowRankError: a bad rank, energy or ratio, or a named layer that is not Dense.
+  """
+  require_keras2_model(model)
+  if ranks is None and energy is None and param_ratio is None:
+    raise LowRankError("Give energy, param_ratio or per-layer ranks.")
+  if ranks is not None and energy is None and param_ratio is None:
+    layers = list(ranks) if layers is None else layers
+  plan = _plan(model, energy, param_ratio, ranks or {}, layers)
+  factors, report = {}, []
+  for name, rank in plan.items():
+    layer = model.get_layer(name)
+    kernel = layer.kernel.numpy()
+    first, second, retained = factorize_kernel(kernel, rank)
+    factors[name] = [first, second] + ([layer.bias.numpy()] if layer.use_bias else [])
+    report.append(LayerFactorization(
+        name, kernel.shape, rank, retained, layer.count_params(),
+        sum(weight.size for weight in factors[name])))
+
+  def clone_layer(layer):
+    if layer.name in plan:
+      return LowRankDense(layer.units, plan[layer.name], layer.activation,
+                          layer.use_bias, name=layer.name)
+    return layer.__class__.from_config(layer.get_config())
+
+  clone = keras.models.clone_model(model, clone_function=clone_layer)
+  for original, copy in zip(model.layers, clone.layers):
+    copy.set_weights(factors.get(original.name, original.get_weights()))
+  return clone, report
