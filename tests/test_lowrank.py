@@ -96,3 +96,50 @@ def test_teacher_dense_layer_factorizes():
                                              layers=["fc"])
   assert report[0].params_before >= 3 * report[0].params_after
   assert factorized.output_shape == (None, 10)
+
+
+@pytest.mark.parametrize("strides, padding", [((1, 1), "same"), ((2, 2), "valid"),
+                                              ((2, 1), "same")])
+def test_spatial_svd_at_full_rank_reproduces_the_conv(strides, padding, dataset):
+  keras.utils.set_random_seed(3)
+  inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Conv2D(8, 3, padding="same", name="stem")(inputs)
+  x = keras.layers.Conv2D(12, (3, 5), strides=strides, padding=padding,
+                          activation="relu", name="conv")(x)
+  outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+  model = keras.Model(inputs, outputs)
+  conv = model.get_layer("conv")
+  full_rank = min(3 * 8, 5 * 12)
+  vertical, horizontal, energy = lowrank.factorize_conv_kernel(conv.kernel.numpy(),
+                                                               full_rank)
+  assert vertical.shape == (3, 1, 8, full_rank)
+  assert horizontal.shape == (1, 5, full_rank, 12)
+  assert energy == pytest.approx(1.0)
+  layer = lowrank.SpatialSVDConv2D(12, (3, 5), full_rank, strides, padding,
+                                   activation="relu")
+  features = model.get_layer("stem")(dataset.x_test[:16])
+  layer.build(features.shape)
+  layer.set_weights([vertical, horizontal, conv.bias.numpy()])
+  np.testing.assert_allclose(layer(features).numpy(), conv(features).numpy(),
+                             atol=1e-4)
+
+
+def test_conv_factorization_in_a_model_converts_and_saves(dataset, tmp_path):
+  teacher = models.build_model("teacher", (28, 28, 1), 10)
+  factorized, report = lowrank.apply_lowrank(teacher, param_ratio=0.4,
+                                             layers=["block2b_conv"])
+  entry = report[0]
+  assert entry.shape == (3, 3, 64, 64)
+  assert entry.params_after <= 0.4 * entry.params_before
+  assert 0 < entry.retained_energy < 1
+  assert isinstance(factorized.get_layer("block2b_conv"), lowrank.SpatialSVDConv2D)
+  path = str(tmp_path / "conv.tflite")
+  write_bytes_atomic(path, convert.to_tflite(factorized, "float32"))
+  reference = teacher.predict(dataset.x_test[:8], verbose=0)
+  assert evaluate.TFLiteClassifier(path).predict(dataset.x_test[:8]).shape == reference.shape
+  assert evaluate.inspect_tflite(path).ops["CONV_2D"] == 5
+  factorized.save(str(tmp_path / "conv.keras"))
+  loaded = keras.models.load_model(str(tmp_path / "conv.keras"))
+  np.testing.assert_allclose(loaded.predict(dataset.x_test[:8], verbose=0),
+                             factorized.predict(dataset.x_test[:8], verbose=0),
+                             atol=1e-5)

@@ -8,6 +8,10 @@ target parameter ratio, or given per layer; a layer is factorized only where
 that saves parameters. `LowRankDense` holds the two factors as one Keras layer,
 so the model keeps its graph and still converts to standard TFLite (two
 FULLY_CONNECTED ops).
+
+Conv2D kernels get spatial SVD: W (kh, kw, c_in, c_out), regrouped as a
+(kh * c_in) x (kw * c_out) matrix, is split into a kh x 1 convolution with r
+filters followed by a 1 x kw convolution (`SpatialSVDConv2D`).
 """
 
 import dataclasses
@@ -18,8 +22,9 @@ import numpy as np
 from tfopt._keras import keras, require_keras2_model
 from tfopt.errors import TfoptError
 
-__all__ = ["LowRankError", "LowRankDense", "LayerFactorization", "choose_rank",
-           "factorize_kernel", "apply_lowrank"]
+__all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
+           "LayerFactorization", "choose_rank", "factorize_kernel",
+           "factorize_conv_kernel", "apply_lowrank"]
 
 
 class LowRankError(TfoptError, ValueError):
@@ -67,6 +72,55 @@ class LowRankDense(keras.layers.Layer):
 
   def get_config(self):
     return {**super().get_config(), "units": self.units, "rank": self.rank,
+            "activation": keras.activations.serialize(self.activation),
+            "use_bias": self.use_bias}
+
+
+@keras.utils.register_keras_serializable(package="tfopt")
+class SpatialSVDConv2D(keras.layers.Layer):
+  """A kh x kw Conv2D as a kh x 1 conv (rank filters) then a 1 x kw conv.
+
+  Args:
+    filters: output channels.
+    kernel_size: (kh, kw) of the original convolution.
+    rank: filters of the intermediate (kh x 1) convolution.
+    strides, padding, activation, use_bias: as for Conv2D.
+  """
+
+  def __init__(self, filters, kernel_size, rank, strides=(1, 1), padding="valid",
+               activation=None, use_bias=True, **kwargs):
+    super().__init__(**kwargs)
+    self.filters = int(filters)
+    self.kernel_size = tuple(int(size) for size in kernel_size)
+    self.rank = int(rank)
+    self.strides = tuple(int(stride) for stride in strides)
+    self.padding = padding
+    self.activation = keras.activations.get(activation)
+    self.use_bias = bool(use_bias)
+    height, width = self.kernel_size
+    self.vertical = keras.layers.Conv2D(
+        self.rank, (height, 1), strides=(self.strides[0], 1), padding=padding,
+        use_bias=False, name="vertical")
+    self.horizontal = keras.layers.Conv2D(
+        self.filters, (1, width), strides=(1, self.strides[1]), padding=padding,
+        use_bias=use_bias, name="horizontal")
+
+  def build(self, input_shape):
+    self.vertical.build(input_shape)
+    self.horizontal.build(self.vertical.compute_output_shape(input_shape))
+    super().build(input_shape)
+
+  def call(self, inputs):
+    return self.activation(self.horizontal(self.vertical(inputs)))
+
+  def compute_output_shape(self, input_shape):
+    return self.horizontal.compute_output_shape(
+        self.vertical.compute_output_shape(input_shape))
+
+  def get_config(self):
+    return {**super().get_config(), "filters": self.filters,
+            "kernel_size": self.kernel_size, "rank": self.rank,
+            "strides": self.strides, "padding": self.padding,
             "activation": keras.activations.serialize(self.activation),
             "use_bias": self.use_bias}
 
@@ -128,18 +182,51 @@ def factorize_kernel(kernel: np.ndarray, rank: int):
   return first, second, energy
 
 
+def _conv_matrix(kernel: np.ndarray) -> np.ndarray:
+  """(kh, kw, c_in, c_out) -> the (kh * c_in) x (kw * c_out) matrix to split."""
+  height, width, channels_in, channels_out = kernel.shape
+  return kernel.transpose(0, 2, 1, 3).reshape(height * channels_in,
+                                              width * channels_out)
+
+
+def factorize_conv_kernel(kernel: np.ndarray, rank: int):
+  """(vertical kernel, horizontal kernel, retained energy) of a Conv2D kernel.
+
+  vertical has shape (kh, 1, c_in, rank) and horizontal (1, kw, rank, c_out);
+  at full rank min(kh * c_in, kw * c_out) the pair reproduces the convolution.
+  """
+  height, width, channels_in, channels_out = kernel.shape
+  first, second, energy = factorize_kernel(_conv_matrix(kernel), rank)
+  vertical = first.reshape(height, channels_in, rank)[:, np.newaxis]
+  horizontal = second.reshape(rank, width, channels_out).transpose(1, 0, 2)
+  return vertical, horizontal[np.newaxis], energy
+
+
+def _factorizable(layer) -> bool:
+  if isinstance(layer, keras.layers.Dense):
+    return True
+  return (type(layer) is keras.layers.Conv2D  # not Depthwise/Separable
+          and tuple(layer.dilation_rate) == (1, 1) and layer.groups == 1
+          and min(layer.kernel_size) > 1)
+
+
+def _matrix_of(layer) -> np.ndarray:
+  kernel = layer.kernel.numpy()
+  return kernel if kernel.ndim == 2 else _conv_matrix(kernel)
+
+
 def _plan(model, energy, param_ratio, ranks, layers):
   """{layer name: rank} for the Dense layers worth factorizing."""
   plan = {}
   names = layers if layers is not None else [
-      layer.name for layer in model.layers
-      if isinstance(layer, keras.layers.Dense)]
+      layer.name for layer in model.layers if _factorizable(layer)]
   for name in names:
     layer = model.get_layer(name)
-    if not isinstance(layer, keras.layers.Dense):
+    if not _factorizable(layer):
       raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
-                         "Dense layers can be factorized.")
-    kernel = layer.kernel.numpy()
+                         "Dense and undilated, ungrouped k x k Conv2D layers "
+                         "(k > 1) can be factorized.")
+    kernel = _matrix_of(layer)
     if ranks and name in ranks:
       rank = ranks[name]
       if not isinstance(rank, int) or not 1 <= rank <= min(kernel.shape):
@@ -157,21 +244,25 @@ def apply_lowrank(model: keras.Model, energy: Optional[float] = None,
                   param_ratio: Optional[float] = None,
                   ranks: Optional[Dict[str, int]] = None,
                   layers: Optional[List[str]] = None):
-  """A copy of `model` whose Dense layers are replaced by LowRankDense.
+  """A copy of `model` with Dense / Conv2D layers replaced by low-rank pairs.
+
+  Dense becomes LowRankDense, Conv2D becomes SpatialSVDConv2D.
 
   Args:
     model: a Keras 2 Sequential or functional model; not modified.
     energy / param_ratio: how to choose each layer's rank (see choose_rank);
       ignored for layers named in `ranks`.
     ranks: {layer name: rank} chosen by the user.
-    layers: the Dense layers to consider (default: all of them).
+    layers: the layers to consider (default: every Dense and factorizable
+      Conv2D layer).
 
   Returns:
     (new model, [LayerFactorization]) — layers whose rank would not save
     parameters are left as they are and not listed.
 
   Raises:
-    LowRankError: a bad rank, energy or ratio, or a named layer that is not Dense.
+    LowRankError: a bad rank, energy or ratio, or a named layer that cannot
+      be factorized.
   """
   require_keras2_model(model)
   if ranks is None and energy is None and param_ratio is None:
@@ -183,17 +274,22 @@ def apply_lowrank(model: keras.Model, energy: Optional[float] = None,
   for name, rank in plan.items():
     layer = model.get_layer(name)
     kernel = layer.kernel.numpy()
-    first, second, retained = factorize_kernel(kernel, rank)
+    split = factorize_kernel if kernel.ndim == 2 else factorize_conv_kernel
+    first, second, retained = split(kernel, rank)
     factors[name] = [first, second] + ([layer.bias.numpy()] if layer.use_bias else [])
     report.append(LayerFactorization(
         name, kernel.shape, rank, retained, layer.count_params(),
         sum(weight.size for weight in factors[name])))
 
   def clone_layer(layer):
-    if layer.name in plan:
+    if layer.name not in plan:
+      return layer.__class__.from_config(layer.get_config())
+    if isinstance(layer, keras.layers.Dense):
       return LowRankDense(layer.units, plan[layer.name], layer.activation,
                           layer.use_bias, name=layer.name)
-    return layer.__class__.from_config(layer.get_config())
+    return SpatialSVDConv2D(layer.filters, layer.kernel_size, plan[layer.name],
+                            layer.strides, layer.padding, layer.activation,
+                            layer.use_bias, name=layer.name)
 
   clone = keras.models.clone_model(model, clone_function=clone_layer)
   for original, copy in zip(model.layers, clone.layers):
