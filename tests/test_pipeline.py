@@ -40,7 +40,7 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
                    "distilled student int8", "pruned student int8"]
   for row in report["models"]:
     for key in ("name", "path", "accuracy", "tflite_bytes", "gzip_bytes",
-                "latency_us", "params", "nonzero_params"):
+                "latency_us", "params", "nonzero_params", "macs"):
       assert key in row
     assert (output_dir / row["path"]).stat().st_size == row["tflite_bytes"]
     assert 0.9 < row["accuracy"] <= 1.0
@@ -50,6 +50,8 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
   assert rows["pruned student int8"]["gzip_bytes"] < rows["distilled student int8"]["gzip_bytes"]
   assert rows["pruned student int8"]["nonzero_params"] < rows["distilled student int8"]["nonzero_params"]
   assert rows["pruned student int8"]["weight_sparsity"] > 0.5
+  assert rows["baseline int8"]["macs"] == rows["baseline float32"]["macs"] > 5 * rows[
+      "distilled student int8"]["macs"] > 0
   assert report["test_examples"] == 1000
   assert {"teacher", "distill", "scratch", "prune", "convert", "evaluate",
           "total"} <= set(report["stages"])

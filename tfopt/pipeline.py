@@ -25,6 +25,7 @@ from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.distill import distill
 from tfopt.errors import TfoptError
+from tfopt.macs import count_macs
 from tfopt.prune import PruneResult, prune
 
 __all__ = ["OutputDirError", "RunState", "run", "stages_for"]
@@ -183,6 +184,7 @@ def evaluate_models(state: RunState):
         latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
                                        config.latency_warmup, config.latency_runs),
         params=int(model.count_params()), nonzero_params=_nonzero_params(model),
+        macs=sum(entry.macs for entry in count_macs(model)),
         agreement=evaluate.agreement(path, model, data.x_test,
                                      config.num_threads, config.batch_size),
         weight_sparsity=contents.weight_sparsity,

@@ -20,7 +20,8 @@ class ModelRow:
   accuracy: top-1 of the file run in LiteRT on the test set.
   agreement: share of test images where the file's top-1 equals its Keras
     model's top-1.
-  params / nonzero_params: of the Keras model the file came from.
+  params / nonzero_params / macs: of the Keras model the file came from
+    (macs: multiply-accumulates per image, see tfopt.macs).
   weight_sparsity: share of zero weights read back from the file's
     conv / fully-connected weight tensors.
   """
@@ -32,6 +33,7 @@ class ModelRow:
   latency_us: float
   params: int
   nonzero_params: int
+  macs: int
   agreement: float
   weight_sparsity: float
   input_dtype: str
@@ -111,8 +113,9 @@ def render_markdown(report: Report) -> str:
       f"Ratios and Δ are against **{base.name}**.",
       "",
       "| model | accuracy | Δ acc (pp) | .tflite bytes | × smaller | gzip bytes "
-      "| × smaller (gzip) | latency µs | params | nonzero params | agrees with Keras |",
-      "|---|---|---|---|---|---|---|---|---|---|---|",
+      "| × smaller (gzip) | latency µs | MACs | params | nonzero params "
+      "| agrees with Keras |",
+      "|---|---|---|---|---|---|---|---|---|---|---|---|",
   ]
   for row in report.models:
     lines.append(
@@ -120,7 +123,7 @@ def render_markdown(report: Report) -> str:
         f"| {100 * (row.accuracy - base.accuracy):+.2f} | {row.tflite_bytes:,} "
         f"| {_ratio(base.tflite_bytes, row.tflite_bytes)} | {row.gzip_bytes:,} "
         f"| {_ratio(base.gzip_bytes, row.gzip_bytes)} | {row.latency_us:,.0f} "
-        f"| {row.params:,} | {row.nonzero_params:,} | {100 * row.agreement:.2f} % |")
+        f"| {row.macs:,} | {row.params:,} | {row.nonzero_params:,} | {100 * row.agreement:.2f} % |")
   lines += ["", "## Keras models (test accuracy before conversion)", ""]
   lines += [f"- {name}: {100 * value:.2f} %"
             for name, value in report.keras_accuracy.items()]

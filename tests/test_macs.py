@@ -1,0 +1,34 @@
+from tfopt import lowrank, models
+from tfopt._keras import keras
+from tfopt.macs import count_macs
+
+
+def test_hand_counted_model():
+  inputs = keras.Input((28, 28, 1))
+  x = keras.layers.Conv2D(8, 3, padding="same")(inputs)       # 28*28*8*9*1
+  x = keras.layers.BatchNormalization()(x)                     # not counted
+  x = keras.layers.MaxPooling2D()(x)                           # not counted
+  x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same")(x)  # 7*7*8*9
+  x = keras.layers.Conv2D(16, 1)(x)                            # 7*7*16*8
+  x = keras.layers.Flatten()(x)
+  outputs = keras.layers.Dense(10)(x)                          # 784*10
+  table = count_macs(keras.Model(inputs, outputs))
+  assert [entry.macs for entry in table] == [
+      28 * 28 * 8 * 9, 7 * 7 * 8 * 9, 7 * 7 * 16 * 8, 784 * 10]
+  assert [entry.kind for entry in table] == [
+      "Conv2D", "DepthwiseConv2D", "Conv2D", "Dense"]
+
+
+def test_student_macs_and_low_rank_layers():
+  student = models.build_model("student", (28, 28, 1), 10)
+  total = sum(entry.macs for entry in count_macs(student))
+  assert total == (28 * 28 * 16 * 9 + 14 * 14 * 32 * 9 * 16
+                   + 7 * 7 * 64 * 9 * 32 + 576 * 10)
+  teacher = models.build_model("teacher", (28, 28, 1), 10)
+  factorized, report = lowrank.apply_lowrank(
+      teacher, ranks={"fc": 16, "block2b_conv": 20})
+  before = {entry.layer: entry.macs for entry in count_macs(teacher)}
+  after = {entry.layer: entry.macs for entry in count_macs(factorized)}
+  assert after["fc"] == 16 * (3136 + 128) < before["fc"] == 3136 * 128
+  assert after["block2b_conv"] == (14 * 14 * 20 * 3 * 64) + (14 * 14 * 64 * 3 * 20)
+  assert after["block1a_conv"] == before["block1a_conv"]

@@ -1,0 +1,65 @@
+"""Multiply-accumulates per image of a Keras model, layer by layer.
+
+Counts the layers that do the arithmetic: Conv2D, DepthwiseConv2D, Dense and
+tfopt's low-rank layers. BatchNorm (folded into the convolution by the TFLite
+converter), activations, pooling and reshapes are not counted.
+"""
+
+import dataclasses
+from typing import List
+
+import numpy as np
+
+from tfopt._keras import keras
+from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
+
+__all__ = ["LayerMacs", "layer_macs", "count_macs"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerMacs:
+  layer: str
+  kind: str
+  macs: int
+
+
+def _spatial(shape) -> int:
+  """Positions per image: the product of all dimensions but batch and channels."""
+  return int(np.prod([int(size) for size in shape[1:-1]], dtype=np.int64))
+
+
+def _conv_macs(layer, input_shape, output_shape) -> int:
+  height, width = layer.kernel_size
+  channels_in = int(input_shape[-1])
+  if isinstance(layer, keras.layers.DepthwiseConv2D):
+    return _spatial(output_shape) * int(output_shape[-1]) * height * width
+  per_output = height * width * channels_in // getattr(layer, "groups", 1)
+  return _spatial(output_shape) * int(output_shape[-1]) * per_output
+
+
+def layer_macs(layer, input_shape, output_shape) -> int:
+  """MACs of one layer for one image (0 for layers that are not counted)."""
+  if isinstance(layer, SpatialSVDConv2D):
+    middle = layer.vertical.compute_output_shape(input_shape)
+    return (_conv_macs(layer.vertical, input_shape, middle)
+            + _conv_macs(layer.horizontal, middle, output_shape))
+  if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+    return _conv_macs(layer, input_shape, output_shape)
+  positions = max(1, _spatial(output_shape))
+  if isinstance(layer, LowRankDense):
+    return positions * layer.rank * (int(input_shape[-1]) + layer.units)
+  if isinstance(layer, keras.layers.Dense):
+    return positions * int(input_shape[-1]) * layer.units
+  return 0
+
+
+def count_macs(model: keras.Model) -> List[LayerMacs]:
+  """Per-layer MACs of a built Sequential or functional model (one image)."""
+  table = []
+  for layer in model.layers:
+    if isinstance(layer, keras.layers.InputLayer):
+      continue
+    macs = layer_macs(layer, layer.input_shape, layer.output_shape)
+    if macs:
+      table.append(LayerMacs(layer.name, type(layer).__name__, int(macs)))
+  return table
