@@ -81,3 +81,19 @@ def test_a_frozen_model_is_refused(trained_teacher, dataset):
   frozen.trainable = False
   with pytest.raises(prune.PruningError, match="no trainable weights"):
     prune.prune(frozen, dataset, PruneConfig(epochs=1))
+
+
+def test_mobilenet_student_prunes_and_converts(dataset, tmp_path):
+  from tfopt import evaluate, models
+  model = models.build_model("mobilenet_v1", dataset.input_shape, 10,
+                             width_multiplier=0.25)
+  result = prune.prune(model, dataset, PruneConfig(target_sparsity=0.5, epochs=1,
+                                                   batch_size=32), verbose=0)
+  pruned_layers = {entry.layer for entry in result.layers}
+  assert {"stem_conv", "block1_pw", "logits"} <= pruned_layers
+  assert all(entry.sparsity >= 0.49 for entry in result.layers)
+  path = str(tmp_path / "mobilenet_int8.tflite")
+  write_bytes_atomic(path, convert.to_tflite(result.model, "int8", dataset.x_train, 20))
+  contents = evaluate.inspect_tflite(path)
+  assert contents.ops.get("DEPTHWISE_CONV_2D") == 4
+  assert contents.weight_sparsity > 0.3
