@@ -8,9 +8,7 @@ import sys
 
 from absl import app, flags
 
-from tfopt.config import (ConvertConfig, DataConfig, DistillConfig,
-                          EvaluateConfig, PipelineConfig, PruneConfig,
-                          TrainConfig)
+from tfopt.config import PipelineConfig
 from tfopt.errors import TfoptError
 
 FLAGS = flags.FLAGS
@@ -60,23 +58,20 @@ _OVERRIDES = {
 def config_from_flags() -> PipelineConfig:
   """Builds the PipelineConfig from the parsed flags (raises ConfigError)."""
   base = PipelineConfig.quick() if FLAGS.quick else PipelineConfig()
-  sections = {name: dataclasses.asdict(getattr(base, name))
-              for name in ("data", "teacher", "distill", "prune", "convert",
-                           "evaluate")}
+  changes = {}
   for flag_name, (section, field_name) in _OVERRIDES.items():
-    value = FLAGS[flag_name].value
-    if value is not None and (FLAGS[flag_name].present or flag_name == "dataset"):
-      sections[section][field_name] = value
+    if FLAGS[flag_name].value is not None:
+      changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
     for section in ("teacher", "distill", "prune"):
-      sections[section]["batch_size"] = FLAGS.batch_size
-  classes = dict(data=DataConfig, teacher=TrainConfig, distill=DistillConfig,
-                 prune=PruneConfig, convert=ConvertConfig, evaluate=EvaluateConfig)
-  suffix = "-quick" if FLAGS.quick else ""
-  return PipelineConfig(
-      **{name: classes[name](**values) for name, values in sections.items()},
-      output_dir=FLAGS.output_dir or f"runs/{sections['data']['dataset']}{suffix}",
-      seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch)
+      changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
+  sections = {section: dataclasses.replace(getattr(base, section), **values)
+              for section, values in changes.items()}  # validates each one
+  dataset = sections.get("data", base.data).dataset
+  default_output_dir = f"runs/{dataset}" + ("-quick" if FLAGS.quick else "")
+  return dataclasses.replace(
+      base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
+      output_dir=FLAGS.output_dir or default_output_dir)
 
 
 def main(argv):

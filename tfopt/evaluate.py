@@ -16,7 +16,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
 from tfopt.errors import TfoptError
 
-__all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "accuracy",
+__all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
            "latency_us", "agreement", "inspect_tflite"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -102,11 +102,17 @@ class TFLiteClassifier:
                            for start in range(0, len(images), batch_size)])
 
 
+def top1(path: str, images: np.ndarray, num_threads: int = 1,
+         batch_size: int = 1000) -> np.ndarray:
+  """The class the .tflite file at `path` predicts for each image."""
+  predictions = TFLiteClassifier(path, num_threads).predict(images, batch_size)
+  return np.argmax(predictions, axis=-1)
+
+
 def accuracy(path: str, images: np.ndarray, labels: np.ndarray,
              num_threads: int = 1, batch_size: int = 1000) -> float:
   """Top-1 accuracy of the .tflite file at `path` on (images, labels)."""
-  predictions = TFLiteClassifier(path, num_threads).predict(images, batch_size)
-  return float(np.mean(np.argmax(predictions, axis=-1) == labels))
+  return float(np.mean(top1(path, images, num_threads, batch_size) == labels))
 
 
 def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
@@ -130,11 +136,9 @@ def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
 def agreement(path: str, keras_model, images: np.ndarray,
               num_threads: int = 1, batch_size: int = 1000) -> float:
   """Share of `images` on which the .tflite and the Keras model agree (top-1)."""
-  tflite_top1 = np.argmax(TFLiteClassifier(path, num_threads).predict(
-      images, batch_size), axis=-1)
   keras_top1 = np.argmax(keras_model.predict(images, batch_size=batch_size,
                                              verbose=0), axis=-1)
-  return float(np.mean(tflite_top1 == keras_top1))
+  return float(np.mean(top1(path, images, num_threads, batch_size) == keras_top1))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -2,12 +2,13 @@
 
 import dataclasses
 import importlib.metadata
+import io
 import json
 import os
 import platform
 from typing import Dict, List, Optional
 
-from tfopt.artifacts import write_text_atomic
+from tfopt.artifacts import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
            "save_plot"]
@@ -158,7 +159,7 @@ def save_plot(report: Report, path: str, title: Optional[str] = None):
   axes.set_title(title or f"tfopt — {report.dataset}: accuracy vs size")
   axes.grid(True, which="both", alpha=0.3)
   figure.tight_layout()
-  temporary = path + ".tmp.png"
-  figure.savefig(temporary, dpi=120)
+  image = io.BytesIO()
+  figure.savefig(image, format="png", dpi=120)
   pyplot.close(figure)
-  os.replace(temporary, path)
+  write_bytes_atomic(path, image.getvalue())
