@@ -6,13 +6,13 @@ naming the field, the value and what is allowed, before any work starts.
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Dict, Optional, Tuple
 
 from tfopt.errors import TfoptError
 
 __all__ = [
     "ConfigError", "DATASETS", "DataConfig", "TrainConfig", "DistillConfig",
-    "PruneConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+    "PruneConfig", "SlimConfig", "LowRankConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -138,6 +138,97 @@ class PruneConfig:
     _require_positive_int("pruning_updates", self.pruning_updates)
     _require_fraction("ramp_fraction", self.ramp_fraction, low_open=True,
                       high_open=False)
+
+
+SLIM_CRITERIA = ("bn_gamma", "l1", "l2")
+SLIM_SCOPES = ("global", "local")
+
+
+@dataclass(frozen=True)
+class SlimConfig:
+  """Network slimming / filter pruning: remove whole conv channels.
+
+  rate: share of the prunable channels removed by the last step, in [0, 1).
+  prune_count: steps to get there; step i removes rate * i / prune_count of
+    the original channels, then fine-tunes for finetune_epochs.
+  sparsity_epochs / l1_strength: training with an L1 penalty on BatchNorm
+    gamma before the first step (network slimming); 0 epochs skips it.
+  criterion: channel importance, bn_gamma (|gamma| of the BN after the conv),
+    l1 or l2 (norm of each filter, for convs without BN).
+  scope: local (the same rate in every layer) or global (one threshold across
+    layers); min_channels is the floor: every layer keeps at least this share
+    of its channels, and at least one.
+  layers: the convs to consider (default: every conv that can be slimmed).
+  """
+  rate: float = 0.5
+  prune_count: int = 2
+  finetune_epochs: int = 2
+  sparsity_epochs: int = 2
+  l1_strength: float = 1e-4
+  criterion: str = "bn_gamma"
+  scope: str = "global"
+  min_channels: float = 0.1
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+
+  def __post_init__(self):
+    _require_fraction("rate", self.rate)
+    _require_positive_int("prune_count", self.prune_count)
+    _require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
+             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+    _require(isinstance(self.sparsity_epochs, int) and self.sparsity_epochs >= 0,
+             "sparsity_epochs", self.sparsity_epochs, "an integer >= 0")
+    _require(isinstance(self.l1_strength, (int, float))
+             and not isinstance(self.l1_strength, bool) and self.l1_strength >= 0,
+             "l1_strength", self.l1_strength, "a number >= 0")
+    _require(self.criterion in SLIM_CRITERIA, "criterion", self.criterion,
+             "one of " + ", ".join(SLIM_CRITERIA))
+    _require(self.scope in SLIM_SCOPES, "scope", self.scope,
+             "one of " + ", ".join(SLIM_SCOPES))
+    _require_fraction("min_channels", self.min_channels, low_open=True,
+                      high_open=False)
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+  """Truncated-SVD factorization of Dense (and spatial SVD of Conv2D) layers.
+
+  Exactly one way to choose ranks: `energy` (share of sum(s**2) kept),
+  `param_ratio` (r (n + m) <= param_ratio * n * m), or `ranks` per layer.
+  layers: which layers to factorize; "largest_dense" (default) picks the Dense
+    layer with the most parameters, None means every layer where it saves.
+  """
+  energy: Optional[float] = None
+  param_ratio: Optional[float] = 0.25
+  ranks: Optional[Dict[str, int]] = None
+  layers: Optional[Tuple[str, ...]] = ("largest_dense",)
+  finetune_epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    given = [name for name in ("energy", "param_ratio", "ranks")
+             if getattr(self, name) is not None]
+    _require(len(given) == 1, "energy/param_ratio/ranks", given,
+             "exactly one of them set")
+    if self.energy is not None:
+      _require_fraction("energy", self.energy, low_open=True, high_open=False)
+    if self.param_ratio is not None:
+      _require_fraction("param_ratio", self.param_ratio, low_open=True)
+    if self.ranks is not None:
+      _require(isinstance(self.ranks, dict) and self.ranks and all(
+          isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1
+          for rank in self.ranks.values()), "ranks", self.ranks,
+               "a {layer name: integer rank >= 1} dict")
+    _require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
+             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,8 @@ Here `alpha` weighs the distillation term (the keras.io example uses the
 opposite convention: its alpha weighs the label term).
 """
 
+from typing import Optional, Sequence
+
 import tensorflow as tf
 
 from tfopt._keras import keras, require_keras2_model
@@ -14,7 +16,7 @@ from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, make_optimizer
 
-__all__ = ["Distiller", "distill"]
+__all__ = ["Distiller", "distill", "fine_tune"]
 
 
 class Distiller(keras.Model):
@@ -149,3 +151,28 @@ def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
                        batch_size=config.batch_size, epochs=config.epochs,
                        validation_data=(dataset.x_val, dataset.y_val),
                        verbose=verbose)
+
+
+def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
+              learning_rate: float, teacher: Optional[keras.Model] = None,
+              alpha: float = 0.5, temperature: float = 2.0,
+              callbacks: Sequence[keras.callbacks.Callback] = (),
+              verbose: int = 2) -> keras.callbacks.History:
+  """Trains `model` in place after a compression step.
+
+  With a `teacher`, the loss is distillation from it (as in `distill`), which
+  recovers more accuracy after pruning or factorizing than labels alone;
+  without one, plain cross-entropy with the labels.
+  """
+  optimizer = make_optimizer(learning_rate, epochs, len(dataset.x_train),
+                             batch_size)
+  if teacher is None:
+    trainer = model
+    trainer.compile(optimizer=optimizer, loss=classifier_loss(),
+                    metrics=["accuracy"])
+  else:
+    trainer = Distiller(model, teacher, alpha=alpha, temperature=temperature)
+    trainer.compile(optimizer=optimizer, metrics=["accuracy"])
+  return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
+                     epochs=epochs, validation_data=(dataset.x_val, dataset.y_val),
+                     callbacks=list(callbacks), verbose=verbose)

@@ -19,9 +19,8 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from tfopt._keras import keras, require_keras2_model
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
-from tfopt.distill import Distiller
+from tfopt.distill import fine_tune
 from tfopt.errors import TfoptError
-from tfopt.train import classifier_loss, make_optimizer
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
            "apply_pruning", "strip_pruning", "measure_sparsity", "prune",
@@ -155,19 +154,10 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
         "model.trainable = True first.")
   total_steps = config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
   pruned = apply_pruning(model, pruning_schedule(config, total_steps))
-  optimizer = make_optimizer(config.learning_rate, config.epochs,
-                             len(dataset.x_train), config.batch_size)
-  if teacher is None:
-    trainer = pruned
-    trainer.compile(optimizer=optimizer, loss=classifier_loss(),
-                    metrics=["accuracy"])
-  else:
-    trainer = Distiller(pruned, teacher, alpha=alpha, temperature=temperature)
-    trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-  trainer.fit(dataset.x_train, dataset.y_train, batch_size=config.batch_size,
-              epochs=config.epochs, validation_data=(dataset.x_val, dataset.y_val),
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-              verbose=verbose)
+  fine_tune(pruned, dataset, config.epochs, config.batch_size,
+            config.learning_rate, teacher=teacher, alpha=alpha,
+            temperature=temperature,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose)
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)
   table = measure_sparsity(stripped, weight_names)
