@@ -1,7 +1,8 @@
 import pytest
 
 from tfopt.config import (ConfigError, DataConfig, DistillConfig,
-                          PipelineConfig, PruneConfig, TrainConfig)
+                          LowRankConfig, PipelineConfig, PruneConfig,
+                          SlimConfig, TrainConfig)
 
 
 @pytest.mark.parametrize("make, field, value", [
@@ -20,6 +21,17 @@ from tfopt.config import (ConfigError, DataConfig, DistillConfig,
     (lambda: DataConfig(validation_fraction=1.0), "validation_fraction", "1.0"),
     (lambda: DataConfig(max_train_examples=0), "max_train_examples", "0"),
     (lambda: PipelineConfig(output_dir=" "), "output_dir", "' '"),
+    (lambda: PipelineConfig(stages=("teacher", "prune", "prune")), "stages",
+     "teacher,prune,prune"),
+    (lambda: PipelineConfig(stages=("teacher", "scratch")), "stages",
+     "distill before scratch"),
+    (lambda: SlimConfig(rate=-0.2), "rate", "-0.2"),
+    (lambda: SlimConfig(min_channels=0), "min_channels", "0"),
+    (lambda: SlimConfig(prune_count=0), "prune_count", "0"),
+    (lambda: SlimConfig(scope="row"), "scope", "row"),
+    (lambda: LowRankConfig(energy=0.9), "energy/param_ratio/ranks", "param_ratio"),
+    (lambda: LowRankConfig(param_ratio=1.0), "param_ratio", "1.0"),
+    (lambda: LowRankConfig(param_ratio=None, ranks={"fc": 0}), "ranks", "0"),
 ])
 def test_invalid_values_name_the_field_and_value(make, field, value):
   with pytest.raises(ConfigError) as error:
@@ -39,3 +51,12 @@ def test_quick_config_is_small():
   quick = PipelineConfig.quick()
   assert quick.data.max_train_examples <= 5000
   assert quick.teacher.epochs <= 2 and quick.distill.epochs <= 2
+
+
+def test_compare_scratch_puts_the_control_after_distill():
+  config = PipelineConfig(compare_scratch=True, stages=("teacher", "distill",
+                                                        "slim", "prune"))
+  assert config.stage_list() == ("teacher", "distill", "scratch", "slim", "prune")
+  assert PipelineConfig(compare_scratch=True,
+                        stages=("teacher", "lowrank")).stage_list() == (
+                            "teacher", "lowrank")

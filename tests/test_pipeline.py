@@ -7,9 +7,12 @@ import sys
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, write_idx_dataset
 from tfopt import pipeline
-from tfopt.config import DataConfig, PipelineConfig
+from tfopt.config import (DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
+                          TrainConfig)
+from tfopt.errors import TfoptError
+from tfopt.macs import count_macs
 from tfopt.data import DataError
 
 
@@ -27,7 +30,8 @@ def run_cli(*args, env_data_dir=None):
 def quick_run(mnist_dir, tmp_path_factory):
   output_dir = tmp_path_factory.mktemp("run") / "out"
   result = run_cli("--quick", "--compare_scratch", f"--output_dir={output_dir}",
-                   "--latency_runs=10", env_data_dir=mnist_dir)
+                   "--stages=teacher,distill,slim,prune", "--latency_runs=10",
+                   env_data_dir=mnist_dir)
   assert result.returncode == 0, result.stderr[-3000:]
   return output_dir, result
 
@@ -36,8 +40,9 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
   output_dir, result = quick_run
   report = json.loads((output_dir / "report.json").read_text())
   names = [row["name"] for row in report["models"]]
-  assert names == ["baseline float32", "baseline int8", "scratch student int8",
-                   "distilled student int8", "pruned student int8"]
+  assert names == ["baseline float32", "baseline int8", "distilled student int8",
+                   "scratch student int8", "slimmed student int8",
+                   "slimmed, pruned student int8"]
   for row in report["models"]:
     for key in ("name", "path", "accuracy", "tflite_bytes", "gzip_bytes",
                 "latency_us", "params", "nonzero_params", "macs"):
@@ -46,23 +51,71 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
     assert 0.9 < row["accuracy"] <= 1.0
     assert row["latency_us"] > 0
   rows = {row["name"]: row for row in report["models"]}
+  distilled, slimmed = rows["distilled student int8"], rows["slimmed student int8"]
+  pruned = rows["slimmed, pruned student int8"]
   assert rows["baseline int8"]["tflite_bytes"] < rows["baseline float32"]["tflite_bytes"]
-  assert rows["pruned student int8"]["gzip_bytes"] < rows["distilled student int8"]["gzip_bytes"]
-  assert rows["pruned student int8"]["nonzero_params"] < rows["distilled student int8"]["nonzero_params"]
-  assert rows["pruned student int8"]["weight_sparsity"] > 0.5
-  assert rows["baseline int8"]["macs"] == rows["baseline float32"]["macs"] > 5 * rows[
-      "distilled student int8"]["macs"] > 0
+  # Slimming shrinks the network itself: the file, the params and the MACs.
+  assert slimmed["tflite_bytes"] < 0.7 * distilled["tflite_bytes"]
+  assert slimmed["params"] < 0.6 * distilled["params"]
+  assert slimmed["macs"] < 0.6 * distilled["macs"]
+  # Pruning then zeros weights of the slimmed student: smaller gzip only.
+  assert pruned["params"] == slimmed["params"]
+  assert pruned["gzip_bytes"] < slimmed["gzip_bytes"]
+  assert pruned["nonzero_params"] < 0.4 * slimmed["params"]
+  assert pruned["weight_sparsity"] > 0.5
+  assert rows["baseline int8"]["macs"] == rows["baseline float32"]["macs"] > 5 * distilled[
+      "macs"] > 0
   assert report["test_examples"] == 1000
-  assert {"teacher", "distill", "scratch", "prune", "convert", "evaluate",
-          "total"} <= set(report["stages"])
+  assert {"teacher", "distill", "scratch", "slim", "prune", "convert",
+          "evaluate", "total"} <= set(report["stages"])
+  steps = report["slim_steps"]
+  assert [step["step"] for step in steps] == [1, 2]
+  assert steps[0]["channels"] > steps[1]["channels"] == sum(
+      entry["after"] for entry in report["slim_channels"])
+  assert steps[1]["tflite_bytes"] == slimmed["tflite_bytes"]
+  assert all(0.5 < step["accuracy"] <= 1 and step["latency_us"] > 0 for step in steps)
+  for name in ("baseline int8", "slimmed student int8"):
+    segments = report["latency_breakdown"][name]
+    assert [segment["macs"] for segment in segments] == [
+        entry.macs for entry in count_macs(keras_model(output_dir, name, report))]
+    assert segments[-1]["cumulative_us"] > 0
   assert report["config"]["data"]["max_train_examples"] == 5000
   assert report["versions"]["tensorflow"] and report["machine"]["cores"]
   assert all(entry["sparsity"] >= 0.69 for entry in report["layer_sparsity"])
-  for name in ("report.md", "report.png", "teacher.keras", "student_pruned.keras",
+  for name in ("report.md", "report.png", "teacher.keras",
+               "student_slimmed_pruned.keras", "student_slimmed_step1_int8.tflite",
                "manifest.json"):
     assert (output_dir / name).stat().st_size > 0
-  assert "| pruned student int8 |" in result.stdout
+  assert "| slimmed, pruned student int8 |" in result.stdout
+  assert "## Where latency comes from" in result.stdout
   assert "[tfopt] prune:" in result.stdout
+
+
+def keras_model(output_dir, row_name, report):
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  path = next(row["path"] for row in report["models"] if row["name"] == row_name)
+  stem = path.rsplit("_", 1)[0].replace("baseline", "teacher")
+  return keras.models.load_model(str(output_dir / f"{stem}.keras"))
+
+
+def test_lowrank_stage_from_python(tmp_path):
+  data_dir = write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
+  config = PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig(epochs=1, batch_size=32),
+      lowrank=LowRankConfig(param_ratio=0.2, finetune_epochs=1, batch_size=32),
+      stages=("teacher", "lowrank"), output_dir=str(tmp_path / "out"))
+  assert os.path.isdir(data_dir)
+  result = pipeline.run(config)
+  assert [row.name for row in result.models] == [
+      "baseline float32", "baseline int8", "low-rank teacher int8"]
+  (entry,) = result.lowrank_layers
+  assert entry["layer"] == "fc" and entry["params_before"] >= 3 * entry["params_after"]
+  baseline, lowrank = result.row("baseline int8"), result.row("low-rank teacher int8")
+  assert lowrank.params == baseline.params - entry["params_before"] + entry["params_after"]
+  assert lowrank.tflite_bytes < 0.5 * baseline.tflite_bytes
+  assert lowrank.macs < baseline.macs
+  assert "| fc | (3136, 128) |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_manifest_lists_every_artifact_with_its_hash(quick_run):
@@ -87,6 +140,12 @@ def test_rerun_into_its_own_output_dir_is_allowed(quick_run):
     ("--temperature=0", "temperature=0.0"),
     ("--distill_epochs=0", "epochs=0"),
     ("--student=resnet9000", "Unknown model builder 'resnet9000'"),
+    ("--stages=distill,prune", "must be a list that starts with teacher"),
+    ("--stages=teacher,squeeze", "stages='teacher,squeeze' is invalid"),
+    ("--slim_rate=1", "rate=1.0 is invalid"),
+    ("--lowrank_energy=0", "energy=0.0 is invalid"),
+    ("--slim_scope=everywhere", "scope='everywhere' is invalid"),
+    ("--lowrank_ranks=fc", "--lowrank_ranks entry 'fc' is invalid"),
 ])
 def test_bad_input_fails_fast_with_one_message(flag, expected, tmp_path):
   output_dir = tmp_path / "out"
@@ -120,3 +179,24 @@ def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
   (tmp_path / "manifest.json").write_text("{not json")
   with pytest.raises(ManifestError, match="not a readable tfopt manifest"):
     pipeline.check_output_dir(str(tmp_path))
+
+
+@pytest.mark.parametrize("stages, section, error", [
+    # after distill, slim sees the student, which has no block1a_conv
+    (("teacher", "distill", "slim"), dict(slim=SlimConfig(layers=("block1a_conv",))),
+     "no layer 'block1a_conv'"),
+    (("teacher", "slim"), dict(slim=SlimConfig(layers=("fc",))),
+     "'fc' cannot be slimmed"),
+    (("teacher", "lowrank"),
+     dict(lowrank=LowRankConfig(param_ratio=None, ranks={"block1_pool": 4})),
+     "'block1_pool' is a MaxPooling2D"),
+])
+def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist")
+  output_dir = tmp_path / "out"
+  config = PipelineConfig.quick(data=DataConfig(data_dir=str(tmp_path / "data")),
+                                stages=stages, output_dir=str(output_dir),
+                                **section)
+  with pytest.raises(TfoptError, match=error):
+    pipeline.run(config)
+  assert not output_dir.exists()

@@ -8,7 +8,7 @@ import sys
 
 from absl import app, flags
 
-from tfopt.config import PipelineConfig
+from tfopt.config import ConfigError, PipelineConfig
 from tfopt.errors import TfoptError
 
 FLAGS = flags.FLAGS
@@ -35,6 +35,25 @@ flags.DEFINE_float("alpha", None, f"Weight of the distillation term in [0, 1] (d
 flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) (default {_DEFAULT.prune.target_sparsity}).")
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
+flags.DEFINE_list("stages", None, "Model-making stages in order, comma-separated, "
+                  "from teacher, distill, scratch, prune, slim, lowrank; each "
+                  "compressing stage takes the latest model (default "
+                  f"{','.join(_DEFAULT.stages)}).")
+flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
+flags.DEFINE_integer("slim_prune_count", None, f"Slim steps with an increasing rate (default {_DEFAULT.slim.prune_count}).")
+flags.DEFINE_integer("slim_finetune_epochs", None, f"Fine-tuning epochs after each slim step (default {_DEFAULT.slim.finetune_epochs}).")
+flags.DEFINE_integer("slim_sparsity_epochs", None, f"Epochs of L1-on-BN-gamma training before slimming (default {_DEFAULT.slim.sparsity_epochs}).")
+flags.DEFINE_float("slim_l1", None, f"Strength of the L1 penalty on BN gamma (default {_DEFAULT.slim.l1_strength}).")
+flags.DEFINE_string("slim_criterion", None, f"Channel importance: bn_gamma, l1 or l2 (default {_DEFAULT.slim.criterion}).")
+flags.DEFINE_string("slim_scope", None, f"Channel selection: global or local (default {_DEFAULT.slim.scope}).")
+flags.DEFINE_float("slim_min_channels", None, f"Share of each conv's channels always kept, in (0, 1] (default {_DEFAULT.slim.min_channels}).")
+flags.DEFINE_list("slim_layers", None, "Convs to slim (default: every conv that can be).")
+flags.DEFINE_float("lowrank_energy", None, "Choose each rank to keep this share of the singular-value energy, in (0, 1].")
+flags.DEFINE_float("lowrank_param_ratio", None, f"Choose each rank so the layer keeps this share of its parameters, in (0, 1) (default {_DEFAULT.lowrank.param_ratio}).")
+flags.DEFINE_list("lowrank_layers", None, "Layers to factorize, or largest_dense (default largest_dense).")
+flags.DEFINE_list("lowrank_ranks", None, "Per-layer ranks as layer=rank pairs, e.g. fc=32 (replaces energy / param_ratio).")
+flags.DEFINE_integer("lowrank_finetune_epochs", None, f"Fine-tuning epochs after factorizing (default {_DEFAULT.lowrank.finetune_epochs}).")
+flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
 flags.DEFINE_bool("dynamic_range", None, "Also write dynamic-range int8 files (default false).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
@@ -49,6 +68,15 @@ _OVERRIDES = {
     "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"),
     "target_sparsity": ("prune", "target_sparsity"),
     "prune_epochs": ("prune", "epochs"),
+    "slim_rate": ("slim", "rate"), "slim_prune_count": ("slim", "prune_count"),
+    "slim_finetune_epochs": ("slim", "finetune_epochs"),
+    "slim_sparsity_epochs": ("slim", "sparsity_epochs"),
+    "slim_l1": ("slim", "l1_strength"), "slim_criterion": ("slim", "criterion"),
+    "slim_scope": ("slim", "scope"), "slim_min_channels": ("slim", "min_channels"),
+    "lowrank_energy": ("lowrank", "energy"),
+    "lowrank_param_ratio": ("lowrank", "param_ratio"),
+    "lowrank_finetune_epochs": ("lowrank", "finetune_epochs"),
+    "latency_breakdown": ("evaluate", "latency_breakdown"),
     "dynamic_range": ("convert", "dynamic_range"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
@@ -63,15 +91,36 @@ def config_from_flags() -> PipelineConfig:
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune"):
+    for section in ("teacher", "distill", "prune", "slim", "lowrank"):
       changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
+  if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
+    changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio
+  if FLAGS.lowrank_ranks is not None:
+    changes.setdefault("lowrank", {}).update(
+        ranks=_parse_ranks(FLAGS.lowrank_ranks), param_ratio=None)
+  for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank")):
+    if FLAGS[flag_name].value is not None:
+      changes.setdefault(section, {})["layers"] = tuple(FLAGS[flag_name].value)
   sections = {section: dataclasses.replace(getattr(base, section), **values)
               for section, values in changes.items()}  # validates each one
   dataset = sections.get("data", base.data).dataset
   default_output_dir = f"runs/{dataset}" + ("-quick" if FLAGS.quick else "")
+  stages = tuple(FLAGS.stages) if FLAGS.stages is not None else base.stages
   return dataclasses.replace(
       base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
-      output_dir=FLAGS.output_dir or default_output_dir)
+      stages=stages, output_dir=FLAGS.output_dir or default_output_dir)
+
+
+def _parse_ranks(pairs) -> dict:
+  """["fc=32", ...] -> {"fc": 32}; raises ConfigError on a malformed pair."""
+  ranks = {}
+  for pair in pairs:
+    name, _, rank = pair.partition("=")
+    if not name or not rank.strip().isdigit():
+      raise ConfigError(f"--lowrank_ranks entry {pair!r} is invalid: write "
+                        "layer=rank, e.g. fc=32.")
+    ranks[name.strip()] = int(rank)
+  return ranks
 
 
 def main(argv):

@@ -11,11 +11,14 @@ from typing import Dict, Optional, Tuple
 from tfopt.errors import TfoptError
 
 __all__ = [
-    "ConfigError", "DATASETS", "DataConfig", "TrainConfig", "DistillConfig",
+    "ConfigError", "DATASETS", "STAGES", "DEFAULT_STAGES", "DataConfig", "TrainConfig", "DistillConfig",
     "PruneConfig", "SlimConfig", "LowRankConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
+# Stages that make a model; convert and evaluate always follow them.
+STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank")
+DEFAULT_STAGES = ("teacher", "distill", "prune")
 
 
 class ConfigError(TfoptError, ValueError):
@@ -201,6 +204,7 @@ class LowRankConfig:
   `param_ratio` (r (n + m) <= param_ratio * n * m), or `ranks` per layer.
   layers: which layers to factorize; "largest_dense" (default) picks the Dense
     layer with the most parameters, None means every layer where it saves.
+    With `ranks`, the layers are the keys of `ranks` and this is ignored.
   """
   energy: Optional[float] = None
   param_ratio: Optional[float] = 0.25
@@ -245,11 +249,16 @@ class ConvertConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-  """How .tflite files are measured in LiteRT."""
+  """How .tflite files are measured in LiteRT.
+
+  latency_breakdown: also time every int8 model segment by segment (see
+    tfopt.breakdown), to show where its latency comes from.
+  """
   num_threads: int = 1
   latency_warmup: int = 20
   latency_runs: int = 200
   batch_size: int = 1000
+  latency_breakdown: bool = True
 
   def __post_init__(self):
     _require_positive_int("num_threads", self.num_threads)
@@ -259,31 +268,59 @@ class EvaluateConfig:
     _require_positive_int("batch_size", self.batch_size)
 
 
+def _check_stages(stages: Tuple[str, ...]):
+  _require(bool(stages) and all(stage in STAGES for stage in stages), "stages",
+           ",".join(map(str, stages)), "a list of " + ", ".join(STAGES))
+  _require(len(set(stages)) == len(stages), "stages", ",".join(stages),
+           "a list without repeats")
+  _require(stages[0] == "teacher", "stages", ",".join(stages),
+           "a list that starts with teacher")
+  if "scratch" in stages:
+    _require("distill" in stages[:stages.index("scratch")], "stages",
+             ",".join(stages), "a list with distill before scratch")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
   """Everything one run of ``python -m tfopt.pipeline`` needs.
 
+  stages: the model-making stages, in order (see STAGES). "teacher" comes
+    first; "distill" turns the teacher into the student; prune, slim and
+    lowrank each compress the latest model (e.g. teacher, distill, slim,
+    prune prunes the slimmed student); "scratch" needs distill before it.
   compare_scratch: also train the student from scratch with the same epochs
-    (a control that shows what distillation gained).
+    (a control that shows what distillation gained); adds "scratch".
   """
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)
   distill: DistillConfig = field(default_factory=DistillConfig)
   prune: PruneConfig = field(default_factory=PruneConfig)
+  slim: SlimConfig = field(default_factory=SlimConfig)
+  lowrank: LowRankConfig = field(default_factory=LowRankConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"
   seed: int = 0
   compare_scratch: bool = False
+  stages: Tuple[str, ...] = DEFAULT_STAGES
 
   def __post_init__(self):
     _require(isinstance(self.output_dir, str) and self.output_dir.strip(),
              "output_dir", self.output_dir, "a non-empty path")
+    _check_stages(tuple(self.stages))
     _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
              "an integer >= 0")
 
   def to_dict(self):
     return dataclasses.asdict(self)
+
+  def stage_list(self) -> Tuple[str, ...]:
+    """The stages to run: `stages`, with "scratch" after distill if asked."""
+    stages = tuple(self.stages)
+    if self.compare_scratch and "scratch" not in stages and "distill" in stages:
+      at = stages.index("distill") + 1
+      stages = stages[:at] + ("scratch",) + stages[at:]
+    return stages
 
   @classmethod
   def quick(cls, **overrides):
@@ -293,6 +330,8 @@ class PipelineConfig:
         teacher=TrainConfig(epochs=2, batch_size=64),
         distill=DistillConfig(epochs=2, batch_size=64),
         prune=PruneConfig(epochs=1, batch_size=64),
+        slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, batch_size=64),
+        lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
         convert=ConvertConfig(representative_examples=100),
         evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
     )

@@ -24,7 +24,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
            "LayerFactorization", "choose_rank", "factorize_kernel",
-           "factorize_conv_kernel", "apply_lowrank"]
+           "factorize_conv_kernel", "check_layers", "apply_lowrank"]
 
 
 class LowRankError(TfoptError, ValueError):
@@ -215,17 +215,33 @@ def _matrix_of(layer) -> np.ndarray:
   return kernel if kernel.ndim == 2 else _conv_matrix(kernel)
 
 
+def check_layers(model: keras.Model, names) -> List:
+  """The named layers of `model`, each one that can be factorized.
+
+  Raises:
+    LowRankError: a name that is not in the model or not factorizable.
+  """
+  found = []
+  for name in names:
+    try:
+      layer = model.get_layer(name)
+    except ValueError as error:
+      raise LowRankError(f"Model {model.name!r} has no layer {name!r}.") from error
+    if not _factorizable(layer):
+      raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
+                         "Dense and undilated, ungrouped k x k Conv2D layers "
+                         "(k > 1) can be factorized.")
+    found.append(layer)
+  return found
+
+
 def _plan(model, energy, param_ratio, ranks, layers):
   """{layer name: rank} for the Dense layers worth factorizing."""
   plan = {}
   names = layers if layers is not None else [
       layer.name for layer in model.layers if _factorizable(layer)]
-  for name in names:
-    layer = model.get_layer(name)
-    if not _factorizable(layer):
-      raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
-                         "Dense and undilated, ungrouped k x k Conv2D layers "
-                         "(k > 1) can be factorized.")
+  for layer in check_layers(model, names):
+    name = layer.name
     kernel = _matrix_of(layer)
     if ranks and name in ranks:
       rank = ranks[name]

@@ -19,11 +19,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt import artifacts, convert, evaluate, models, report, train
+from tfopt import artifacts, breakdown, convert, evaluate, lowrank, models, report, slim, train
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
-from tfopt.distill import distill
+from tfopt.distill import distill, fine_tune
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
 from tfopt.prune import PruneResult, prune
@@ -39,6 +39,14 @@ def log(message: str):
   print(f"[tfopt] {message}", flush=True)
 
 
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """A Keras model a stage made: its name, its report label, its file stem."""
+  name: str
+  label: str
+  stem: str
+
+
 @dataclasses.dataclass
 class RunState:
   """What the stages hand each other during one run."""
@@ -48,7 +56,13 @@ class RunState:
   manifest: artifacts.Manifest
   keras_models: Dict[str, keras.Model] = dataclasses.field(default_factory=dict)
   tflite_files: Dict[str, tuple] = dataclasses.field(default_factory=dict)
+  entries: List[ModelEntry] = dataclasses.field(default_factory=list)
+  current: Optional[ModelEntry] = None
   prune_result: Optional[PruneResult] = None
+  slim_steps: List[dict] = dataclasses.field(default_factory=list)
+  slim_channels: List[dict] = dataclasses.field(default_factory=list)
+  lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
+  latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   keras_top1: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   student_initial_weights: Optional[list] = None
   rows: List[report.ModelRow] = dataclasses.field(default_factory=list)
@@ -62,9 +76,17 @@ class RunState:
     return models.build_model(builder, self.dataset.input_shape,
                               self.dataset.num_classes)
 
-  def save_keras(self, stage: str, name: str, model: keras.Model):
-    self.keras_models[name] = model
-    path = artifacts.save_keras_atomic(model, self.path(f"{name}.keras"))
+  def current_model(self) -> keras.Model:
+    return self.keras_models[self.current.name]
+
+  def add_model(self, stage: str, entry: ModelEntry, model: keras.Model,
+                current: bool = True):
+    """Saves a stage's model; by default the next stage compresses it."""
+    self.keras_models[entry.name] = model
+    self.entries.append(entry)
+    if current:
+      self.current = entry
+    path = artifacts.save_keras_atomic(model, self.path(f"{entry.name}.keras"))
     self.manifest.record(stage, path)
 
 
@@ -96,13 +118,34 @@ def check_output_dir(output_dir: str):
 
 # --- stages -----------------------------------------------------------------
 
+# Compressing stage -> (model-name suffix, adjective in report row names).
+_COMPRESSION = {"prune": ("pruned", "pruned"), "slim": ("slimmed", "slimmed"),
+                "lowrank": ("lowrank", "low-rank")}
+
+
+def _next_entry(state: RunState, stage: str) -> ModelEntry:
+  """The name of the model `stage` makes from the current one."""
+  family = "student" if "student" in state.current.name else "teacher"
+  applied = state.current.name.split("_")[1:]
+  applied = [part for part in applied if part != "distilled"]
+  applied.append(_COMPRESSION[stage][0])
+  name = "_".join([family] + applied)
+  adjective_of = dict(_COMPRESSION.values())
+  adjectives = [adjective_of[suffix] for suffix in applied]
+  return ModelEntry(name, f"{', '.join(adjectives)} {family}", name)
+
+
+def _fine_tuning_teacher(state: RunState, use_teacher: bool):
+  return state.keras_models["teacher"] if use_teacher else None
+
+
 def train_teacher(state: RunState):
   config = state.config.teacher
   log(f"teacher: training {config.builder!r} for {config.epochs} epoch(s) on "
       f"{len(state.dataset.x_train)} images")
   model = state.build(config.builder)
   train.train_classifier(model, state.dataset, config)
-  state.save_keras("teacher", "teacher", model)
+  state.add_model("teacher", ModelEntry("teacher", "baseline", "baseline"), model)
 
 
 def distill_student(state: RunState):
@@ -112,7 +155,8 @@ def distill_student(state: RunState):
   student = state.build(config.builder)
   state.student_initial_weights = student.get_weights()
   distill(state.keras_models["teacher"], student, state.dataset, config)
-  state.save_keras("distill", "student_distilled", student)
+  state.add_model("distill", ModelEntry("student_distilled", "distilled student",
+                                        "student_distilled"), student)
 
 
 def train_scratch_student(state: RunState):
@@ -123,43 +167,139 @@ def train_scratch_student(state: RunState):
   student.set_weights(state.student_initial_weights)
   train.train_classifier(student, state.dataset, TrainConfig(
       config.builder, config.epochs, config.batch_size, config.learning_rate))
-  state.save_keras("scratch", "student_scratch", student)
+  # A control, not a step of the chain: the next stage still takes the
+  # distilled student.
+  state.add_model("scratch", ModelEntry("student_scratch", "scratch student",
+                                        "student_scratch"), student,
+                  current=False)
 
 
 def prune_student(state: RunState):
   config = state.config.prune
-  log(f"prune: magnitude pruning to {config.target_sparsity:.0%} sparsity, "
-      f"{config.epochs} fine-tuning epoch(s)"
-      + (" distilled from the teacher" if config.use_teacher else ""))
-  teacher = state.keras_models["teacher"] if config.use_teacher else None
-  result = prune(state.keras_models["student_distilled"], state.dataset, config,
-                 teacher=teacher, alpha=state.config.distill.alpha,
+  log(f"prune: magnitude pruning of {state.current.name} to "
+      f"{config.target_sparsity:.0%} sparsity, {config.epochs} fine-tuning "
+      "epoch(s)" + (" distilled from the teacher" if config.use_teacher else ""))
+  result = prune(state.current_model(), state.dataset, config,
+                 teacher=_fine_tuning_teacher(state, config.use_teacher),
+                 alpha=state.config.distill.alpha,
                  temperature=state.config.distill.temperature)
   for entry in result.layers:
     log(f"  {entry.layer}/{entry.weight} {entry.shape}: {entry.sparsity:.1%} zeros")
   state.prune_result = result
-  state.save_keras("prune", "student_pruned", result.model)
+  state.add_model("prune", _next_entry(state, "prune"), result.model)
 
 
-def tflite_plan(config: PipelineConfig) -> List[tuple]:
+def slim_model(state: RunState):
+  config = state.config.slim
+  log(f"slim: removing {config.rate:.0%} of the conv channels of "
+      f"{state.current.name} in {config.prune_count} step(s) "
+      f"({config.criterion}, {config.scope}), {config.sparsity_epochs} "
+      f"sparsity epoch(s) with L1 {config.l1_strength} on BN gamma, "
+      f"{config.finetune_epochs} fine-tuning epoch(s) per step")
+  result = slim.slim(state.current_model(), state.dataset, config,
+                     teacher=_fine_tuning_teacher(state, config.use_teacher),
+                     alpha=state.config.distill.alpha,
+                     temperature=state.config.distill.temperature)
+  for name, reason in result.skipped.items():
+    log(f"  skipped {name}: {reason}")
+  entry = _next_entry(state, "slim")
+  for step in result.steps:
+    state.slim_steps.append(_measure_slim_step(state, entry, step))
+  state.slim_channels = [
+      {"layer": name, "before": before, "after": result.steps[-1].channels[name]}
+      for name, before in result.channels_before.items()]
+  state.add_model("slim", entry, result.model)
+
+
+def _measure_slim_step(state: RunState, entry: ModelEntry, step) -> dict:
+  """Converts one step's model to int8 and measures it in LiteRT."""
+  config, data = state.config.evaluate, state.dataset
+  path = artifacts.write_bytes_atomic(
+      state.path(f"{entry.stem}_step{step.step}_int8.tflite"),
+      convert.to_tflite(step.model, "int8", data.x_train,
+                        state.config.convert.representative_examples))
+  state.manifest.record("slim", path)
+  measured = dict(
+      step=step.step, rate=step.rate, channels=sum(step.channels.values()),
+      params=step.params, macs=step.macs, val_accuracy=step.val_accuracy,
+      accuracy=evaluate.accuracy(path, data.x_test, data.y_test,
+                                 config.num_threads, config.batch_size),
+      tflite_bytes=os.path.getsize(path),
+      latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
+                                     config.latency_warmup, config.latency_runs))
+  log(f"  step {step.step}: {measured['channels']} channels, {step.params:,} "
+      f"params, {step.macs:,} MACs, int8 accuracy {measured['accuracy']:.2%}, "
+      f"{measured['tflite_bytes']:,} B, {measured['latency_us']:,.0f} µs")
+  return measured
+
+
+def lowrank_model(state: RunState):
+  config = state.config.lowrank
+  model = state.current_model()
+  layer_names = (list(config.ranks) if config.ranks
+                 else _lowrank_layers(model, config.layers))
+  log(f"lowrank: truncated SVD of {', '.join(layer_names or ['every layer'])} "
+      f"in {state.current.name}, then {config.finetune_epochs} fine-tuning "
+      "epoch(s)")
+  factorized, table = lowrank.apply_lowrank(
+      model, energy=config.energy, param_ratio=config.param_ratio,
+      ranks=config.ranks, layers=layer_names)
+  if not table:
+    raise lowrank.LowRankError(
+        "No layer was factorized: at the chosen rank none would have fewer "
+        "parameters. Lower the energy or param_ratio, or give smaller ranks.")
+  before = train.accuracy(factorized, state.dataset.x_val, state.dataset.y_val)
+  if config.finetune_epochs:
+    fine_tune(factorized, state.dataset, config.finetune_epochs,
+              config.batch_size, config.learning_rate,
+              teacher=_fine_tuning_teacher(state, config.use_teacher),
+              alpha=state.config.distill.alpha,
+              temperature=state.config.distill.temperature)
+  after = train.accuracy(factorized, state.dataset.x_val, state.dataset.y_val)
+  for entry in table:
+    log(f"  {entry.layer} {entry.shape}: rank {entry.rank}, "
+        f"{entry.params_before:,} -> {entry.params_after:,} params "
+        f"({entry.params_before / entry.params_after:.1f}x fewer), "
+        f"{entry.retained_energy:.1%} energy kept")
+  log(f"  validation accuracy {before:.2%} before fine-tuning, {after:.2%} after")
+  state.lowrank_layers = [dict(dataclasses.asdict(entry),
+                               val_accuracy_before_finetune=before,
+                               val_accuracy_after_finetune=after)
+                          for entry in table]
+  state.add_model("lowrank", _next_entry(state, "lowrank"), factorized)
+
+
+def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
+  """The layer names to factorize; "largest_dense" picks the biggest Dense."""
+  if names is None:
+    return None
+  resolved = []
+  for name in names:
+    if name == "largest_dense":
+      dense = [layer for layer in model.layers
+               if isinstance(layer, keras.layers.Dense)]
+      if not dense:
+        raise lowrank.LowRankError(f"Model {model.name!r} has no Dense layer.")
+      name = max(dense, key=lambda layer: layer.count_params()).name
+    resolved.append(name)
+  return resolved
+
+
+def tflite_plan(state: RunState) -> List[tuple]:
   """(row name, file stem, Keras model name, conversion mode) to convert."""
+  config = state.config.convert
   plan = [("baseline float32", "baseline_float32", "teacher", "float32")]
-  sources = [("baseline", "baseline", "teacher"),
-             ("distilled student", "student_distilled", "student_distilled"),
-             ("pruned student", "student_pruned", "student_pruned")]
-  if config.compare_scratch:
-    sources.insert(1, ("scratch student", "student_scratch", "student_scratch"))
-  modes = (["dynamic_range"] if config.convert.dynamic_range else []) + (
-      ["int8"] if config.convert.int8 else [])
+  modes = (["dynamic_range"] if config.dynamic_range else []) + (
+      ["int8"] if config.int8 else [])
   for mode in modes:
-    plan += [(f"{label} {mode}", f"{stem}_{mode}", model, mode)
-             for label, stem, model in sources]
+    plan += [(f"{entry.label} {mode}", f"{entry.stem}_{mode}", entry.name, mode)
+             for entry in state.entries]
   return plan
 
 
 def convert_models(state: RunState):
   config = state.config.convert
-  for row_name, stem, model_name, mode in tflite_plan(state.config):
+  for row_name, stem, model_name, mode in tflite_plan(state):
     log(f"convert: {model_name} -> {stem}.tflite ({mode})")
     content = convert.to_tflite(state.keras_models[model_name], mode,
                                 state.dataset.x_train, config.representative_examples)
@@ -202,6 +342,17 @@ def evaluate_models(state: RunState):
     log(f"evaluate: {row_name}: accuracy {row.accuracy:.2%}, {row.tflite_bytes:,} B "
         f"({row.gzip_bytes:,} B gzip), {row.latency_us:,.0f} µs")
     state.rows.append(row)
+    if config.latency_breakdown and row_name.endswith(" int8"):
+      state.latency_breakdown[row_name] = _breakdown(state, model)
+
+
+def _breakdown(state: RunState, model: keras.Model) -> List[dict]:
+  config = state.config.evaluate
+  segments = breakdown.latency_breakdown(
+      model, "int8", state.dataset.x_train,
+      state.config.convert.representative_examples, config.num_threads,
+      config.latency_warmup, config.latency_runs)
+  return [dataclasses.asdict(segment) for segment in segments]
 
 
 def write_report(state: RunState) -> report.Report:
@@ -214,6 +365,9 @@ def write_report(state: RunState) -> report.Report:
       layer_sparsity=[dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
                       for entry in state.prune_result.layers]
       if state.prune_result else [],
+      slim_steps=state.slim_steps,
+      slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
+      latency_breakdown=state.latency_breakdown,
       stages=dict(state.stage_seconds), config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
   for path in result.save(state.output_dir):
@@ -221,13 +375,41 @@ def write_report(state: RunState) -> report.Report:
   return result
 
 
+_STAGE_FUNCTIONS = {"teacher": train_teacher, "distill": distill_student,
+                    "scratch": train_scratch_student, "prune": prune_student,
+                    "slim": slim_model, "lowrank": lowrank_model}
+
+
 def stages_for(config: PipelineConfig) -> List[tuple]:
   """The (name, function) stages one run executes, in order."""
-  stages = [("teacher", train_teacher), ("distill", distill_student)]
-  if config.compare_scratch:
-    stages.append(("scratch", train_scratch_student))
-  return stages + [("prune", prune_student), ("convert", convert_models),
-                   ("evaluate", evaluate_models)]
+  return [(name, _STAGE_FUNCTIONS[name]) for name in config.stage_list()] + [
+      ("convert", convert_models), ("evaluate", evaluate_models)]
+
+
+def check_stage_layers(config: PipelineConfig, dataset: Dataset):
+  """Checks layer names given to slim / lowrank before any training.
+
+  Each is checked on a fresh build of the architecture the stage will see
+  (the teacher's, or the student's after distill); the stages in between
+  keep layer names.
+
+  Raises:
+    SlimError / LowRankError: a name that the stage would refuse.
+  """
+  builder = config.teacher.builder
+  for stage in config.stage_list():
+    builder = config.distill.builder if stage == "distill" else builder
+    names = {"slim": config.slim.layers,
+             "lowrank": list(config.lowrank.ranks or ()) or [
+                 name for name in (config.lowrank.layers or ())
+                 if name != "largest_dense"]}.get(stage)
+    if not names:
+      continue
+    model = models.build_model(builder, dataset.input_shape, dataset.num_classes)
+    if stage == "slim":
+      slim.prunable_convs(model, config.slim.criterion, names)
+    else:
+      lowrank.check_layers(model, names)
 
 
 def run(config: PipelineConfig) -> report.Report:
@@ -244,12 +426,14 @@ def run(config: PipelineConfig) -> report.Report:
     TfoptError: bad configuration, data or output directory.
   """
   models.get_builder(config.teacher.builder)
-  models.get_builder(config.distill.builder)
+  if "distill" in config.stages:
+    models.get_builder(config.distill.builder)
   check_output_dir(config.output_dir)
   started = time.perf_counter()
   dataset = load_dataset(config.data, seed=config.seed)
   log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
       f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images")
+  check_stage_layers(config, dataset)
   try:
     os.makedirs(config.output_dir, exist_ok=True)
   except OSError as error:

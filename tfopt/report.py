@@ -54,6 +54,10 @@ class Report:
   config: dict
   machine: dict
   versions: dict
+  slim_steps: List[dict] = dataclasses.field(default_factory=list)
+  slim_channels: List[dict] = dataclasses.field(default_factory=list)
+  lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
+  latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -134,12 +138,68 @@ def render_markdown(report: Report) -> str:
     lines += [f"| {entry['layer']} | {entry['weight']} | {tuple(entry['shape'])} "
               f"| {100 * entry['sparsity']:.1f} % |"
               for entry in report.layer_sparsity]
+  lines += _slim_section(report) + _lowrank_section(report)
+  lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
   lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
   lines += ["", "## Machine and versions", ""]
   lines += [f"- {key}: {value}" for key, value in report.machine.items()]
   lines += [f"- {key}: {value}" for key, value in report.versions.items()]
   return "\n".join(lines) + "\n"
+
+
+def _slim_section(report: Report) -> List[str]:
+  if not report.slim_steps:
+    return []
+  lines = ["", "## Slimming (channels removed, int8 measured in LiteRT after "
+           "each step's fine-tuning)", "",
+           "| step | rate | channels | params | MACs | int8 accuracy "
+           "| .tflite bytes | latency µs |", "|---|---|---|---|---|---|---|---|"]
+  lines += [f"| {step['step']} | {100 * step['rate']:.0f} % | {step['channels']:,} "
+            f"| {step['params']:,} | {step['macs']:,} | {100 * step['accuracy']:.2f} % "
+            f"| {step['tflite_bytes']:,} | {step['latency_us']:,.0f} |"
+            for step in report.slim_steps]
+  lines += ["", "| conv | channels before | after |", "|---|---|---|"]
+  lines += [f"| {entry['layer']} | {entry['before']} | {entry['after']} |"
+            for entry in report.slim_channels]
+  return lines
+
+
+def _lowrank_section(report: Report) -> List[str]:
+  if not report.lowrank_layers:
+    return []
+  lines = ["", "## Low-rank layers (truncated SVD)", "",
+           "| layer | shape | rank | energy kept | params before | after "
+           "| × fewer | val acc before fine-tune | after |",
+           "|---|---|---|---|---|---|---|---|---|"]
+  lines += [f"| {entry['layer']} | {tuple(entry['shape'])} | {entry['rank']} "
+            f"| {100 * entry['retained_energy']:.1f} % | {entry['params_before']:,} "
+            f"| {entry['params_after']:,} "
+            f"| {entry['params_before'] / entry['params_after']:.1f}× "
+            f"| {100 * entry['val_accuracy_before_finetune']:.2f} % "
+            f"| {100 * entry['val_accuracy_after_finetune']:.2f} % |"
+            for entry in report.lowrank_layers]
+  return lines
+
+
+def _breakdown_section(report: Report) -> List[str]:
+  if not report.latency_breakdown:
+    return []
+  lines = ["", "## Where latency comes from (int8, LiteRT)", "",
+           "Each segment runs from one compute layer to the next (its BN, "
+           "activation and pooling included), timed as the difference between "
+           "prefixes of the model converted on their own; small segments can "
+           "read slightly negative from timing noise.", ""]
+  for name, segments in report.latency_breakdown.items():
+    total = segments[-1]["cumulative_us"] if segments else 0.0
+    lines += [f"**{name}** ({total:,.1f} µs in this measurement)", "",
+              "| segment | kind | MACs | µs | share |", "|---|---|---|---|---|"]
+    lines += [f"| {segment['layer']} | {segment['kind']} | {segment['macs']:,} "
+              f"| {segment['latency_us']:.1f} "
+              f"| {100 * segment['latency_us'] / total if total else 0:.0f} % |"
+              for segment in segments]
+    lines.append("")
+  return lines
 
 
 def save_plot(report: Report, path: str, title: Optional[str] = None):
