@@ -48,7 +48,7 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
                 "latency_us", "params", "nonzero_params", "macs"):
       assert key in row
     assert (output_dir / row["path"]).stat().st_size == row["tflite_bytes"]
-    assert 0.9 < row["accuracy"] <= 1.0
+    assert 0.8 < row["accuracy"] <= 1.0  # --quick: 5k images, 1-2 epochs
     assert row["latency_us"] > 0
   rows = {row["name"]: row for row in report["models"]}
   distilled, slimmed = rows["distilled student int8"], rows["slimmed student int8"]
