@@ -66,7 +66,7 @@ def latency_breakdown(model: keras.Model, mode: str, images: np.ndarray,
     mode: conversion mode, as for tfopt.convert.to_tflite.
     images: inputs; the first is timed, `representative_examples` of them
       calibrate int8.
-    warmup / runs: invokes per prefix, split over ROUNDS interleaved rounds;
+    warmup / runs: invokes per prefix in each of ROUNDS interleaved rounds;
       each prefix's latency is the median of its per-round medians.
 
   Returns:
@@ -86,7 +86,7 @@ def latency_breakdown(model: keras.Model, mode: str, images: np.ndarray,
     # Interleaved rounds, so that a slow spell of the machine hits every
     # prefix alike instead of one segment.
     rounds = np.array([[evaluate.latency_us(path, images[0], num_threads,
-                                            warmup, max(1, runs // ROUNDS))
+                                            warmup, runs)
                         for path in paths] for _ in range(ROUNDS)])
   cumulative = np.median(rounds, axis=0).tolist()
   previous = [0.0] + cumulative[:-1]
