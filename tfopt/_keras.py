@@ -44,3 +44,11 @@ def require_keras2_model(model, what="model"):
   raise KerasVersionError(
       f"The {what} must be a Keras 2 (tf_keras) Model, got "
       f"{type(model).__module__}.{type(model).__name__}.")
+
+
+def get_layer(model, name: str, error: type):
+  """model.get_layer(name), raising `error` with a clear message if absent."""
+  try:
+    return model.get_layer(name)
+  except ValueError as missing:
+    raise error(f"Model {model.name!r} has no layer {name!r}.") from missing

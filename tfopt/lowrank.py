@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import get_layer, keras, require_keras2_model
 from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
@@ -223,10 +223,7 @@ def check_layers(model: keras.Model, names) -> List:
   """
   found = []
   for name in names:
-    try:
-      layer = model.get_layer(name)
-    except ValueError as error:
-      raise LowRankError(f"Model {model.name!r} has no layer {name!r}.") from error
+    layer = get_layer(model, name, LowRankError)
     if not _factorizable(layer):
       raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
                          "Dense and undilated, ungrouped k x k Conv2D layers "

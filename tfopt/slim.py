@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import get_layer, keras, require_keras2_model
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import fine_tune
@@ -256,10 +256,7 @@ def prunable_convs(model: keras.Model, criterion: str = "bn_gamma",
       name for name in graph.order if _is_conv(model.get_layer(name))]
   prunable, skipped = [], {}
   for name in candidates:
-    try:
-      layer = model.get_layer(name)
-    except ValueError as error:
-      raise SlimError(f"Model {model.name!r} has no layer {name!r}.") from error
+    layer = get_layer(model, name, SlimError)
     reason = _why_not_prunable(model, graph, layer, criterion)
     if reason and names is not None:
       raise SlimError(f"Layer {name!r} cannot be slimmed: {reason}")
@@ -419,10 +416,7 @@ def remove_channels(model: keras.Model, keep: Dict[str, Sequence[int]]) -> keras
 
 
 def _checked_indices(model, name, indices) -> np.ndarray:
-  try:
-    layer = model.get_layer(name)
-  except ValueError as error:
-    raise SlimError(f"Model {model.name!r} has no layer {name!r}.") from error
+  layer = get_layer(model, name, SlimError)
   if not _is_conv(layer):
     raise SlimError(f"Layer {name!r} is a {type(layer).__name__}; only "
                     "channels-last, ungrouped Conv2D layers lose filters.")
