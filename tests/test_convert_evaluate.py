@@ -36,6 +36,24 @@ def test_int8_file_has_int8_input_output_and_weights(tflite_files):
   assert float_contents.weight_params == contents.weight_params
 
 
+def test_float16_and_int16x8_store_what_they_promise(tflite_files, dataset):
+  sizes = {mode: os.path.getsize(path) for mode, path in tflite_files.items()}
+  assert sizes["float16"] < 0.6 * sizes["float32"]
+  half = evaluate.inspect_tflite(tflite_files["float16"])
+  assert set(half.weight_dtypes) == {"float16"} and half.input_dtype == "float32"
+  wide = evaluate.TFLiteClassifier(tflite_files["int16x8"])
+  activation_dtypes = {np.dtype(detail["dtype"]).name
+                       for detail in wide.interpreter.get_tensor_details()}
+  assert "int16" in activation_dtypes
+  assert set(evaluate.inspect_tflite(tflite_files["int16x8"]).weight_dtypes) == {"int8"}
+
+
+def test_kernel_stats_count_distinct_values_per_channel(tflite_files):
+  for kernel in evaluate.inspect_tflite(tflite_files["int8"]).kernels:
+    assert 2 <= kernel.max_distinct_per_channel <= kernel.distinct <= 255
+    assert kernel.size == int(np.prod(kernel.shape))
+
+
 def test_tflite_accuracy_matches_keras(tflite_files, trained_teacher, dataset):
   keras_accuracy = train.accuracy(trained_teacher, dataset.x_test, dataset.y_test)
   for mode, path in tflite_files.items():
@@ -85,5 +103,6 @@ def test_wrong_image_shape_is_refused(tflite_files):
 def test_conversion_errors(trained_teacher):
   with pytest.raises(convert.ConversionError, match="Unknown conversion mode"):
     convert.to_tflite(trained_teacher, "int3")
-  with pytest.raises(convert.ConversionError, match="representative"):
-    convert.to_tflite(trained_teacher, "int8")
+  for mode in convert.CALIBRATED_MODES:
+    with pytest.raises(convert.ConversionError, match="representative"):
+      convert.to_tflite(trained_teacher, mode)

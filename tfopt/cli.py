@@ -36,7 +36,7 @@ flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) 
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
 flags.DEFINE_list("stages", None, "Model-making stages in order, comma-separated, "
-                  "from teacher, distill, scratch, prune, slim, lowrank; each "
+                  "from teacher, distill, scratch, prune, slim, lowrank, cluster; each "
                   "compressing stage takes the latest model (default "
                   f"{','.join(_DEFAULT.stages)}).")
 flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
@@ -53,8 +53,14 @@ flags.DEFINE_float("lowrank_param_ratio", None, f"Choose each rank so the layer 
 flags.DEFINE_list("lowrank_layers", None, "Layers to factorize, or largest_dense (default largest_dense).")
 flags.DEFINE_list("lowrank_ranks", None, "Per-layer ranks as layer=rank pairs, e.g. fc=32 (replaces energy / param_ratio).")
 flags.DEFINE_integer("lowrank_finetune_epochs", None, f"Fine-tuning epochs after factorizing (default {_DEFAULT.lowrank.finetune_epochs}).")
+flags.DEFINE_integer("clusters", None, f"Shared values per kernel in the cluster stage (default {_DEFAULT.cluster.number_of_clusters}).")
+flags.DEFINE_string("cluster_init", None, f"Centroid init: kmeans_plus_plus, linear, density_based or random (default {_DEFAULT.cluster.centroid_init}).")
+flags.DEFINE_integer("cluster_epochs", None, f"Fine-tuning epochs of the centroids (default {_DEFAULT.cluster.epochs}).")
+flags.DEFINE_float("cluster_learning_rate", None, f"Centroid fine-tuning learning rate (default {_DEFAULT.cluster.learning_rate}).")
+flags.DEFINE_bool("cluster_preserve_sparsity", None, "Keep the zeros of a pruned model when clustering (default: yes when the run pruned it).")
+flags.DEFINE_list("cluster_layers", None, "Layers to cluster (default: every Conv2D, DepthwiseConv2D and Dense).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
-flags.DEFINE_bool("dynamic_range", None, "Also write dynamic-range int8 files (default false).")
+flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
 
@@ -76,8 +82,12 @@ _OVERRIDES = {
     "lowrank_energy": ("lowrank", "energy"),
     "lowrank_param_ratio": ("lowrank", "param_ratio"),
     "lowrank_finetune_epochs": ("lowrank", "finetune_epochs"),
+    "clusters": ("cluster", "number_of_clusters"),
+    "cluster_init": ("cluster", "centroid_init"),
+    "cluster_epochs": ("cluster", "epochs"),
+    "cluster_learning_rate": ("cluster", "learning_rate"),
+    "cluster_preserve_sparsity": ("cluster", "preserve_sparsity"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
-    "dynamic_range": ("convert", "dynamic_range"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
 }
@@ -91,14 +101,17 @@ def config_from_flags() -> PipelineConfig:
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune", "slim", "lowrank"):
+    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster"):
       changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
   if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio
   if FLAGS.lowrank_ranks is not None:
     changes.setdefault("lowrank", {}).update(
         ranks=_parse_ranks(FLAGS.lowrank_ranks), param_ratio=None)
-  for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank")):
+  if FLAGS.quant_modes is not None:
+    changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
+  for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
+                             ("cluster_layers", "cluster")):
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})["layers"] = tuple(FLAGS[flag_name].value)
   sections = {section: dataclasses.replace(getattr(base, section), **values)

@@ -12,12 +12,12 @@ from tfopt.errors import TfoptError
 
 __all__ = [
     "ConfigError", "DATASETS", "STAGES", "DEFAULT_STAGES", "DataConfig", "TrainConfig", "DistillConfig",
-    "PruneConfig", "SlimConfig", "LowRankConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
 # Stages that make a model; convert and evaluate always follow them.
-STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank")
+STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster")
 DEFAULT_STAGES = ("teacher", "distill", "prune")
 
 
@@ -237,14 +237,63 @@ class LowRankConfig:
     _require_positive_number("learning_rate", self.learning_rate)
 
 
+CENTROID_INITS = ("kmeans_plus_plus", "linear", "density_based", "random")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+  """Weight sharing with tfmot: k shared values per kernel, then fine-tuning.
+
+  number_of_clusters: shared values per kernel (16 -> 4-bit indices).
+  centroid_init: how tfmot places the initial centroids.
+  preserve_sparsity: keep a pruned model's zeros; None means yes exactly
+    when the model was pruned earlier in the run.
+  epochs / learning_rate: fine-tuning of the centroids (0 epochs: none).
+  layers: the layers to cluster (default: every Conv2D, DepthwiseConv2D and
+    Dense).
+  """
+  number_of_clusters: int = 16
+  centroid_init: str = "kmeans_plus_plus"
+  preserve_sparsity: Optional[bool] = None
+  epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-4
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+
+  def __post_init__(self):
+    _require(isinstance(self.number_of_clusters, int)
+             and not isinstance(self.number_of_clusters, bool)
+             and 2 <= self.number_of_clusters <= 256, "number_of_clusters",
+             self.number_of_clusters, "an integer in [2, 256]")
+    _require(self.centroid_init in CENTROID_INITS, "centroid_init",
+             self.centroid_init, "one of " + ", ".join(CENTROID_INITS))
+    _require(self.preserve_sparsity in (None, True, False), "preserve_sparsity",
+             self.preserve_sparsity, "true, false or unset")
+    _require(isinstance(self.epochs, int) and self.epochs >= 0, "epochs",
+             self.epochs, "an integer >= 0")
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+
+
+QUANT_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
+
+
 @dataclass(frozen=True)
 class ConvertConfig:
-  """Which .tflite variants to write for each model."""
-  int8: bool = True
-  dynamic_range: bool = False
+  """Which .tflite variants to write for each model (see tfopt.convert).
+
+  modes: conversion modes, each a report row per model; the teacher's
+    float32 file is always written, as the baseline.
+  """
+  modes: Tuple[str, ...] = ("int8",)
   representative_examples: int = 500
 
   def __post_init__(self):
+    _require(bool(self.modes) and all(mode in QUANT_MODES for mode in self.modes)
+             and len(set(self.modes)) == len(self.modes), "quant_modes",
+             ",".join(map(str, self.modes)),
+             "a list without repeats from " + ", ".join(QUANT_MODES))
     _require_positive_int("representative_examples",
                           self.representative_examples)
 
@@ -299,6 +348,7 @@ class PipelineConfig:
   prune: PruneConfig = field(default_factory=PruneConfig)
   slim: SlimConfig = field(default_factory=SlimConfig)
   lowrank: LowRankConfig = field(default_factory=LowRankConfig)
+  cluster: ClusterConfig = field(default_factory=ClusterConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"
@@ -334,6 +384,7 @@ class PipelineConfig:
         prune=PruneConfig(epochs=1, batch_size=64),
         slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, batch_size=64),
         lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
+        cluster=ClusterConfig(epochs=1, batch_size=64),
         convert=ConvertConfig(representative_examples=100),
         evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
     )

@@ -1,8 +1,16 @@
-"""Keras -> .tflite: float32, dynamic-range int8, full-integer int8.
+"""Keras -> .tflite in every post-training mode LiteRT runs on a CPU.
 
-Full-integer int8 uses TFLITE_BUILTINS_INT8 with int8 input and output and a
-representative dataset of training images for calibration, so the file runs
-on integer-only accelerators and microcontrollers.
+    float32        no quantization
+    float16        weights stored as float16, dequantized at load
+    dynamic_range  int8 weights, float activations (quantized on the fly)
+    int8           full integer: int8 weights and activations, int8 input and
+                   output, activation ranges calibrated on training images
+    int16x8        int8 weights, int16 activations (more accurate than int8
+                   where activations have a wide range; input/output float32)
+
+A model trained with quantization-aware training (tfopt.qat) carries its own
+ranges; the converter reads them from its fake-quant nodes, and `int8` is the
+only mode that makes sense for it.
 """
 
 from typing import Optional
@@ -11,11 +19,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfopt._keras import keras, require_keras2_model
+from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
 
-__all__ = ["ConversionError", "MODES", "to_tflite", "representative_dataset"]
+__all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite",
+           "representative_dataset"]
 
-MODES = ("float32", "dynamic_range", "int8")
+# Modes that need representative images to calibrate activation ranges.
+CALIBRATED_MODES = ("int8", "int16x8")
 
 
 class ConversionError(TfoptError, ValueError):
@@ -39,32 +50,38 @@ def to_tflite(model: keras.Model, mode: str = "float32",
   """Converts a Keras 2 model to a .tflite flatbuffer.
 
   Args:
-    model: the model to convert (pruning or other wrappers already stripped).
+    model: the model to convert (pruning / clustering wrappers stripped).
     mode: one of MODES.
     representative_images: float32 images as the model takes them; required
-      for "int8" (calibration of activation ranges).
+      for the CALIBRATED_MODES.
     representative_count: how many of them to use.
 
   Returns:
     The .tflite file's bytes.
 
   Raises:
-    ConversionError: unknown mode, or int8 without representative images.
+    ConversionError: unknown mode, or a calibrated mode without images.
   """
   require_keras2_model(model)
   if mode not in MODES:
     raise ConversionError(f"Unknown conversion mode {mode!r}; choose one of "
                           f"{', '.join(MODES)}.")
   converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  if mode in ("dynamic_range", "int8"):
+  if mode != "float32":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  if mode == "int8":
+  if mode == "float16":
+    converter.target_spec.supported_types = [tf.float16]
+  if mode in CALIBRATED_MODES:
     if representative_images is None or not len(representative_images):
-      raise ConversionError("Full-integer int8 conversion needs representative "
-                            "images to calibrate activation ranges.")
+      raise ConversionError(f"{mode} conversion needs representative images "
+                            "to calibrate activation ranges.")
     converter.representative_dataset = representative_dataset(
         representative_images, representative_count)
+  if mode == "int8":
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
+  if mode == "int16x8":
+    converter.target_spec.supported_ops = [
+        tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
   return converter.convert()

@@ -9,7 +9,7 @@ warm-up invokes, then the median of timed invokes.
 import dataclasses
 import os
 import time
-from typing import Dict
+from typing import Dict, List
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -17,7 +17,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
-           "latency_us", "agreement", "inspect_tflite"]
+           "latency_us", "agreement", "KernelStats", "inspect_tflite"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -141,15 +141,51 @@ def agreement(path: str, keras_model, images: np.ndarray,
   return float(np.mean(top1(path, images, num_threads, batch_size) == keras_top1))
 
 
+# The output-channel axis of each op's weight tensor in a .tflite file.
+OUTPUT_CHANNEL_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelStats:
+  """One conv / fully-connected weight tensor as stored in a .tflite file.
+
+  distinct: distinct stored values in the whole tensor.
+  max_distinct_per_channel: the most distinct values in one output channel.
+    This is the unit that weight sharing keeps through conversion: BatchNorm
+    folding multiplies each output channel by its own factor, and per-channel
+    int8 gives each its own scale, so k shared values become k codes per
+    channel (and up to k different ones in every channel).
+  """
+  op: str
+  name: str
+  shape: tuple
+  dtype: str
+  size: int
+  zeros: int
+  distinct: int
+  max_distinct_per_channel: int
+
+  @property
+  def sparsity(self) -> float:
+    return self.zeros / max(1, self.size)
+
+
 @dataclasses.dataclass(frozen=True)
 class TFLiteContents:
-  """What is inside a .tflite: I/O types, op counts, weight sparsity."""
+  """What is inside a .tflite: I/O types, op counts, weight tensors."""
   input_dtype: str
   output_dtype: str
   ops: Dict[str, int]
   weight_dtypes: Dict[str, int]
-  weight_params: int
-  weight_zeros: int
+  kernels: List[KernelStats]
+
+  @property
+  def weight_params(self) -> int:
+    return sum(kernel.size for kernel in self.kernels)
+
+  @property
+  def weight_zeros(self) -> int:
+    return sum(kernel.zeros for kernel in self.kernels)
 
   @property
   def weight_sparsity(self) -> float:
@@ -160,29 +196,42 @@ def inspect_tflite(path: str) -> TFLiteContents:
   """Reads the ops and the conv / fully-connected weight tensors of a file.
 
   A weight counts as zero when its stored value equals its zero-point (for
-  quantized tensors) or is exactly 0.0 (for float tensors).
+  quantized tensors) or is exactly 0.0 (for float tensors). A float16 weight
+  feeds its op through a DEQUANTIZE; the float16 constant is what is read.
   """
   interpreter = _open_interpreter(path, 1, with_delegates=False)
   interpreter.allocate_tensors()
   tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
-  ops, weight_dtypes, params, zeros = {}, {}, 0, 0
-  for op in interpreter._get_ops_details():  # pylint: disable=protected-access
+  op_details = interpreter._get_ops_details()  # pylint: disable=protected-access
+  dequantized_from = {op["outputs"][0]: op["inputs"][0] for op in op_details
+                      if op["op_name"] == "DEQUANTIZE"}
+  ops, weight_dtypes, kernels = {}, {}, []
+  for op in op_details:
     ops[op["op_name"]] = ops.get(op["op_name"], 0) + 1
     if op["op_name"] not in WEIGHT_OPS or len(op["inputs"]) < 2:
       continue
-    detail = tensors[op["inputs"][1]]
-    values = interpreter.get_tensor(detail["index"])
-    zero_points = detail["quantization_parameters"]["zero_points"]
-    zero_value = _zero_point_array(zero_points, values, detail)
-    dtype = np.dtype(detail["dtype"]).name
-    weight_dtypes[dtype] = weight_dtypes.get(dtype, 0) + 1
-    params += values.size
-    zeros += int(np.sum(values == zero_value))
+    index = op["inputs"][1]
+    detail = tensors[dequantized_from.get(index, index)]
+    kernel = _kernel_stats(interpreter, op["op_name"], detail)
+    weight_dtypes[kernel.dtype] = weight_dtypes.get(kernel.dtype, 0) + 1
+    kernels.append(kernel)
   return TFLiteContents(
       input_dtype=np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
       output_dtype=np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
-      ops=ops, weight_dtypes=weight_dtypes, weight_params=int(params),
-      weight_zeros=zeros)
+      ops=ops, weight_dtypes=weight_dtypes, kernels=kernels)
+
+
+def _kernel_stats(interpreter, op_name: str, detail: dict) -> KernelStats:
+  values = interpreter.get_tensor(detail["index"])
+  zero_points = detail["quantization_parameters"]["zero_points"]
+  channels = np.moveaxis(values, OUTPUT_CHANNEL_AXIS[op_name], 0)
+  channels = channels.reshape(len(channels), -1)
+  return KernelStats(
+      op=op_name, name=detail["name"], shape=tuple(values.shape),
+      dtype=np.dtype(detail["dtype"]).name, size=int(values.size),
+      zeros=int(np.sum(values == _zero_point_array(zero_points, values, detail))),
+      distinct=int(np.unique(values).size),
+      max_distinct_per_channel=max(int(np.unique(row).size) for row in channels))
 
 
 def _zero_point_array(zero_points: np.ndarray, values: np.ndarray,

@@ -15,11 +15,12 @@ if __name__ == "__main__":
   # The CLI keeps TensorFlow's C++ info/warning lines out of the user's
   # terminal (errors still show); library users keep their own setting.
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfopt import artifacts, breakdown, convert, evaluate, lowrank, models, report, slim, train
+from tfopt import (artifacts, breakdown, cluster, convert, evaluate, lowrank, models,
+                   report, slim, train)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
@@ -41,10 +42,18 @@ def log(message: str):
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
-  """A Keras model a stage made: its name, its report label, its file stem."""
+  """A Keras model a stage made: its name, its report label, its file stem.
+
+  family: "teacher" or "student"; steps: the (name suffix, report adjective)
+  of each compressing stage applied so far, in order; modes: the conversion
+  modes it gets (None: the run's --quant_modes).
+  """
   name: str
   label: str
   stem: str
+  family: str = "teacher"
+  steps: Tuple[Tuple[str, str], ...] = ()
+  modes: Optional[Tuple[str, ...]] = None
 
 
 @dataclasses.dataclass
@@ -62,6 +71,9 @@ class RunState:
   slim_steps: List[dict] = dataclasses.field(default_factory=list)
   slim_channels: List[dict] = dataclasses.field(default_factory=list)
   lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
+  # Model name -> (clusters per kernel, {layer: distinct values in Keras}).
+  clustered: Dict[str, tuple] = dataclasses.field(default_factory=dict)
+  weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   keras_top1: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   student_initial_weights: Optional[list] = None
@@ -118,21 +130,13 @@ def check_output_dir(output_dir: str):
 
 # --- stages -----------------------------------------------------------------
 
-# Compressing stage -> (model-name suffix, adjective in report row names).
-_COMPRESSION = {"prune": ("pruned", "pruned"), "slim": ("slimmed", "slimmed"),
-                "lowrank": ("lowrank", "low-rank")}
-
-
-def _next_entry(state: RunState, stage: str) -> ModelEntry:
-  """The name of the model `stage` makes from the current one."""
-  family = "student" if "student" in state.current.name else "teacher"
-  applied = state.current.name.split("_")[1:]
-  applied = [part for part in applied if part != "distilled"]
-  applied.append(_COMPRESSION[stage][0])
-  name = "_".join([family] + applied)
-  adjective_of = dict(_COMPRESSION.values())
-  adjectives = [adjective_of[suffix] for suffix in applied]
-  return ModelEntry(name, f"{', '.join(adjectives)} {family}", name)
+def _next_entry(state: RunState, suffix: str, adjective: str,
+                modes: Optional[Tuple[str, ...]] = None) -> ModelEntry:
+  """The entry of the model a compressing stage makes from the current one."""
+  family, steps = state.current.family, state.current.steps + ((suffix, adjective),)
+  name = "_".join([family] + [step[0] for step in steps])
+  label = f"{', '.join(step[1] for step in steps)} {family}"
+  return ModelEntry(name, label, name, family, steps, modes)
 
 
 def _fine_tuning_teacher(state: RunState, use_teacher: bool):
@@ -156,7 +160,7 @@ def distill_student(state: RunState):
   state.student_initial_weights = student.get_weights()
   distill(state.keras_models["teacher"], student, state.dataset, config)
   state.add_model("distill", ModelEntry("student_distilled", "distilled student",
-                                        "student_distilled"), student)
+                                        "student_distilled", "student"), student)
 
 
 def train_scratch_student(state: RunState):
@@ -170,7 +174,7 @@ def train_scratch_student(state: RunState):
   # A control, not a step of the chain: the next stage still takes the
   # distilled student.
   state.add_model("scratch", ModelEntry("student_scratch", "scratch student",
-                                        "student_scratch"), student,
+                                        "student_scratch", "student"), student,
                   current=False)
 
 
@@ -186,7 +190,7 @@ def prune_student(state: RunState):
   for entry in result.layers:
     log(f"  {entry.layer}/{entry.weight} {entry.shape}: {entry.sparsity:.1%} zeros")
   state.prune_result = result
-  state.add_model("prune", _next_entry(state, "prune"), result.model)
+  state.add_model("prune", _next_entry(state, "pruned", "pruned"), result.model)
 
 
 def slim_model(state: RunState):
@@ -202,7 +206,7 @@ def slim_model(state: RunState):
                      temperature=state.config.distill.temperature)
   for name, reason in result.skipped.items():
     log(f"  skipped {name}: {reason}")
-  entry = _next_entry(state, "slim")
+  entry = _next_entry(state, "slimmed", "slimmed")
   for step in result.steps:
     state.slim_steps.append(_measure_slim_step(state, entry, step))
   state.slim_channels = [
@@ -266,7 +270,30 @@ def lowrank_model(state: RunState):
                                val_accuracy_before_finetune=before,
                                val_accuracy_after_finetune=after)
                           for entry in table]
-  state.add_model("lowrank", _next_entry(state, "lowrank"), factorized)
+  state.add_model("lowrank", _next_entry(state, "lowrank", "low-rank"), factorized)
+
+
+def cluster_model(state: RunState):
+  config = state.config.cluster
+  pruned = any(suffix == "pruned" for suffix, _ in state.current.steps)
+  preserve = pruned if config.preserve_sparsity is None else config.preserve_sparsity
+  log(f"cluster: {config.number_of_clusters} shared values per kernel of "
+      f"{state.current.name} ({config.centroid_init} init"
+      + (", zeros of the pruned model kept" if preserve else "")
+      + f"), {config.epochs} fine-tuning epoch(s) of the centroids")
+  result = cluster.cluster(state.current_model(), state.dataset, config,
+                           preserve_sparsity=preserve,
+                           teacher=_fine_tuning_teacher(state, config.use_teacher),
+                           alpha=state.config.distill.alpha,
+                           temperature=state.config.distill.temperature)
+  for entry in result.kernels:
+    log(f"  {entry.layer} {entry.shape}: {entry.distinct} distinct values, "
+        f"{entry.sparsity:.1%} zeros")
+  entry = _next_entry(state, "clustered", f"clustered ({config.number_of_clusters})")
+  state.clustered[entry.name] = (config.number_of_clusters,
+                                 {kernel.layer: kernel.distinct
+                                  for kernel in result.kernels})
+  state.add_model("cluster", entry, result.model)
 
 
 def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
@@ -286,14 +313,17 @@ def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
 
 
 def tflite_plan(state: RunState) -> List[tuple]:
-  """(row name, file stem, Keras model name, conversion mode) to convert."""
-  config = state.config.convert
+  """(row name, file stem, Keras model name, conversion mode) to convert.
+
+  The baseline float32 file comes first (every ratio is against it); then
+  each model in each mode, mode by mode.
+  """
   plan = [("baseline float32", "baseline_float32", "teacher", "float32")]
-  modes = (["dynamic_range"] if config.dynamic_range else []) + (
-      ["int8"] if config.int8 else [])
-  for mode in modes:
+  for mode in convert.MODES:
     plan += [(f"{entry.label} {mode}", f"{entry.stem}_{mode}", entry.name, mode)
-             for entry in state.entries]
+             for entry in state.entries
+             if mode in (entry.modes or state.config.convert.modes)
+             and (entry.name, mode) != ("teacher", "float32")]
   return plan
 
 
@@ -342,8 +372,40 @@ def evaluate_models(state: RunState):
     log(f"evaluate: {row_name}: accuracy {row.accuracy:.2%}, {row.tflite_bytes:,} B "
         f"({row.gzip_bytes:,} B gzip), {row.latency_us:,.0f} µs")
     state.rows.append(row)
+    if model_name in state.clustered:
+      state.weight_sharing[row_name] = _weight_sharing_check(
+          state.clustered[model_name], contents)
     if config.latency_breakdown and row_name.endswith(" int8"):
       state.latency_breakdown[row_name] = _breakdown(state, model)
+
+
+def _weight_sharing_check(clustered: tuple, contents) -> List[dict]:
+  """Per clustered kernel: distinct values in Keras and read back from the file.
+
+  The check is per output channel (see evaluate.KernelStats).
+  """
+  clusters, keras_distinct = clustered
+  checks = []
+  for layer, distinct in keras_distinct.items():
+    kernel = _file_kernel(contents, layer)
+    checks.append(dict(
+        layer=layer, clusters=clusters, keras_distinct=distinct,
+        tflite_dtype=kernel.dtype if kernel else None,
+        tflite_max_distinct_per_channel=(kernel.max_distinct_per_channel
+                                         if kernel else None),
+        tflite_distinct=kernel.distinct if kernel else None,
+        tflite_sparsity=kernel.sparsity if kernel else None,
+        holds=bool(kernel) and kernel.max_distinct_per_channel <= clusters))
+  return checks
+
+
+def _file_kernel(contents, layer: str):
+  """The .tflite weight tensor that holds Keras layer `layer`'s kernel."""
+  for kernel in contents.kernels:
+    parts = set(kernel.name.replace(";", "/").split("/"))
+    if layer in parts or f"quant_{layer}" in parts:
+      return kernel
+  return None
 
 
 def _breakdown(state: RunState, model: keras.Model) -> List[dict]:
@@ -367,6 +429,7 @@ def write_report(state: RunState) -> report.Report:
       if state.prune_result else [],
       slim_steps=state.slim_steps,
       slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
+      weight_sharing=state.weight_sharing,
       latency_breakdown=state.latency_breakdown,
       stages=dict(state.stage_seconds), config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
@@ -377,7 +440,8 @@ def write_report(state: RunState) -> report.Report:
 
 _STAGE_FUNCTIONS = {"teacher": train_teacher, "distill": distill_student,
                     "scratch": train_scratch_student, "prune": prune_student,
-                    "slim": slim_model, "lowrank": lowrank_model}
+                    "slim": slim_model, "lowrank": lowrank_model,
+                    "cluster": cluster_model}
 
 
 def stages_for(config: PipelineConfig) -> List[tuple]:
@@ -399,7 +463,7 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
   builder = config.teacher.builder
   for stage in config.stage_list():
     builder = config.distill.builder if stage == "distill" else builder
-    names = {"slim": config.slim.layers,
+    names = {"slim": config.slim.layers, "cluster": config.cluster.layers,
              "lowrank": list(config.lowrank.ranks or ()) or [
                  name for name in (config.lowrank.layers or ())
                  if name != "largest_dense"]}.get(stage)
@@ -408,6 +472,8 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
     model = models.build_model(builder, dataset.input_shape, dataset.num_classes)
     if stage == "slim":
       slim.prunable_convs(model, config.slim.criterion, names)
+    elif stage == "cluster":
+      cluster.clusterable_layers(model, names)
     else:
       lowrank.check_layers(model, names)
 

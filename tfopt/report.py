@@ -58,6 +58,7 @@ class Report:
   slim_channels: List[dict] = dataclasses.field(default_factory=list)
   lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
+  weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -139,6 +140,7 @@ def render_markdown(report: Report) -> str:
               f"| {100 * entry['sparsity']:.1f} % |"
               for entry in report.layer_sparsity]
   lines += _slim_section(report) + _lowrank_section(report)
+  lines += _weight_sharing_section(report)
   lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
   lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
@@ -180,6 +182,30 @@ def _lowrank_section(report: Report) -> List[str]:
             f"| {100 * entry['val_accuracy_after_finetune']:.2f} % |"
             for entry in report.lowrank_layers]
   return lines
+
+
+def _weight_sharing_section(report: Report) -> List[str]:
+  if not report.weight_sharing:
+    return []
+  lines = ["", "## Weight sharing (distinct values read back from each file)", "",
+           "BatchNorm folding scales each output channel of a conv, and int8 "
+           "gives each channel its own scale, so k shared values become k codes "
+           "*per output channel*: that is what is checked.", "",
+           "| file | layer | clusters | distinct in Keras | max distinct per "
+           "channel in file | distinct in file | file dtype | zeros in file "
+           "| holds |", "|---|---|---|---|---|---|---|---|---|"]
+  for row_name, kernels in report.weight_sharing.items():
+    lines += [f"| {row_name} | {kernel['layer']} | {kernel['clusters']} "
+              f"| {kernel['keras_distinct']} "
+              f"| {kernel['tflite_max_distinct_per_channel']} "
+              f"| {kernel['tflite_distinct']} | {kernel['tflite_dtype']} "
+              f"| {_percent(kernel['tflite_sparsity'])} "
+              f"| {'yes' if kernel['holds'] else '**no**'} |" for kernel in kernels]
+  return lines
+
+
+def _percent(value: Optional[float]) -> str:
+  return "n/a" if value is None else f"{100 * value:.1f} %"
 
 
 def _breakdown_section(report: Report) -> List[str]:

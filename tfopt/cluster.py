@@ -1,0 +1,183 @@
+"""Weight sharing (Deep Compression's k-means quantization) with tfmot.
+
+Each chosen kernel is replaced by `number_of_clusters` shared values
+(centroids) and an index per weight; fine-tuning trains the centroids, and
+`strip_clustering` leaves a plain Keras model whose kernels hold at most that
+many distinct values. After pruning, `preserve_sparsity` keeps the zeros.
+`cluster` clones the model first (tfmot's wrappers share layer objects with the
+model they wrap), then checks the distinct values and zeros it promised.
+"""
+
+import dataclasses
+from typing import List, Optional, Sequence
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
+    cluster as experimental_cluster)
+
+from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt.config import ClusterConfig
+from tfopt.data import Dataset
+from tfopt.distill import fine_tune
+from tfopt.errors import TfoptError
+from tfopt.prune import clone_model
+
+__all__ = ["ClusteringError", "KernelClusters", "ClusterResult", "CLUSTERABLE",
+           "clusterable_layers", "apply_clustering", "measure_clusters", "cluster"]
+
+CLUSTERABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+_INIT = {
+    "kmeans_plus_plus": tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
+    "linear": tfmot.clustering.keras.CentroidInitialization.LINEAR,
+    "density_based": tfmot.clustering.keras.CentroidInitialization.DENSITY_BASED,
+    "random": tfmot.clustering.keras.CentroidInitialization.RANDOM,
+}
+
+
+class ClusteringError(TfoptError, ValueError):
+  """Clustering cannot run as asked, or did not deliver what it promised."""
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelClusters:
+  """The measured distinct values and zeros of one clustered kernel."""
+  layer: str
+  shape: tuple
+  size: int
+  distinct: int
+  zeros: int
+
+  @property
+  def sparsity(self) -> float:
+    return self.zeros / self.size
+
+
+@dataclasses.dataclass
+class ClusterResult:
+  """A stripped, clustered model and its per-kernel table."""
+  model: keras.Model
+  kernels: List[KernelClusters]
+  number_of_clusters: int
+  preserve_sparsity: bool
+
+
+def _kernel(layer) -> np.ndarray:
+  attribute = ("depthwise_kernel" if isinstance(layer, keras.layers.DepthwiseConv2D)
+               else "kernel")
+  return getattr(layer, attribute).numpy()
+
+
+def clusterable_layers(model: keras.Model,
+                       names: Optional[Sequence[str]] = None) -> List[str]:
+  """The layers to cluster: `names` (checked), or every conv and Dense.
+
+  Raises:
+    ClusteringError: a named layer is missing or has no kernel to cluster.
+  """
+  if names is None:
+    return [layer.name for layer in model.layers if isinstance(layer, CLUSTERABLE)]
+  for name in names:
+    layer = get_layer(model, name, ClusteringError)
+    if not isinstance(layer, CLUSTERABLE):
+      raise ClusteringError(
+          f"Layer {name!r} is a {type(layer).__name__}; only Conv2D, "
+          "DepthwiseConv2D and Dense kernels can be clustered.")
+  return list(names)
+
+
+def apply_clustering(model: keras.Model, number_of_clusters: int,
+                     centroid_init: str = "kmeans_plus_plus",
+                     preserve_sparsity: bool = False,
+                     layers: Optional[Sequence[str]] = None) -> keras.Model:
+  """Wraps the chosen layers of a clone of `model` for clustering.
+
+  Raises:
+    ClusteringError: an unknown init, a bad layer name, or a kernel with
+      fewer weights than clusters.
+  """
+  require_keras2_model(model)
+  if centroid_init not in _INIT:
+    raise ClusteringError(f"Unknown centroid init {centroid_init!r}; choose "
+                          f"one of {', '.join(_INIT)}.")
+  chosen = set(clusterable_layers(model, layers))
+  for name in sorted(chosen):
+    size = _kernel(model.get_layer(name)).size
+    if size < number_of_clusters:
+      raise ClusteringError(
+          f"Layer {name!r} has {size} weights, fewer than {number_of_clusters} "
+          "clusters; lower the number of clusters or leave the layer out.")
+
+  def wrap(layer):
+    # Wrapping the trained layer itself: tfmot initializes the centroids
+    # from the weights the layer holds when it is wrapped.
+    if layer.name not in chosen:
+      return layer
+    return experimental_cluster.cluster_weights(
+        layer, number_of_clusters=number_of_clusters,
+        cluster_centroids_init=_INIT[centroid_init],
+        preserve_sparsity=preserve_sparsity)
+
+  # A private clone: the wrappers and the returned model share its layers,
+  # never the caller's.
+  return keras.models.clone_model(clone_model(model), clone_function=wrap)
+
+
+def measure_clusters(model: keras.Model, names: Sequence[str]) -> List[KernelClusters]:
+  """Distinct values and zeros of the kernels of the named layers."""
+  table = []
+  for name in names:
+    values = _kernel(model.get_layer(name))
+    table.append(KernelClusters(name, tuple(values.shape), int(values.size),
+                                int(np.unique(values).size),
+                                int(np.sum(values == 0))))
+  return table
+
+
+def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
+            preserve_sparsity: bool = False, teacher: Optional[keras.Model] = None,
+            alpha: float = 0.5, temperature: float = 2.0,
+            verbose: int = 2) -> ClusterResult:
+  """Clusters a copy of `model`'s kernels and fine-tunes the centroids.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits; not modified.
+    dataset: training data for fine-tuning, validation data for monitoring.
+    config: clusters, centroid init, layers and fine-tuning settings.
+    preserve_sparsity: keep the zeros of a pruned model (tfmot's
+      sparsity-preserving clustering); the zero weights stay zero.
+    teacher: if given, fine-tune by distillation from it.
+
+  Returns:
+    A ClusterResult with the stripped model and its per-kernel table.
+
+  Raises:
+    ClusteringError: bad settings, or a kernel ended with more distinct
+      values than clusters, or lost zeros it was meant to keep.
+  """
+  names = clusterable_layers(model, config.layers)
+  before = {entry.layer: entry for entry in measure_clusters(model, names)}
+  wrapped = apply_clustering(model, config.number_of_clusters,
+                             config.centroid_init, preserve_sparsity, names)
+  if config.epochs:
+    fine_tune(wrapped, dataset, config.epochs, config.batch_size,
+              config.learning_rate, teacher=teacher, alpha=alpha,
+              temperature=temperature, verbose=verbose)
+  stripped = tfmot.clustering.keras.strip_clustering(wrapped)
+  table = measure_clusters(stripped, names)
+  _check(table, before, config.number_of_clusters, preserve_sparsity)
+  return ClusterResult(stripped, table, config.number_of_clusters, preserve_sparsity)
+
+
+def _check(table, before, clusters, preserve_sparsity):
+  for entry in table:
+    # The zero of a sparsity-preserving layer is kept apart from the centroids.
+    allowed = clusters + (1 if preserve_sparsity else 0)
+    if entry.distinct > allowed:
+      raise ClusteringError(
+          f"Layer {entry.layer!r} holds {entry.distinct} distinct values after "
+          f"clustering, more than {allowed}; this is a tfmot bug, not a setting.")
+    if preserve_sparsity and entry.zeros < before[entry.layer].zeros:
+      raise ClusteringError(
+          f"Layer {entry.layer!r} lost zeros while clustering "
+          f"({before[entry.layer].zeros} -> {entry.zeros}).")
