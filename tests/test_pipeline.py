@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
 from tfopt import pipeline
-from tfopt.config import (DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
+from tfopt.config import (ConvertConfig, DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
                           TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
@@ -200,3 +200,32 @@ def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
   with pytest.raises(TfoptError, match=error):
     pipeline.run(config)
   assert not output_dir.exists()
+
+
+def test_prune_cluster_pcqat_stages_from_python(tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=80)
+  config = PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig("student", epochs=2, batch_size=32),
+      convert=ConvertConfig(modes=("float16", "int8"), representative_examples=50),
+      stages=("teacher", "prune", "cluster", "qat"), output_dir=str(tmp_path / "out"))
+  result = pipeline.run(config)
+  assert [row.name for row in result.models] == [
+      "baseline float32", "baseline float16", "pruned teacher float16",
+      "pruned, clustered (16) teacher float16", "baseline int8",
+      "pruned teacher int8", "pruned, clustered (16) teacher int8",
+      "pruned, clustered (16), PCQAT teacher int8"]
+  (run,) = result.qat
+  assert run["scheme"] == "pcqat" and run["target_sparsity"] == 0.7
+  assert abs(run["file_sparsity"] - 0.7) < 0.01
+  assert run["max_distinct_per_channel"] <= 16
+  assert set(result.weight_sharing) == {
+      "pruned, clustered (16) teacher float16", "pruned, clustered (16) teacher int8",
+      "pruned, clustered (16), PCQAT teacher int8"}
+  for kernels in result.weight_sharing.values():
+    assert all(kernel["holds"] for kernel in kernels) and len(kernels) == 4
+  pcqat = result.row("pruned, clustered (16), PCQAT teacher int8")
+  assert pcqat.params == result.row("baseline int8").params
+  assert pcqat.gzip_bytes < 0.7 * result.row("baseline int8").gzip_bytes
+  assert (tmp_path / "out" / "teacher_pruned_clustered_pcqat.h5").stat().st_size > 0
+  assert "## Quantization-aware training" in (tmp_path / "out" / "report.md").read_text()

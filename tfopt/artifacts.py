@@ -48,7 +48,11 @@ def write_text_atomic(path: str, text: str) -> str:
 
 
 def save_keras_atomic(model, path: str) -> str:
-  """Saves a Keras model in the `.keras` format via a temporary file."""
+  """Saves a Keras model via a temporary file; the extension picks the format.
+
+  `.keras` is the default; quantization-aware models go to `.h5`, since tfmot's
+  quantize layer does not reload from `.keras`.
+  """
   temporary = _temporary_path(path)
   try:
     model.save(temporary)

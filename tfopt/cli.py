@@ -36,7 +36,7 @@ flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) 
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
 flags.DEFINE_list("stages", None, "Model-making stages in order, comma-separated, "
-                  "from teacher, distill, scratch, prune, slim, lowrank, cluster; each "
+                  "from teacher, distill, scratch, prune, slim, lowrank, cluster, qat; each "
                   "compressing stage takes the latest model (default "
                   f"{','.join(_DEFAULT.stages)}).")
 flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
@@ -59,6 +59,9 @@ flags.DEFINE_integer("cluster_epochs", None, f"Fine-tuning epochs of the centroi
 flags.DEFINE_float("cluster_learning_rate", None, f"Centroid fine-tuning learning rate (default {_DEFAULT.cluster.learning_rate}).")
 flags.DEFINE_bool("cluster_preserve_sparsity", None, "Keep the zeros of a pruned model when clustering (default: yes when the run pruned it).")
 flags.DEFINE_list("cluster_layers", None, "Layers to cluster (default: every Conv2D, DepthwiseConv2D and Dense).")
+flags.DEFINE_string("qat_scheme", None, "QAT variant: auto (pcqat after prune+cluster, pqat after prune, cqat after cluster, else qat), qat, pqat, cqat or pcqat (default auto).")
+flags.DEFINE_integer("qat_epochs", None, f"Quantization-aware fine-tuning epochs (default {_DEFAULT.qat.epochs}).")
+flags.DEFINE_float("qat_learning_rate", None, f"Quantization-aware fine-tuning learning rate (default {_DEFAULT.qat.learning_rate}).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
@@ -87,6 +90,8 @@ _OVERRIDES = {
     "cluster_epochs": ("cluster", "epochs"),
     "cluster_learning_rate": ("cluster", "learning_rate"),
     "cluster_preserve_sparsity": ("cluster", "preserve_sparsity"),
+    "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"),
+    "qat_learning_rate": ("qat", "learning_rate"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
@@ -101,7 +106,7 @@ def config_from_flags() -> PipelineConfig:
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster"):
+    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster", "qat"):
       changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
   if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio

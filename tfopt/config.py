@@ -12,12 +12,13 @@ from tfopt.errors import TfoptError
 
 __all__ = [
     "ConfigError", "DATASETS", "STAGES", "DEFAULT_STAGES", "DataConfig", "TrainConfig", "DistillConfig",
-    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
 # Stages that make a model; convert and evaluate always follow them.
-STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster")
+STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster",
+          "qat")
 DEFAULT_STAGES = ("teacher", "distill", "prune")
 
 
@@ -276,6 +277,30 @@ class ClusterConfig:
     _require_positive_number("learning_rate", self.learning_rate)
 
 
+QAT_SCHEMES = ("auto", "qat", "pqat", "cqat", "pcqat")
+
+
+@dataclass(frozen=True)
+class QatConfig:
+  """Quantization-aware training with tfmot (see tfopt.qat).
+
+  scheme: auto picks pcqat after prune and cluster, pqat after prune, cqat
+    after cluster, qat otherwise; or name one.
+  """
+  scheme: str = "auto"
+  epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-4
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    _require(self.scheme in QAT_SCHEMES, "scheme", self.scheme,
+             "one of " + ", ".join(QAT_SCHEMES))
+    _require_positive_int("epochs", self.epochs)
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+
+
 QUANT_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
 
 
@@ -349,6 +374,7 @@ class PipelineConfig:
   slim: SlimConfig = field(default_factory=SlimConfig)
   lowrank: LowRankConfig = field(default_factory=LowRankConfig)
   cluster: ClusterConfig = field(default_factory=ClusterConfig)
+  qat: QatConfig = field(default_factory=QatConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"
@@ -385,6 +411,7 @@ class PipelineConfig:
         slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, batch_size=64),
         lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
         cluster=ClusterConfig(epochs=1, batch_size=64),
+        qat=QatConfig(epochs=1, batch_size=64),
         convert=ConvertConfig(representative_examples=100),
         evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
     )

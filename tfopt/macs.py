@@ -39,6 +39,8 @@ def _conv_macs(layer, input_shape, output_shape) -> int:
 
 def layer_macs(layer, input_shape, output_shape) -> int:
   """MACs of one layer for one image (0 for layers that are not counted)."""
+  while isinstance(layer, keras.layers.Wrapper):  # e.g. tfmot's quantize wrapper
+    layer = layer.layer
   if isinstance(layer, SpatialSVDConv2D):
     middle = layer.vertical.compute_output_shape(input_shape)
     return (_conv_macs(layer.vertical, input_shape, middle)

@@ -20,7 +20,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfopt import (artifacts, breakdown, cluster, convert, evaluate, lowrank, models,
-                   report, slim, train)
+                   qat, report, slim, train)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
@@ -74,6 +74,7 @@ class RunState:
   # Model name -> (clusters per kernel, {layer: distinct values in Keras}).
   clustered: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
+  qat_runs: List[dict] = dataclasses.field(default_factory=list)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   keras_top1: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   student_initial_weights: Optional[list] = None
@@ -92,13 +93,13 @@ class RunState:
     return self.keras_models[self.current.name]
 
   def add_model(self, stage: str, entry: ModelEntry, model: keras.Model,
-                current: bool = True):
+                current: bool = True, extension: str = ".keras"):
     """Saves a stage's model; by default the next stage compresses it."""
     self.keras_models[entry.name] = model
     self.entries.append(entry)
     if current:
       self.current = entry
-    path = artifacts.save_keras_atomic(model, self.path(f"{entry.name}.keras"))
+    path = artifacts.save_keras_atomic(model, self.path(f"{entry.name}{extension}"))
     self.manifest.record(stage, path)
 
 
@@ -296,6 +297,29 @@ def cluster_model(state: RunState):
   state.add_model("cluster", entry, result.model)
 
 
+def qat_model(state: RunState):
+  config = state.config.qat
+  pruned = any(suffix == "pruned" for suffix, _ in state.current.steps)
+  clustered = state.current.name in state.clustered
+  scheme = (qat.choose_scheme(pruned, clustered) if config.scheme == "auto"
+            else config.scheme)
+  log(f"qat: {qat.SCHEME_LABELS[scheme]} of {state.current.name}, "
+      f"{config.epochs} epoch(s) at learning rate {config.learning_rate}")
+  result = qat.qat(state.current_model(), state.dataset, config, scheme,
+                   teacher=_fine_tuning_teacher(state, config.use_teacher),
+                   alpha=state.config.distill.alpha,
+                   temperature=state.config.distill.temperature)
+  entry = _next_entry(state, scheme, qat.SCHEME_LABELS[scheme], modes=("int8",))
+  if clustered and scheme in ("cqat", "pcqat"):
+    clusters, layers = state.clustered[state.current.name]
+    state.clustered[entry.name] = (clusters, qat.kernel_distinct(result.model, layers))
+  state.qat_runs.append(dict(
+      model=entry.name, base=state.current.name, scheme=scheme,
+      target_sparsity=state.config.prune.target_sparsity if pruned else None,
+      clusters=state.clustered[state.current.name][0] if clustered else None))
+  state.add_model("qat", entry, result.model, extension=".h5")
+
+
 def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
   """The layer names to factorize; "largest_dense" picks the biggest Dense."""
   if names is None:
@@ -338,8 +362,14 @@ def convert_models(state: RunState):
     state.tflite_files[row_name] = (path, model_name)
 
 
-def _nonzero_params(model: keras.Model) -> int:
-  return int(sum(np.count_nonzero(weight) for weight in model.get_weights()))
+# Variables of tfmot's quantize wrappers that are ranges and counters, not
+# parameters of the network.
+_QUANTIZER_VARIABLES = ("_min:0", "_max:0", "optimizer_step:0")
+
+
+def _parameters(model: keras.Model) -> List[np.ndarray]:
+  return [weight.numpy() for weight in model.weights
+          if not weight.name.endswith(_QUANTIZER_VARIABLES)]
 
 
 def keras_top1(state: RunState, model_name: str) -> np.ndarray:
@@ -364,7 +394,8 @@ def evaluate_models(state: RunState):
         tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
         latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
                                        config.latency_warmup, config.latency_runs),
-        params=int(model.count_params()), nonzero_params=_nonzero_params(model),
+        params=int(sum(weight.size for weight in _parameters(model))),
+        nonzero_params=int(sum(np.count_nonzero(weight) for weight in _parameters(model))),
         macs=sum(entry.macs for entry in count_macs(model)),
         agreement=float(np.mean(tflite_top1 == keras_top1(state, model_name))),
         weight_sparsity=contents.weight_sparsity,
@@ -375,7 +406,8 @@ def evaluate_models(state: RunState):
     if model_name in state.clustered:
       state.weight_sharing[row_name] = _weight_sharing_check(
           state.clustered[model_name], contents)
-    if config.latency_breakdown and row_name.endswith(" int8"):
+    wrapped = any(isinstance(layer, keras.layers.Wrapper) for layer in model.layers)
+    if config.latency_breakdown and row_name.endswith(" int8") and not wrapped:
       state.latency_breakdown[row_name] = _breakdown(state, model)
 
 
@@ -417,6 +449,27 @@ def _breakdown(state: RunState, model: keras.Model) -> List[dict]:
   return [dataclasses.asdict(segment) for segment in segments]
 
 
+def _qat_summary(state: RunState) -> List[dict]:
+  """Each QAT model against the float and post-training int8 of its base."""
+  labels = {entry.name: entry.label for entry in state.entries}
+  rows = {row.name: row for row in state.rows}
+  data = state.dataset
+  summary = []
+  for run in state.qat_runs:
+    base_int8 = rows.get(f"{labels[run['base']]} int8")
+    qat_row = rows.get(f"{labels[run['model']]} int8")
+    sharing = state.weight_sharing.get(qat_row.name if qat_row else "", [])
+    summary.append(dict(
+        run, row=qat_row.name if qat_row else None,
+        base_keras_accuracy=float(np.mean(keras_top1(state, run["base"]) == data.y_test)),
+        base_int8_accuracy=base_int8.accuracy if base_int8 else None,
+        qat_int8_accuracy=qat_row.accuracy if qat_row else None,
+        file_sparsity=qat_row.weight_sparsity if qat_row else None,
+        max_distinct_per_channel=max((kernel["tflite_max_distinct_per_channel"] or 0
+                                      for kernel in sharing), default=None)))
+  return summary
+
+
 def write_report(state: RunState) -> report.Report:
   data = state.dataset
   result = report.Report(
@@ -429,7 +482,7 @@ def write_report(state: RunState) -> report.Report:
       if state.prune_result else [],
       slim_steps=state.slim_steps,
       slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
-      weight_sharing=state.weight_sharing,
+      weight_sharing=state.weight_sharing, qat=_qat_summary(state),
       latency_breakdown=state.latency_breakdown,
       stages=dict(state.stage_seconds), config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
@@ -441,7 +494,7 @@ def write_report(state: RunState) -> report.Report:
 _STAGE_FUNCTIONS = {"teacher": train_teacher, "distill": distill_student,
                     "scratch": train_scratch_student, "prune": prune_student,
                     "slim": slim_model, "lowrank": lowrank_model,
-                    "cluster": cluster_model}
+                    "cluster": cluster_model, "qat": qat_model}
 
 
 def stages_for(config: PipelineConfig) -> List[tuple]:

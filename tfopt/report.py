@@ -59,6 +59,7 @@ class Report:
   lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
+  qat: List[dict] = dataclasses.field(default_factory=list)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -140,7 +141,7 @@ def render_markdown(report: Report) -> str:
               f"| {100 * entry['sparsity']:.1f} % |"
               for entry in report.layer_sparsity]
   lines += _slim_section(report) + _lowrank_section(report)
-  lines += _weight_sharing_section(report)
+  lines += _weight_sharing_section(report) + _qat_section(report)
   lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
   lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
@@ -204,8 +205,27 @@ def _weight_sharing_section(report: Report) -> List[str]:
   return lines
 
 
-def _percent(value: Optional[float]) -> str:
-  return "n/a" if value is None else f"{100 * value:.1f} %"
+def _qat_section(report: Report) -> List[str]:
+  if not report.qat:
+    return []
+  lines = ["", "## Quantization-aware training (int8 files in LiteRT)", "",
+           "| QAT model | scheme | base model | base in Keras (float) "
+           "| base, post-training int8 | QAT int8 | sparsity target | sparsity "
+           "in file | clusters | max distinct per channel in file |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+  for run in report.qat:
+    lines.append(
+        f"| {run['row']} | {run['scheme'].upper()} | {run['base']} "
+        f"| {_percent(run['base_keras_accuracy'], 2)} "
+        f"| {_percent(run['base_int8_accuracy'], 2)} "
+        f"| {_percent(run['qat_int8_accuracy'], 2)} "
+        f"| {_percent(run['target_sparsity'])} | {_percent(run['file_sparsity'])} "
+        f"| {run['clusters'] or 'n/a'} | {run['max_distinct_per_channel'] or 'n/a'} |")
+  return lines
+
+
+def _percent(value: Optional[float], digits: int = 1) -> str:
+  return "n/a" if value is None else f"{100 * value:.{digits}f} %"
 
 
 def _breakdown_section(report: Report) -> List[str]:

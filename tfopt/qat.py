@@ -1,0 +1,131 @@
+"""Quantization-aware training with tfmot, and its collaborative variants.
+
+    qat    plain 8-bit QAT: fake-quant weights and activations while
+           fine-tuning, so the int8 file loses less than post-training int8
+    pqat   prune-preserving QAT: the zeros of a pruned model stay zero
+    cqat   cluster-preserving QAT: the shared values of a clustered model stay
+           shared (tfmot trains the centroids, not the weights)
+    pcqat  both: a pruned, then clustered model keeps its zeros and clusters
+
+`choose_scheme` picks the variant from what the model went through, since
+plain QAT would undo both (tfmot's PCQAT guide shows it). The result keeps
+its quantize wrappers: the converter reads the learned ranges from them.
+"""
+
+import dataclasses
+from typing import Optional
+
+import numpy as np
+import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
+    cluster_utils)
+
+from tfopt._keras import keras, require_keras2_model
+from tfopt.config import QatConfig
+from tfopt.data import Dataset
+from tfopt.distill import fine_tune
+from tfopt.errors import TfoptError
+from tfopt.prune import clone_model
+
+__all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",
+           "quantize_scope"]
+
+SCHEMES = ("qat", "pqat", "cqat", "pcqat")
+# The abbreviations in the report's row names.
+SCHEME_LABELS = {"qat": "QAT", "pqat": "PQAT", "cqat": "CQAT", "pcqat": "PCQAT"}
+
+
+class QatError(TfoptError, ValueError):
+  """Quantization-aware training cannot run as asked."""
+
+
+@dataclasses.dataclass
+class QatResult:
+  """A quantization-aware model (wrappers kept for conversion), its scheme."""
+  model: keras.Model
+  scheme: str
+
+
+def choose_scheme(pruned: bool, clustered: bool) -> str:
+  """The QAT variant that keeps what earlier stages made."""
+  return {(False, False): "qat", (True, False): "pqat", (False, True): "cqat",
+          (True, True): "pcqat"}[(pruned, clustered)]
+
+
+def _quantize_scheme(scheme: str):
+  combine = tfmot.experimental.combine
+  if scheme == "qat":
+    return tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme()
+  if scheme == "pqat":
+    return combine.Default8BitPrunePreserveQuantizeScheme()
+  return combine.Default8BitClusterPreserveQuantizeScheme(
+      preserve_sparsity=scheme == "pcqat")
+
+
+def apply_qat(model: keras.Model, scheme: str = "qat") -> keras.Model:
+  """A quantization-aware copy of `model` (fake-quant wrappers, BN folded).
+
+  Raises:
+    QatError: an unknown scheme, or a layer tfmot cannot quantize.
+  """
+  require_keras2_model(model)
+  if scheme not in SCHEMES:
+    raise QatError(f"Unknown QAT scheme {scheme!r}; choose one of "
+                   f"{', '.join(SCHEMES)}.")
+  annotated = tfmot.quantization.keras.quantize_annotate_model(clone_model(model))
+  try:
+    with quantize_scope():
+      return tfmot.quantization.keras.quantize_apply(
+          annotated, scheme=_quantize_scheme(scheme))
+  except (ValueError, RuntimeError) as error:
+    raise QatError(f"tfmot cannot make {model.name!r} quantization-aware "
+                   f"({error}).") from error
+
+
+def kernel_distinct(model: keras.Model, layers) -> dict:
+  """{layer: distinct kernel values} for the named layers of a QAT model."""
+  found = {}
+  for wrapper in model.layers:
+    inner = getattr(wrapper, "layer", None)
+    if inner is None or inner.name not in layers:
+      continue
+    # The wrapped layer's `kernel` attribute is a graph tensor after CQAT;
+    # the wrapper's kernel variable holds the values.
+    kernel = next(weight for weight in wrapper.weights
+                  if weight.name.split("/")[-1].startswith("kernel:"))
+    found[inner.name] = int(np.unique(kernel.numpy()).size)
+  return found
+
+
+def quantize_scope():
+  """The custom-object scope to load a saved quantization-aware model."""
+  return tfmot.quantization.keras.quantize_scope()
+
+
+def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
+        scheme: str = "qat", teacher: Optional[keras.Model] = None,
+        alpha: float = 0.5, temperature: float = 2.0,
+        verbose: int = 2) -> QatResult:
+  """Fine-tunes a quantization-aware copy of `model` with `scheme`.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits (pruning / clustering
+      wrappers stripped); not modified.
+    dataset: training data for fine-tuning, validation data for monitoring.
+    config: epochs, batch size, learning rate.
+    scheme: one of SCHEMES (see choose_scheme).
+    teacher: if given, fine-tune by distillation from it.
+
+  Returns:
+    A QatResult whose model converts to an int8 .tflite with its learned
+    ranges (tfopt.convert, mode "int8").
+  """
+  quantized = apply_qat(model, scheme)
+  fine_tune(quantized, dataset, config.epochs, config.batch_size,
+            config.learning_rate, teacher=teacher, alpha=alpha,
+            temperature=temperature, verbose=verbose)
+  if scheme in ("cqat", "pcqat"):
+    # Drops tfmot's centroid / index variables, keeping the clustered kernels
+    # and the quantize wrappers whose ranges the converter needs.
+    quantized = cluster_utils.strip_clustering_cqat(quantized)
+  return QatResult(quantized, scheme)
