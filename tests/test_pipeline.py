@@ -229,3 +229,23 @@ def test_prune_cluster_pcqat_stages_from_python(tmp_path):
   assert pcqat.gzip_bytes < 0.7 * result.row("baseline int8").gzip_bytes
   assert (tmp_path / "out" / "teacher_pruned_clustered_pcqat.h5").stat().st_size > 0
   assert "## Quantization-aware training" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_binary_stage_from_python(tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
+  config = PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig("student", epochs=2, batch_size=32),
+      stages=("teacher", "binary"), output_dir=str(tmp_path / "out"))
+  result = pipeline.run(config)
+  assert [row.name for row in result.models] == [
+      "baseline float32", "baseline int8", "BWN teacher int8"]
+  (entry,) = result.binary
+  (file_row,) = entry["files"]
+  assert file_row["max_distinct_per_channel"] <= 2
+  assert entry["effective_bytes"] < file_row["tflite_bytes"] / 3
+  assert entry["binary_weights"] == result.row("BWN teacher int8").params - entry[
+      "other_params"]
+  for name in ("teacher_binary.keras", "teacher_binary_trainable.keras"):
+    assert (tmp_path / "out" / name).stat().st_size > 0
+  assert "## Binary weights" in (tmp_path / "out" / "report.md").read_text()

@@ -36,7 +36,8 @@ flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) 
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
 flags.DEFINE_list("stages", None, "Model-making stages in order, comma-separated, "
-                  "from teacher, distill, scratch, prune, slim, lowrank, cluster, qat; each "
+                  "from teacher, distill, scratch, prune, slim, lowrank, cluster, qat, "
+                  "binary; each "
                   "compressing stage takes the latest model (default "
                   f"{','.join(_DEFAULT.stages)}).")
 flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
@@ -62,6 +63,9 @@ flags.DEFINE_list("cluster_layers", None, "Layers to cluster (default: every Con
 flags.DEFINE_string("qat_scheme", None, "QAT variant: auto (pcqat after prune+cluster, pqat after prune, cqat after cluster, else qat), qat, pqat, cqat or pcqat (default auto).")
 flags.DEFINE_integer("qat_epochs", None, f"Quantization-aware fine-tuning epochs (default {_DEFAULT.qat.epochs}).")
 flags.DEFINE_float("qat_learning_rate", None, f"Quantization-aware fine-tuning learning rate (default {_DEFAULT.qat.learning_rate}).")
+flags.DEFINE_string("binary_mode", None, "Binary weights: bwn (alpha * sign(w)) or binaryconnect (sign(w)) (default bwn).")
+flags.DEFINE_integer("binary_epochs", None, f"Training epochs of the binary model (default {_DEFAULT.binary.epochs}).")
+flags.DEFINE_list("binary_layers", None, "Conv2D / Dense layers to binarize (default: all).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
@@ -92,6 +96,7 @@ _OVERRIDES = {
     "cluster_preserve_sparsity": ("cluster", "preserve_sparsity"),
     "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"),
     "qat_learning_rate": ("qat", "learning_rate"),
+    "binary_mode": ("binary", "mode"), "binary_epochs": ("binary", "epochs"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
@@ -106,7 +111,8 @@ def config_from_flags() -> PipelineConfig:
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster", "qat"):
+    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster", "qat",
+                    "binary"):
       changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
   if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio
@@ -116,7 +122,7 @@ def config_from_flags() -> PipelineConfig:
   if FLAGS.quant_modes is not None:
     changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
   for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
-                             ("cluster_layers", "cluster")):
+                             ("cluster_layers", "cluster"), ("binary_layers", "binary")):
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})["layers"] = tuple(FLAGS[flag_name].value)
   sections = {section: dataclasses.replace(getattr(base, section), **values)

@@ -12,13 +12,13 @@ from tfopt.errors import TfoptError
 
 __all__ = [
     "ConfigError", "DATASETS", "STAGES", "DEFAULT_STAGES", "DataConfig", "TrainConfig", "DistillConfig",
-    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "BinaryConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
 # Stages that make a model; convert and evaluate always follow them.
 STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster",
-          "qat")
+          "qat", "binary")
 DEFAULT_STAGES = ("teacher", "distill", "prune")
 
 
@@ -277,6 +277,33 @@ class ClusterConfig:
     _require_positive_number("learning_rate", self.learning_rate)
 
 
+BINARY_MODES = ("bwn", "binaryconnect")
+
+
+@dataclass(frozen=True)
+class BinaryConfig:
+  """Binary weights (see tfopt.binary), trained from the current model.
+
+  mode: bwn (alpha * sign(w), alpha = mean |w| per output channel) or
+    binaryconnect (sign(w)).
+  layers: the Conv2D / Dense layers to binarize (default: all of them).
+  epochs / learning_rate: training with the straight-through estimator.
+  """
+  mode: str = "bwn"
+  epochs: int = 3
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+
+  def __post_init__(self):
+    _require(self.mode in BINARY_MODES, "mode", self.mode,
+             "one of " + ", ".join(BINARY_MODES))
+    _require_positive_int("epochs", self.epochs)
+    _require_positive_int("batch_size", self.batch_size)
+    _require_positive_number("learning_rate", self.learning_rate)
+
+
 QAT_SCHEMES = ("auto", "qat", "pqat", "cqat", "pcqat")
 
 
@@ -375,6 +402,7 @@ class PipelineConfig:
   lowrank: LowRankConfig = field(default_factory=LowRankConfig)
   cluster: ClusterConfig = field(default_factory=ClusterConfig)
   qat: QatConfig = field(default_factory=QatConfig)
+  binary: BinaryConfig = field(default_factory=BinaryConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"
@@ -412,6 +440,7 @@ class PipelineConfig:
         lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
         cluster=ClusterConfig(epochs=1, batch_size=64),
         qat=QatConfig(epochs=1, batch_size=64),
+        binary=BinaryConfig(epochs=1, batch_size=64),
         convert=ConvertConfig(representative_examples=100),
         evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
     )

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfopt import (artifacts, breakdown, cluster, convert, evaluate, lowrank, models,
-                   qat, report, slim, train)
+from tfopt import (artifacts, binary, breakdown, cluster, convert, evaluate, lowrank,
+                   models, qat, report, slim, train)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
@@ -75,6 +75,7 @@ class RunState:
   clustered: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   qat_runs: List[dict] = dataclasses.field(default_factory=list)
+  binary: Dict[str, dict] = dataclasses.field(default_factory=dict)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   keras_top1: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   student_initial_weights: Optional[list] = None
@@ -320,6 +321,31 @@ def qat_model(state: RunState):
   state.add_model("qat", entry, result.model, extension=".h5")
 
 
+def binary_model(state: RunState):
+  config = state.config.binary
+  label = {"bwn": "BWN", "binaryconnect": "BinaryConnect"}[config.mode]
+  log(f"binary: {label} weights for "
+      f"{', '.join(config.layers) if config.layers else 'every Conv2D and Dense'} "
+      f"of {state.current.name}, {config.epochs} epoch(s) with the "
+      "straight-through estimator")
+  trainable = binary.binarize(state.current_model(), config.mode, config.layers)
+  fine_tune(trainable, state.dataset, config.epochs, config.batch_size,
+            config.learning_rate,
+            teacher=_fine_tuning_teacher(state, config.use_teacher),
+            alpha=state.config.distill.alpha,
+            temperature=state.config.distill.temperature)
+  entry = _next_entry(state, "binary", label)
+  size = binary.effective_size(trainable)
+  log(f"  {size['binary_weights']:,} binary weights, {size['scales']} scales, "
+      f"{size['other_params']:,} other parameters: {size['effective_bytes']:,} B "
+      "at 1 bit per binary weight")
+  state.binary[entry.name] = dict(size, mode=config.mode)
+  path = artifacts.save_keras_atomic(trainable, state.path(f"{entry.name}_trainable.keras"))
+  state.manifest.record("binary", path)
+  # What is converted and deployed: plain layers holding the binary weights.
+  state.add_model("binary", entry, binary.export_binary(trainable))
+
+
 def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
   """The layer names to factorize; "largest_dense" picks the biggest Dense."""
   if names is None:
@@ -470,6 +496,25 @@ def _qat_summary(state: RunState) -> List[dict]:
   return summary
 
 
+def _binary_summary(state: RunState) -> List[dict]:
+  """Each binary model: effective 1-bit size beside its real files."""
+  labels = {entry.name: entry.label for entry in state.entries}
+  summary = []
+  for name, size in state.binary.items():
+    files = [row for row in state.rows if row.name.startswith(labels[name] + " ")]
+    summary.append(dict(size, model=name, files=[
+        dict(row=row.name, accuracy=row.accuracy, tflite_bytes=row.tflite_bytes,
+             gzip_bytes=row.gzip_bytes,
+             max_distinct_per_channel=_max_distinct(row.path, state))
+        for row in files]))
+  return summary
+
+
+def _max_distinct(filename: str, state: RunState) -> int:
+  kernels = evaluate.inspect_tflite(state.path(filename)).kernels
+  return max(kernel.max_distinct_per_channel for kernel in kernels)
+
+
 def write_report(state: RunState) -> report.Report:
   data = state.dataset
   result = report.Report(
@@ -483,6 +528,7 @@ def write_report(state: RunState) -> report.Report:
       slim_steps=state.slim_steps,
       slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
       weight_sharing=state.weight_sharing, qat=_qat_summary(state),
+      binary=_binary_summary(state),
       latency_breakdown=state.latency_breakdown,
       stages=dict(state.stage_seconds), config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
@@ -494,7 +540,8 @@ def write_report(state: RunState) -> report.Report:
 _STAGE_FUNCTIONS = {"teacher": train_teacher, "distill": distill_student,
                     "scratch": train_scratch_student, "prune": prune_student,
                     "slim": slim_model, "lowrank": lowrank_model,
-                    "cluster": cluster_model, "qat": qat_model}
+                    "cluster": cluster_model, "qat": qat_model,
+                    "binary": binary_model}
 
 
 def stages_for(config: PipelineConfig) -> List[tuple]:
@@ -517,6 +564,7 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
   for stage in config.stage_list():
     builder = config.distill.builder if stage == "distill" else builder
     names = {"slim": config.slim.layers, "cluster": config.cluster.layers,
+             "binary": config.binary.layers,
              "lowrank": list(config.lowrank.ranks or ()) or [
                  name for name in (config.lowrank.layers or ())
                  if name != "largest_dense"]}.get(stage)
@@ -527,6 +575,8 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
       slim.prunable_convs(model, config.slim.criterion, names)
     elif stage == "cluster":
       cluster.clusterable_layers(model, names)
+    elif stage == "binary":
+      binary.binarizable_layers(model, names)
     else:
       lowrank.check_layers(model, names)
 

@@ -60,6 +60,7 @@ class Report:
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   qat: List[dict] = dataclasses.field(default_factory=list)
+  binary: List[dict] = dataclasses.field(default_factory=list)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -142,6 +143,7 @@ def render_markdown(report: Report) -> str:
               for entry in report.layer_sparsity]
   lines += _slim_section(report) + _lowrank_section(report)
   lines += _weight_sharing_section(report) + _qat_section(report)
+  lines += _binary_section(report)
   lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
   lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
@@ -221,6 +223,31 @@ def _qat_section(report: Report) -> List[str]:
         f"| {_percent(run['qat_int8_accuracy'], 2)} "
         f"| {_percent(run['target_sparsity'])} | {_percent(run['file_sparsity'])} "
         f"| {run['clusters'] or 'n/a'} | {run['max_distinct_per_channel'] or 'n/a'} |")
+  return lines
+
+
+def _binary_section(report: Report) -> List[str]:
+  if not report.binary:
+    return []
+  lines = ["", "## Binary weights (effective size at 1 bit per weight)", ""]
+  for entry in report.binary:
+    lines += [
+        f"**{entry['model']}** ({entry['mode']}): {entry['binary_weights']:,} "
+        f"binary weights, {entry['scales']} scales, {entry['other_params']:,} "
+        "other parameters (BatchNorm, biases, layers left real) → "
+        f"**{entry['effective_bytes']:,} B** at 1 bit per binary weight and "
+        f"32 bits per scale and other parameter ({entry['float32_bytes']:,} B "
+        "in float32).", "",
+        "| file | accuracy | .tflite bytes | gzip bytes | max distinct values "
+        "per channel |", "|---|---|---|---|---|"]
+    lines += [f"| {row['row']} | {_percent(row['accuracy'], 2)} "
+              f"| {row['tflite_bytes']:,} | {row['gzip_bytes']:,} "
+              f"| {row['max_distinct_per_channel']} |" for row in entry["files"]]
+    lines += ["", "| layer | kernel shape | binary weights | scales |",
+              "|---|---|---|---|"]
+    lines += [f"| {layer['layer']} | {tuple(layer['shape'])} "
+              f"| {layer['binary_weights']:,} | {layer['scales']} |"
+              for layer in entry["layers"]]
   return lines
 
 
