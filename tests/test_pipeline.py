@@ -9,7 +9,7 @@ import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
 from tfopt import pipeline
-from tfopt.config import (ConvertConfig, DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
+from tfopt.config import (AnalysisConfig, ConvertConfig, DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
                           TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
@@ -249,3 +249,36 @@ def test_binary_stage_from_python(tmp_path):
   for name in ("teacher_binary.keras", "teacher_binary_trainable.keras"):
     assert (tmp_path / "out" / name).stat().st_size > 0
   assert "## Binary weights" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_analysis_and_sensitivity_stages_from_python(tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=80)
+  config = PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig("student", epochs=2, batch_size=32),
+      analysis=AnalysisConfig(bits=(8, 2), sweep_qualities=(0.0, 1.0, 2.0),
+                              sensitivity_sparsities=(0.5, 0.9),
+                              max_accuracy_drop=5.0),
+      stages=("teacher", "bitwidth", "sweep", "sensitivity"),
+      output_dir=str(tmp_path / "out"))
+  result = pipeline.run(config)
+  assert [row.name for row in result.models] == [
+      "baseline float32", "baseline int8", "uniformly pruned teacher int8",
+      "sensitivity-pruned teacher int8"]
+  assert [(entry["bits"], entry["granularity"]) for entry in result.bitwidth] == [
+      (8, "per_tensor"), (8, "per_channel"), (2, "per_tensor"), (2, "per_channel")]
+  assert [point["quality"] for point in result.sweep] == [0.0, 1.0, 2.0]
+  entry = result.sensitivity
+  assert set(entry["chosen"]) == {"block1_conv", "block2_conv", "block3_conv", "logits"}
+  uniform, chosen = entry["compared"]["uniform_pruned"], entry["compared"]["sensitivity_pruned"]
+  # Same number of weights removed, allocated differently.
+  assert abs(uniform["nonzero_params"] - chosen["nonzero_params"]) < 0.02 * uniform["params"]
+  measured = {layer["layer"]: layer["zeros"] / layer["size"]
+              for layer in entry["sensitivity_layers"]}
+  for layer, target in entry["chosen"].items():
+    assert abs(measured.get(layer, 0.0) - target) < 0.01
+  assert (tmp_path / "out" / "sweep.png").stat().st_size > 0
+  text = (tmp_path / "out" / "report.md").read_text()
+  for heading in ("## Bit-width study", "## Pruning sweep",
+                  "## Sensitivity-chosen vs uniform sparsity"):
+    assert heading in text

@@ -35,11 +35,10 @@ flags.DEFINE_float("alpha", None, f"Weight of the distillation term in [0, 1] (d
 flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) (default {_DEFAULT.prune.target_sparsity}).")
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
-flags.DEFINE_list("stages", None, "Model-making stages in order, comma-separated, "
-                  "from teacher, distill, scratch, prune, slim, lowrank, cluster, qat, "
-                  "binary; each "
-                  "compressing stage takes the latest model (default "
-                  f"{','.join(_DEFAULT.stages)}).")
+flags.DEFINE_list("stages", None, "Stages in order, comma-separated: teacher, "
+                  "distill, scratch, prune, slim, lowrank, cluster, qat, binary, "
+                  "sensitivity (each compresses the latest model), bitwidth, "
+                  f"sweep (each measures it) (default {','.join(_DEFAULT.stages)}).")
 flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
 flags.DEFINE_integer("slim_prune_count", None, f"Slim steps with an increasing rate (default {_DEFAULT.slim.prune_count}).")
 flags.DEFINE_integer("slim_finetune_epochs", None, f"Fine-tuning epochs after each slim step (default {_DEFAULT.slim.finetune_epochs}).")
@@ -66,6 +65,10 @@ flags.DEFINE_float("qat_learning_rate", None, f"Quantization-aware fine-tuning l
 flags.DEFINE_string("binary_mode", None, "Binary weights: bwn (alpha * sign(w)) or binaryconnect (sign(w)) (default bwn).")
 flags.DEFINE_integer("binary_epochs", None, f"Training epochs of the binary model (default {_DEFAULT.binary.epochs}).")
 flags.DEFINE_list("binary_layers", None, "Conv2D / Dense layers to binarize (default: all).")
+flags.DEFINE_list("bits", None, "Bit widths of the bitwidth stage (default 8,4,2).")
+flags.DEFINE_list("sweep_qualities", None, "Threshold multipliers q of the sweep stage (|w| < q * std(w) removed).")
+flags.DEFINE_list("sensitivity_sparsities", None, "Sparsities each layer is pruned to, alone, in the sensitivity stage.")
+flags.DEFINE_float("max_accuracy_drop", None, f"Sensitivity stage budget: validation accuracy drop allowed per layer, in percentage points (default {_DEFAULT.analysis.max_accuracy_drop}).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
@@ -97,6 +100,7 @@ _OVERRIDES = {
     "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"),
     "qat_learning_rate": ("qat", "learning_rate"),
     "binary_mode": ("binary", "mode"), "binary_epochs": ("binary", "epochs"),
+    "max_accuracy_drop": ("analysis", "max_accuracy_drop"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
@@ -119,6 +123,13 @@ def config_from_flags() -> PipelineConfig:
   if FLAGS.lowrank_ranks is not None:
     changes.setdefault("lowrank", {}).update(
         ranks=_parse_ranks(FLAGS.lowrank_ranks), param_ratio=None)
+  for flag_name, field_name, kind in (("bits", "bits", int),
+                                     ("sweep_qualities", "sweep_qualities", float),
+                                     ("sensitivity_sparsities",
+                                      "sensitivity_sparsities", float)):
+    if FLAGS[flag_name].value is not None:
+      changes.setdefault("analysis", {})[field_name] = _parse_numbers(
+          flag_name, FLAGS[flag_name].value, kind)
   if FLAGS.quant_modes is not None:
     changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
   for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
@@ -133,6 +144,15 @@ def config_from_flags() -> PipelineConfig:
   return dataclasses.replace(
       base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
       stages=stages, output_dir=FLAGS.output_dir or default_output_dir)
+
+
+def _parse_numbers(flag_name: str, values, kind) -> tuple:
+  """["8", "4"] -> (8, 4); raises ConfigError on a value that is not a number."""
+  try:
+    return tuple(kind(value) for value in values)
+  except ValueError as error:
+    raise ConfigError(f"--{flag_name}={','.join(values)} is invalid: give "
+                      f"comma-separated {kind.__name__}s.") from error
 
 
 def _parse_ranks(pairs) -> dict:

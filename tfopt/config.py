@@ -12,13 +12,15 @@ from tfopt.errors import TfoptError
 
 __all__ = [
     "ConfigError", "DATASETS", "STAGES", "DEFAULT_STAGES", "DataConfig", "TrainConfig", "DistillConfig",
-    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "BinaryConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
+    "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "BinaryConfig", "AnalysisConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
 DATASETS = ("mnist", "fashion_mnist")
 # Stages that make a model; convert and evaluate always follow them.
 STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster",
-          "qat", "binary")
+          "qat", "binary", "sensitivity", "bitwidth", "sweep")
+# Stages that measure the current model and make none.
+ANALYSIS_STAGES = ("bitwidth", "sweep")
 DEFAULT_STAGES = ("teacher", "distill", "prune")
 
 
@@ -304,6 +306,45 @@ class BinaryConfig:
     _require_positive_number("learning_rate", self.learning_rate)
 
 
+@dataclass(frozen=True)
+class AnalysisConfig:
+  """The analysis stages, which measure the current model and make no new one.
+
+  bits / granularities: the bit-width study (tfopt.bitwidth).
+  sweep_qualities: threshold multipliers q of the pruning sweep; every kernel
+    loses |w| < q * std(w) (tfopt.sweep.threshold_sweep).
+  sensitivity_sparsities: the sparsities each layer is pruned to, alone.
+  max_accuracy_drop: the sensitivity stage's budget, in percentage points of
+    validation accuracy per layer (0.3 = 0.3 pp).
+  """
+  bits: Tuple[int, ...] = (8, 4, 2)
+  granularities: Tuple[str, ...] = ("per_tensor", "per_channel")
+  sweep_qualities: Tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4,
+                                        1.6, 1.8, 2.0)
+  sensitivity_sparsities: Tuple[float, ...] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9,
+                                               0.95)
+  max_accuracy_drop: float = 0.3
+
+  def __post_init__(self):
+    _require(bool(self.bits) and all(isinstance(bits, int) and not isinstance(bits, bool)
+                                     and 1 <= bits <= 16 for bits in self.bits),
+             "bits", self.bits, "integers in [1, 16]")
+    _require(bool(self.granularities) and set(self.granularities) <= {
+        "per_tensor", "per_channel"}, "granularities", self.granularities,
+             "per_tensor and/or per_channel")
+    _require(bool(self.sweep_qualities) and all(
+        isinstance(value, (int, float)) and value >= 0 for value in self.sweep_qualities),
+             "sweep_qualities", self.sweep_qualities, "numbers >= 0")
+    _require(bool(self.sensitivity_sparsities) and all(
+        isinstance(value, (int, float)) and 0 < value < 1
+        for value in self.sensitivity_sparsities), "sensitivity_sparsities",
+             self.sensitivity_sparsities, "numbers in (0, 1)")
+    _require(isinstance(self.max_accuracy_drop, (int, float))
+             and not isinstance(self.max_accuracy_drop, bool)
+             and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
+             self.max_accuracy_drop, "percentage points in [0, 100]")
+
+
 QAT_SCHEMES = ("auto", "qat", "pqat", "cqat", "pcqat")
 
 
@@ -387,10 +428,12 @@ def _check_stages(stages: Tuple[str, ...]):
 class PipelineConfig:
   """Everything one run of ``python -m tfopt.pipeline`` needs.
 
-  stages: the model-making stages, in order (see STAGES). "teacher" comes
-    first; "distill" turns the teacher into the student; prune, slim and
-    lowrank each compress the latest model (e.g. teacher, distill, slim,
-    prune prunes the slimmed student); "scratch" needs distill before it.
+  stages: the stages, in order (see STAGES). "teacher" comes first;
+    "distill" turns the teacher into the student; prune, slim, lowrank,
+    cluster, qat, binary and sensitivity each compress the latest model (e.g.
+    teacher, distill, slim, prune prunes the slimmed student); "scratch"
+    needs distill before it; bitwidth and sweep measure the latest model
+    and make none.
   compare_scratch: also train the student from scratch with the same epochs
     (a control that shows what distillation gained); adds "scratch".
   """
@@ -403,6 +446,7 @@ class PipelineConfig:
   cluster: ClusterConfig = field(default_factory=ClusterConfig)
   qat: QatConfig = field(default_factory=QatConfig)
   binary: BinaryConfig = field(default_factory=BinaryConfig)
+  analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"

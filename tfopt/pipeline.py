@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfopt import (artifacts, binary, breakdown, cluster, convert, evaluate, lowrank,
-                   models, qat, report, slim, train)
+from tfopt import (artifacts, binary, bitwidth, breakdown, cluster, convert, evaluate,
+                   lowrank, models, qat, report, slim, sweep, train)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
@@ -76,6 +76,9 @@ class RunState:
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   qat_runs: List[dict] = dataclasses.field(default_factory=list)
   binary: Dict[str, dict] = dataclasses.field(default_factory=dict)
+  bitwidth: List[dict] = dataclasses.field(default_factory=list)
+  sweep: List[dict] = dataclasses.field(default_factory=list)
+  sensitivity: dict = dataclasses.field(default_factory=dict)
   latency_breakdown: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   keras_top1: Dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
   student_initial_weights: Optional[list] = None
@@ -139,6 +142,10 @@ def _next_entry(state: RunState, suffix: str, adjective: str,
   name = "_".join([family] + [step[0] for step in steps])
   label = f"{', '.join(step[1] for step in steps)} {family}"
   return ModelEntry(name, label, name, family, steps, modes)
+
+
+def _was_pruned(entry: ModelEntry) -> bool:
+  return any(suffix.endswith("pruned") for suffix, _ in entry.steps)
 
 
 def _fine_tuning_teacher(state: RunState, use_teacher: bool):
@@ -277,7 +284,7 @@ def lowrank_model(state: RunState):
 
 def cluster_model(state: RunState):
   config = state.config.cluster
-  pruned = any(suffix == "pruned" for suffix, _ in state.current.steps)
+  pruned = _was_pruned(state.current)
   preserve = pruned if config.preserve_sparsity is None else config.preserve_sparsity
   log(f"cluster: {config.number_of_clusters} shared values per kernel of "
       f"{state.current.name} ({config.centroid_init} init"
@@ -300,7 +307,7 @@ def cluster_model(state: RunState):
 
 def qat_model(state: RunState):
   config = state.config.qat
-  pruned = any(suffix == "pruned" for suffix, _ in state.current.steps)
+  pruned = _was_pruned(state.current)
   clustered = state.current.name in state.clustered
   scheme = (qat.choose_scheme(pruned, clustered) if config.scheme == "auto"
             else config.scheme)
@@ -344,6 +351,78 @@ def binary_model(state: RunState):
   state.manifest.record("binary", path)
   # What is converted and deployed: plain layers holding the binary weights.
   state.add_model("binary", entry, binary.export_binary(trainable))
+
+
+def bitwidth_study(state: RunState):
+  config, data = state.config.analysis, state.dataset
+  log(f"bitwidth: {state.current.name}'s kernels min-max quantized to "
+      f"{', '.join(map(str, config.bits))} bits ({', '.join(config.granularities)}), "
+      "accuracy on the test set in Keras")
+  results = bitwidth.bitwidth_study(state.current_model(), data.x_test, data.y_test,
+                                    config.bits, config.granularities,
+                                    state.config.evaluate.batch_size)
+  for result in results:
+    log(f"  {result.bits} bits {result.granularity}: {result.accuracy:.2%} "
+        f"({-100 * result.accuracy_drop:+.2f} pp), weight SQNR "
+        f"{result.weight_sqnr_db:.1f} dB")
+  state.bitwidth = [dict(dataclasses.asdict(result), model=state.current.name)
+                    for result in results]
+
+
+def pruning_sweep(state: RunState):
+  config, data = state.config.analysis, state.dataset
+  log(f"sweep: {state.current.name} pruned at |w| < q * std(w) for "
+      f"{len(config.sweep_qualities)} values of q, no fine-tuning, accuracy on "
+      "the test set")
+  points = sweep.threshold_sweep(state.current_model(), data.x_test, data.y_test,
+                                 config.sweep_qualities,
+                                 state.config.evaluate.batch_size)
+  for point in points:
+    log(f"  q {point.quality:.2f}: sparsity {point.sparsity:.1%}, accuracy "
+        f"{point.accuracy:.2%}")
+  state.sweep = [dict(dataclasses.asdict(point), model=state.current.name)
+                 for point in points]
+
+
+def sensitivity_prune(state: RunState):
+  """Per-layer sparsities from a sensitivity scan, against uniform sparsity."""
+  config, prune_config, data = state.config.analysis, state.config.prune, state.dataset
+  model = state.current_model()
+  log(f"sensitivity: each layer of {state.current.name} pruned alone to "
+      f"{', '.join(f'{value:.0%}' for value in config.sensitivity_sparsities)}, "
+      f"validation accuracy; budget {config.max_accuracy_drop} pp per layer")
+  points = sweep.layer_sensitivity(model, data.x_val, data.y_val,
+                                   config.sensitivity_sparsities,
+                                   state.config.evaluate.batch_size)
+  chosen = sweep.choose_sparsities(points, config.max_accuracy_drop / 100)
+  sizes = sweep.prunable_kernels(model)
+  total = sweep.overall_sparsity(chosen, sizes)
+  if total == 0:
+    raise sweep.SweepError(
+        f"No layer of {state.current.name} stays within {config.max_accuracy_drop} "
+        f"pp at {min(config.sensitivity_sparsities):.0%} sparsity; raise "
+        "--max_accuracy_drop or add lower --sensitivity_sparsities.")
+  log("  chosen: " + ", ".join(f"{name} {value:.0%}" for name, value in chosen.items())
+      + f" -> {total:.1%} of the prunable weights; uniform control at {total:.1%}")
+  teacher = _fine_tuning_teacher(state, prune_config.use_teacher)
+  options = dict(teacher=teacher, alpha=state.config.distill.alpha,
+                 temperature=state.config.distill.temperature)
+  uniform = prune(model, data, dataclasses.replace(
+      prune_config, target_sparsity=total, initial_sparsity=0.0), **options)
+  keras.utils.set_random_seed(state.config.seed)  # same shuffles for both
+  chosen_result = prune(model, data, prune_config, layer_targets=chosen, **options)
+  state.sensitivity = dict(
+      model=state.current.name, budget_pp=config.max_accuracy_drop,
+      points=[dataclasses.asdict(point) for point in points], chosen=chosen,
+      overall_sparsity=total, layer_sizes=sizes,
+      sensitivity_layers=[dataclasses.asdict(entry) for entry in chosen_result.layers],
+      uniform_layers=[dataclasses.asdict(entry) for entry in uniform.layers])
+  state.add_model("sensitivity", _next_entry(state, "uniform_pruned",
+                                             "uniformly pruned"),
+                  uniform.model, current=False)
+  state.add_model("sensitivity", _next_entry(state, "sensitivity_pruned",
+                                             "sensitivity-pruned"),
+                  chosen_result.model)
 
 
 def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
@@ -515,6 +594,21 @@ def _max_distinct(filename: str, state: RunState) -> int:
   return max(kernel.max_distinct_per_channel for kernel in kernels)
 
 
+def _sensitivity_summary(state: RunState) -> dict:
+  """The sensitivity run with its two int8 files side by side."""
+  if not state.sensitivity:
+    return {}
+  labels = {entry.name: entry.label for entry in state.entries}
+  rows = {row.name: row for row in state.rows}
+  compared = {}
+  for kind in ("uniform_pruned", "sensitivity_pruned"):
+    entry = next(entry for entry in state.entries if entry.steps
+                 and entry.steps[-1][0] == kind)
+    row = rows.get(f"{labels[entry.name]} int8")
+    compared[kind] = dataclasses.asdict(row) if row else None
+  return dict(state.sensitivity, compared=compared)
+
+
 def write_report(state: RunState) -> report.Report:
   data = state.dataset
   result = report.Report(
@@ -528,7 +622,8 @@ def write_report(state: RunState) -> report.Report:
       slim_steps=state.slim_steps,
       slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
       weight_sharing=state.weight_sharing, qat=_qat_summary(state),
-      binary=_binary_summary(state),
+      binary=_binary_summary(state), bitwidth=state.bitwidth, sweep=state.sweep,
+      sensitivity=_sensitivity_summary(state),
       latency_breakdown=state.latency_breakdown,
       stages=dict(state.stage_seconds), config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
@@ -541,7 +636,8 @@ _STAGE_FUNCTIONS = {"teacher": train_teacher, "distill": distill_student,
                     "scratch": train_scratch_student, "prune": prune_student,
                     "slim": slim_model, "lowrank": lowrank_model,
                     "cluster": cluster_model, "qat": qat_model,
-                    "binary": binary_model}
+                    "binary": binary_model, "sensitivity": sensitivity_prune,
+                    "bitwidth": bitwidth_study, "sweep": pruning_sweep}
 
 
 def stages_for(config: PipelineConfig) -> List[tuple]:

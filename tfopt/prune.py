@@ -10,13 +10,13 @@ target sparsity.
 
 import dataclasses
 import math
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import get_layer, keras, require_keras2_model
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
 from tfopt.distill import fine_tune
@@ -54,6 +54,7 @@ class PruneResult:
   model: keras.Model
   layers: List[LayerSparsity]
   target_sparsity: float
+  layer_targets: Optional[Dict[str, float]] = None
 
   @property
   def overall_sparsity(self) -> float:
@@ -90,11 +91,27 @@ def pruning_schedule(config: PruneConfig, total_steps: int):
       begin_step=0, end_step=frequency * updates, frequency=frequency)
 
 
-def apply_pruning(model: keras.Model, schedule) -> keras.Model:
-  """Wraps a clone of `model` for pruning; `model` itself is left untouched."""
+def apply_pruning(model: keras.Model, schedule,
+                  layer_schedules: Optional[Dict[str, object]] = None) -> keras.Model:
+  """Wraps a clone of `model` for pruning; `model` itself is left untouched.
+
+  With `layer_schedules` ({layer name: schedule}), only those layers are
+  pruned, each on its own schedule; otherwise every prunable layer follows
+  `schedule`.
+  """
   require_keras2_model(model)
-  return tfmot.sparsity.keras.prune_low_magnitude(clone_model(model),
-                                                  pruning_schedule=schedule)
+  if layer_schedules is None:
+    return tfmot.sparsity.keras.prune_low_magnitude(clone_model(model),
+                                                    pruning_schedule=schedule)
+
+  def wrap(layer):
+    if layer.name not in layer_schedules:
+      return layer
+    return tfmot.sparsity.keras.prune_low_magnitude(
+        layer, pruning_schedule=layer_schedules[layer.name])
+
+  # The wrappers share the private clone's layers, never the caller's.
+  return keras.models.clone_model(clone_model(model), clone_function=wrap)
 
 
 def strip_pruning(pruned_model: keras.Model) -> keras.Model:
@@ -127,7 +144,8 @@ def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsi
 
 def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
           teacher: Optional[keras.Model] = None, alpha: float = 0.5,
-          temperature: float = 2.0, verbose: int = 2) -> PruneResult:
+          temperature: float = 2.0, verbose: int = 2,
+          layer_targets: Optional[Dict[str, float]] = None) -> PruneResult:
   """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
 
   Args:
@@ -138,6 +156,9 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
       tfopt.distill, with `alpha` and `temperature`) instead of plain
       cross-entropy, which recovers more accuracy at high sparsity.
     verbose: Keras fit verbosity.
+    layer_targets: {layer name: sparsity} to prune each named layer to its
+      own target instead of config.target_sparsity everywhere (e.g. from
+      tfopt.sweep.choose_sparsities); layers at 0 or absent stay dense.
 
   Returns:
     A PruneResult with the stripped model and its per-layer sparsity.
@@ -153,7 +174,16 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
         "pruning could not fine-tune it and accuracy would collapse; set "
         "model.trainable = True first.")
   total_steps = config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
-  pruned = apply_pruning(model, pruning_schedule(config, total_steps))
+  schedules = None
+  if layer_targets is not None:
+    for name in layer_targets:
+      get_layer(model, name, PruningError)
+    schedules = {name: pruning_schedule(dataclasses.replace(
+        config, target_sparsity=target, initial_sparsity=0.0), total_steps)
+                 for name, target in layer_targets.items() if target > 0}
+    if not schedules:
+      raise PruningError("Every layer target is 0: nothing to prune.")
+  pruned = apply_pruning(model, pruning_schedule(config, total_steps), schedules)
   fine_tune(pruned, dataset, config.epochs, config.batch_size,
             config.learning_rate, teacher=teacher, alpha=alpha,
             temperature=temperature,
@@ -161,11 +191,13 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)
   table = measure_sparsity(stripped, weight_names)
+  targets = layer_targets or {}
   short = [entry for entry in table
-           if entry.sparsity < config.target_sparsity - SPARSITY_TOLERANCE]
+           if entry.sparsity < targets.get(entry.layer, config.target_sparsity)
+           - SPARSITY_TOLERANCE]
   if short:
-    details = ", ".join(f"{entry.layer}/{entry.weight} {entry.sparsity:.3f}"
-                        for entry in short)
-    raise PruningError(f"Target sparsity {config.target_sparsity} not reached: "
-                       f"{details}.")
-  return PruneResult(stripped, table, config.target_sparsity)
+    details = ", ".join(
+        f"{entry.layer}/{entry.weight} {entry.sparsity:.3f} < "
+        f"{targets.get(entry.layer, config.target_sparsity)}" for entry in short)
+    raise PruningError(f"Target sparsity not reached: {details}.")
+  return PruneResult(stripped, table, config.target_sparsity, layer_targets)

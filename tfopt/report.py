@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 from tfopt.artifacts import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
-           "save_plot"]
+           "save_plot", "save_sweep_plot"]
 
 
 @dataclasses.dataclass
@@ -61,6 +61,9 @@ class Report:
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   qat: List[dict] = dataclasses.field(default_factory=list)
   binary: List[dict] = dataclasses.field(default_factory=list)
+  bitwidth: List[dict] = dataclasses.field(default_factory=list)
+  sweep: List[dict] = dataclasses.field(default_factory=list)
+  sensitivity: dict = dataclasses.field(default_factory=dict)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -75,6 +78,9 @@ class Report:
     write_text_atomic(paths[0], json.dumps(self.to_dict(), indent=2) + "\n")
     write_text_atomic(paths[1], render_markdown(self))
     save_plot(self, paths[2])
+    if self.sweep:
+      paths.append(os.path.join(output_dir, "sweep.png"))
+      save_sweep_plot(self.sweep, paths[-1])
     return paths
 
 
@@ -143,7 +149,8 @@ def render_markdown(report: Report) -> str:
               for entry in report.layer_sparsity]
   lines += _slim_section(report) + _lowrank_section(report)
   lines += _weight_sharing_section(report) + _qat_section(report)
-  lines += _binary_section(report)
+  lines += _binary_section(report) + _bitwidth_section(report)
+  lines += _sweep_section(report) + _sensitivity_section(report)
   lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
   lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
@@ -251,6 +258,61 @@ def _binary_section(report: Report) -> List[str]:
   return lines
 
 
+def _bitwidth_section(report: Report) -> List[str]:
+  if not report.bitwidth:
+    return []
+  lines = ["", f"## Bit-width study ({report.bitwidth[0]['model']}, kernels "
+           "min-max quantized, activations float, test accuracy in Keras)", "",
+           "| bits | granularity | accuracy | Δ acc (pp) | weight SQNR dB |",
+           "|---|---|---|---|---|"]
+  lines += [f"| {entry['bits']} | {entry['granularity'].replace('_', '-')} "
+            f"| {_percent(entry['accuracy'], 2)} | {-100 * entry['accuracy_drop']:+.2f} "
+            f"| {entry['weight_sqnr_db']:.1f} |" for entry in report.bitwidth]
+  return lines
+
+
+def _sweep_section(report: Report) -> List[str]:
+  if not report.sweep:
+    return []
+  lines = ["", f"## Pruning sweep ({report.sweep[0]['model']}: |w| < q·std(w) "
+           "removed in every kernel, no fine-tuning, test accuracy in Keras)", "",
+           "Plotted in `sweep.png` (threshold–accuracy, threshold–sparsity, "
+           "sparsity–accuracy).", "",
+           "| q | sparsity | accuracy |", "|---|---|---|"]
+  lines += [f"| {point['quality']:.2f} | {_percent(point['sparsity'])} "
+            f"| {_percent(point['accuracy'], 2)} |" for point in report.sweep]
+  return lines
+
+
+def _sensitivity_section(report: Report) -> List[str]:
+  entry = report.sensitivity
+  if not entry:
+    return []
+  sparsities = sorted({point["sparsity"] for point in entry["points"]})
+  lines = ["", f"## Sensitivity-chosen vs uniform sparsity ({entry['model']})", "",
+           "Each layer pruned alone, no fine-tuning: validation accuracy drop in "
+           f"pp. Budget {entry['budget_pp']} pp per layer; the chosen sparsity is "
+           "the highest within it.", "",
+           "| layer | weights | " + " | ".join(f"{value:.0%}" for value in sparsities)
+           + " | chosen |", "|---|---|" + "---|" * (len(sparsities) + 1)]
+  for layer, size in entry["layer_sizes"].items():
+    drops = {point["sparsity"]: point["drop"] for point in entry["points"]
+             if point["layer"] == layer}
+    lines.append(f"| {layer} | {size:,} | " + " | ".join(
+        f"{100 * drops[value]:.2f}" for value in sparsities)
+                 + f" | {entry['chosen'][layer]:.0%} |")
+  lines += ["", f"Both prune {entry['overall_sparsity']:.1%} of the prunable "
+            "weights and are fine-tuned alike; int8 files in LiteRT:", "",
+            "| allocation | accuracy | gzip bytes | nonzero params |", "|---|---|---|---|"]
+  for kind, title in (("uniform_pruned", "uniform"),
+                      ("sensitivity_pruned", "sensitivity-chosen")):
+    row = entry["compared"].get(kind)
+    if row:
+      lines.append(f"| {title} | {_percent(row['accuracy'], 2)} "
+                   f"| {row['gzip_bytes']:,} | {row['nonzero_params']:,} |")
+  return lines
+
+
 def _percent(value: Optional[float], digits: int = 1) -> str:
   return "n/a" if value is None else f"{100 * value:.{digits}f} %"
 
@@ -294,5 +356,30 @@ def save_plot(report: Report, path: str, title: Optional[str] = None):
   figure.tight_layout()
   image = io.BytesIO()
   figure.savefig(image, format="png", dpi=120)
+  pyplot.close(figure)
+  write_bytes_atomic(path, image.getvalue())
+
+
+def save_sweep_plot(points: List[dict], path: str):
+  """The pruning sweep in three panels: q-accuracy, q-sparsity, sparsity-accuracy."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
+  quality = [point["quality"] for point in points]
+  sparsity = [100 * point["sparsity"] for point in points]
+  accuracy = [100 * point["accuracy"] for point in points]
+  figure, axes = pyplot.subplots(1, 3, figsize=(13, 4))
+  for axis, x, y, xlabel, ylabel in (
+      (axes[0], quality, accuracy, "threshold q (× std of each kernel)", "test accuracy (%)"),
+      (axes[1], quality, sparsity, "threshold q (× std of each kernel)", "sparsity (%)"),
+      (axes[2], sparsity, accuracy, "sparsity (%)", "test accuracy (%)")):
+    axis.plot(x, y, marker="o")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.grid(True, alpha=0.3)
+  figure.suptitle(f"Pruning without fine-tuning — {points[0]['model']}")
+  figure.tight_layout()
+  image = io.BytesIO()
+  figure.savefig(image, format="png", dpi=110)
   pyplot.close(figure)
   write_bytes_atomic(path, image.getvalue())
