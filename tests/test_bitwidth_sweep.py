@@ -79,3 +79,17 @@ def test_layer_sensitivity_and_per_layer_pruning(trained_teacher, dataset):
   with pytest.raises(prune.PruningError, match="no layer"):
     prune.prune(trained_teacher, dataset, PruneConfig(epochs=1), verbose=0,
                 layer_targets={"nope": 0.5})
+
+
+def test_allocate_sparsity_fills_the_cheap_layers_first():
+  points = [sweep.SensitivityPoint("conv", 0.5, 0.9, 0.05),
+            sweep.SensitivityPoint("conv", 0.9, 0.5, 0.45),
+            sweep.SensitivityPoint("fc", 0.5, 0.99, 0.0),
+            sweep.SensitivityPoint("fc", 0.9, 0.98, 0.005)]
+  sizes = {"conv": 100, "fc": 900}
+  chosen = sweep.allocate_sparsity(points, sizes, 0.8)
+  assert chosen == {"conv": 0.0, "fc": 0.9}
+  assert sweep.overall_sparsity(chosen, sizes) >= 0.8
+  assert sweep.allocate_sparsity(points, sizes, 0.85)["conv"] == 0.5
+  with pytest.raises(sweep.SweepError, match="beyond"):
+    sweep.allocate_sparsity(points, sizes, 0.95)

@@ -69,6 +69,7 @@ flags.DEFINE_list("bits", None, "Bit widths of the bitwidth stage (default 8,4,2
 flags.DEFINE_list("sweep_qualities", None, "Threshold multipliers q of the sweep stage (|w| < q * std(w) removed).")
 flags.DEFINE_list("sensitivity_sparsities", None, "Sparsities each layer is pruned to, alone, in the sensitivity stage.")
 flags.DEFINE_float("max_accuracy_drop", None, f"Sensitivity stage budget: validation accuracy drop allowed per layer, in percentage points (default {_DEFAULT.analysis.max_accuracy_drop}).")
+flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reach this overall sparsity where the curves say it costs least, instead of the --max_accuracy_drop budget.")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
@@ -101,6 +102,7 @@ _OVERRIDES = {
     "qat_learning_rate": ("qat", "learning_rate"),
     "binary_mode": ("binary", "mode"), "binary_epochs": ("binary", "epochs"),
     "max_accuracy_drop": ("analysis", "max_accuracy_drop"),
+    "sensitivity_target_sparsity": ("analysis", "sensitivity_target_sparsity"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),

@@ -316,6 +316,8 @@ class AnalysisConfig:
   sensitivity_sparsities: the sparsities each layer is pruned to, alone.
   max_accuracy_drop: the sensitivity stage's budget, in percentage points of
     validation accuracy per layer (0.3 = 0.3 pp).
+  sensitivity_target_sparsity: instead of the budget, reach this overall
+    sparsity, spread where the sensitivity curves say it costs least.
   """
   bits: Tuple[int, ...] = (8, 4, 2)
   granularities: Tuple[str, ...] = ("per_tensor", "per_channel")
@@ -324,8 +326,12 @@ class AnalysisConfig:
   sensitivity_sparsities: Tuple[float, ...] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9,
                                                0.95)
   max_accuracy_drop: float = 0.3
+  sensitivity_target_sparsity: Optional[float] = None
 
   def __post_init__(self):
+    if self.sensitivity_target_sparsity is not None:
+      _require_fraction("sensitivity_target_sparsity",
+                        self.sensitivity_target_sparsity, low_open=True)
     _require(bool(self.bits) and all(isinstance(bits, int) and not isinstance(bits, bool)
                                      and 1 <= bits <= 16 for bits in self.bits),
              "bits", self.bits, "integers in [1, 16]")

@@ -390,12 +390,18 @@ def sensitivity_prune(state: RunState):
   model = state.current_model()
   log(f"sensitivity: each layer of {state.current.name} pruned alone to "
       f"{', '.join(f'{value:.0%}' for value in config.sensitivity_sparsities)}, "
-      f"validation accuracy; budget {config.max_accuracy_drop} pp per layer")
+      "validation accuracy; " + (
+          f"budget {config.max_accuracy_drop} pp per layer"
+          if config.sensitivity_target_sparsity is None else
+          f"{config.sensitivity_target_sparsity:.0%} overall where it costs least"))
   points = sweep.layer_sensitivity(model, data.x_val, data.y_val,
                                    config.sensitivity_sparsities,
                                    state.config.evaluate.batch_size)
-  chosen = sweep.choose_sparsities(points, config.max_accuracy_drop / 100)
   sizes = sweep.prunable_kernels(model)
+  if config.sensitivity_target_sparsity is None:
+    chosen = sweep.choose_sparsities(points, config.max_accuracy_drop / 100)
+  else:
+    chosen = sweep.allocate_sparsity(points, sizes, config.sensitivity_target_sparsity)
   total = sweep.overall_sparsity(chosen, sizes)
   if total == 0:
     raise sweep.SweepError(
@@ -413,6 +419,7 @@ def sensitivity_prune(state: RunState):
   chosen_result = prune(model, data, prune_config, layer_targets=chosen, **options)
   state.sensitivity = dict(
       model=state.current.name, budget_pp=config.max_accuracy_drop,
+      target_sparsity=config.sensitivity_target_sparsity,
       points=[dataclasses.asdict(point) for point in points], chosen=chosen,
       overall_sparsity=total, layer_sizes=sizes,
       sensitivity_layers=[dataclasses.asdict(entry) for entry in chosen_result.layers],

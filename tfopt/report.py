@@ -291,8 +291,10 @@ def _sensitivity_section(report: Report) -> List[str]:
   sparsities = sorted({point["sparsity"] for point in entry["points"]})
   lines = ["", f"## Sensitivity-chosen vs uniform sparsity ({entry['model']})", "",
            "Each layer pruned alone, no fine-tuning: validation accuracy drop in "
-           f"pp. Budget {entry['budget_pp']} pp per layer; the chosen sparsity is "
-           "the highest within it.", "",
+           + (f"pp. Budget {entry['budget_pp']} pp per layer; the chosen sparsity "
+              "is the highest within it." if entry.get("target_sparsity") is None
+              else f"pp. Target {entry['target_sparsity']:.0%} overall, given to "
+              "the layers where the curves say it costs least."), "",
            "| layer | weights | " + " | ".join(f"{value:.0%}" for value in sparsities)
            + " | chosen |", "|---|---|" + "---|" * (len(sparsities) + 1)]
   for layer, size in entry["layer_sizes"].items():

@@ -8,6 +8,8 @@ layer_sensitivity: one layer at a time is pruned to increasing sparsities
   how much that layer can lose.
 choose_sparsities: for each layer, the highest sparsity whose drop stays
   within the user's budget; the result feeds tfopt.prune's per-layer targets.
+allocate_sparsity: instead of a budget, a total sparsity to reach, spread
+  over the layers where the curves say it costs least.
 """
 
 import dataclasses
@@ -22,7 +24,7 @@ from tfopt.train import accuracy
 
 __all__ = ["SweepError", "prunable_kernels", "magnitude_mask", "SweepPoint",
            "threshold_sweep", "SensitivityPoint", "layer_sensitivity",
-           "choose_sparsities", "overall_sparsity"]
+           "choose_sparsities", "allocate_sparsity", "overall_sparsity"]
 
 
 class SweepError(TfoptError, ValueError):
@@ -127,6 +129,42 @@ def choose_sparsities(points: Sequence[SensitivityPoint],
       chosen[point.layer] = point.sparsity
     else:
       stopped.add(point.layer)
+  return chosen
+
+
+def allocate_sparsity(points: Sequence[SensitivityPoint], sizes: Dict[str, int],
+                      target: float) -> Dict[str, float]:
+  """Per-layer sparsities reaching `target` overall at the least measured cost.
+
+  Greedy: starting from 0 everywhere, repeatedly move the layer whose next
+  sparsity on its curve costs the least accuracy drop per weight removed,
+  until the weights removed reach `target` of the total. Layers whose curve
+  is flat (a large Dense) fill up first; sensitive ones (the first conv) last.
+  """
+  if not 0 < target < 1:
+    raise SweepError(f"Target sparsity {target} must lie in (0, 1).")
+  curves: Dict[str, List[SensitivityPoint]] = {}
+  for point in sorted(points, key=lambda point: point.sparsity):
+    curves.setdefault(point.layer, []).append(point)
+  chosen = {layer: 0.0 for layer in curves}
+  steps = {layer: 0 for layer in curves}
+  drops = {layer: 0.0 for layer in curves}
+  total = sum(sizes[layer] for layer in curves)
+  while overall_sparsity(chosen, sizes) < target:
+    candidates = [layer for layer in curves if steps[layer] < len(curves[layer])]
+    if not candidates:
+      raise SweepError(f"Target sparsity {target:.0%} is beyond the highest "
+                       "sensitivity sparsities measured; add higher ones.")
+
+    def cost(layer):
+      point = curves[layer][steps[layer]]
+      removed = (point.sparsity - chosen[layer]) * sizes[layer] / total
+      return max(point.drop - drops[layer], 0.0) / removed
+
+    layer = min(candidates, key=cost)
+    point = curves[layer][steps[layer]]
+    chosen[layer], drops[layer] = point.sparsity, max(drops[layer], point.drop)
+    steps[layer] += 1
   return chosen
 
 
