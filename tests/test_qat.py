@@ -37,9 +37,13 @@ def test_pqat_keeps_zeros_into_the_int8_file(dataset, trained_teacher, tmp_path)
 def test_plain_qat_int8_matches_keras(dataset, trained_teacher, tmp_path):
   result = qat.qat(trained_teacher, dataset, QatConfig(epochs=1, batch_size=32),
                    verbose=0)
+  # The ranges come from QAT: no representative images needed.
   path = artifacts.write_bytes_atomic(str(tmp_path / "qat.tflite"), convert.to_tflite(
-      result.model, "int8", dataset.x_train, 50))
+      result.model, "int8"))
+  assert evaluate.inspect_tflite(path).input_dtype == "int8"
   assert evaluate.agreement(path, result.model, dataset.x_test) >= 0.97
+  with pytest.raises(convert.ConversionError, match="int8 only"):
+    convert.to_tflite(result.model, "float16")
   assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85
 
 

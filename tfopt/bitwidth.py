@@ -91,7 +91,7 @@ def _sqnr_db(model: keras.Model, quantized: keras.Model) -> float:
       error = getattr(copy, _kernel_attribute(copy)).numpy() - weights
       signal += float(np.sum(weights ** 2))
       noise += float(np.sum(error ** 2))
-  return float("inf") if noise == 0 else 10 * np.log10(signal / noise)
+  return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))
 
 
 def bitwidth_study(model: keras.Model, images: np.ndarray, labels: np.ndarray,

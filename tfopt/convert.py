@@ -23,7 +23,7 @@ from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite",
-           "representative_dataset"]
+           "representative_dataset", "is_quantization_aware"]
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -44,6 +44,12 @@ def representative_dataset(images: np.ndarray, count: int, seed: int = 0):
   return generate
 
 
+def is_quantization_aware(model: keras.Model) -> bool:
+  """True for a tfmot QAT model: its fake-quant wrappers carry the ranges."""
+  return any(type(layer).__name__ in ("QuantizeLayer", "QuantizeWrapper",
+                                      "QuantizeWrapperV2") for layer in model.layers)
+
+
 def to_tflite(model: keras.Model, mode: str = "float32",
               representative_images: Optional[np.ndarray] = None,
               representative_count: int = 500) -> bytes:
@@ -53,7 +59,7 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     model: the model to convert (pruning / clustering wrappers stripped).
     mode: one of MODES.
     representative_images: float32 images as the model takes them; required
-      for the CALIBRATED_MODES.
+      for the CALIBRATED_MODES, except for a quantization-aware model.
     representative_count: how many of them to use.
 
   Returns:
@@ -71,14 +77,20 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "float16":
     converter.target_spec.supported_types = [tf.float16]
-  if mode in CALIBRATED_MODES:
+  if mode in CALIBRATED_MODES and not is_quantization_aware(model):
     if representative_images is None or not len(representative_images):
       raise ConversionError(f"{mode} conversion needs representative images "
                             "to calibrate activation ranges.")
     converter.representative_dataset = representative_dataset(
         representative_images, representative_count)
+  if mode != "int8" and is_quantization_aware(model):
+    raise ConversionError(f"A quantization-aware model converts to int8 only, "
+                          f"not {mode}.")
   if mode == "int8":
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if not is_quantization_aware(model):
+      # A QAT model is integer-only already; this flag would demand a
+      # representative data set it does not need.
+      converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
   if mode == "int16x8":
