@@ -9,7 +9,8 @@ import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
 from tfopt import pipeline
-from tfopt.config import (AnalysisConfig, ConvertConfig, DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
+from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig,
+                          DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
                           TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
@@ -146,10 +147,19 @@ def test_rerun_into_its_own_output_dir_is_allowed(quick_run):
     ("--lowrank_energy=0", "energy=0.0 is invalid"),
     ("--slim_scope=everywhere", "scope='everywhere' is invalid"),
     ("--lowrank_ranks=fc", "--lowrank_ranks entry 'fc' is invalid"),
+    ("--quant_modes=int8,int4", "quant_modes='int8,int4' is invalid"),
+    ("--clusters=1", "number_of_clusters=1 is invalid"),
+    ("--cluster_init=median", "centroid_init='median' is invalid"),
+    ("--qat_scheme=int4", "scheme='int4' is invalid"),
+    ("--stages=teacher,prune,qat --qat_scheme=pcqat", "put cluster before qat"),
+    ("--binary_mode=ternary", "mode='ternary' is invalid"),
+    ("--bits=8,eight", "--bits=8,eight is invalid"),
+    ("--max_accuracy_drop=-1", "max_accuracy_drop=-1.0 is invalid"),
+    ("--sensitivity_target_sparsity=1.5", "sensitivity_target_sparsity=1.5 is invalid"),
 ])
 def test_bad_input_fails_fast_with_one_message(flag, expected, tmp_path):
   output_dir = tmp_path / "out"
-  result = run_cli(flag, f"--output_dir={output_dir}", "--data_dir=/nonexistent")
+  result = run_cli(*flag.split(), f"--output_dir={output_dir}", "--data_dir=/nonexistent")
   assert result.returncode != 0
   assert expected in result.stderr
   assert "Traceback" not in result.stderr
@@ -190,6 +200,10 @@ def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
     (("teacher", "lowrank"),
      dict(lowrank=LowRankConfig(param_ratio=None, ranks={"block1_pool": 4})),
      "'block1_pool' is a MaxPooling2D"),
+    (("teacher", "cluster"), dict(cluster=ClusterConfig(layers=("block1a_bn",))),
+     "only Conv2D, DepthwiseConv2D and Dense"),
+    (("teacher", "distill", "binary"), dict(binary=BinaryConfig(layers=("fc",))),
+     "no layer 'fc'"),
 ])
 def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist")

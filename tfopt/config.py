@@ -466,6 +466,24 @@ class PipelineConfig:
     _check_stages(tuple(self.stages))
     _require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
              "an integer >= 0")
+    self._check_qat_scheme()
+
+  def _check_qat_scheme(self):
+    """CQAT / PCQAT keep clusters (and zeros) that earlier stages must make."""
+    stages = tuple(self.stages)
+    if "qat" not in stages:
+      return
+    before = stages[:stages.index("qat")]
+    clustered = "cluster" in before
+    pruned = any(stage in ("prune", "sensitivity") for stage in before)
+    if self.qat.scheme in ("cqat", "pcqat") and not clustered:
+      raise ConfigError(f"qat_scheme={self.qat.scheme!r} keeps the clusters of a "
+                        "clustered model: put cluster before qat in --stages, or "
+                        "use --qat_scheme qat (or auto).")
+    if self.qat.scheme in ("pqat", "pcqat") and not pruned:
+      raise ConfigError(f"qat_scheme={self.qat.scheme!r} keeps the zeros of a "
+                        "pruned model: put prune before qat in --stages, or use "
+                        "--qat_scheme qat (or auto).")
 
   def to_dict(self):
     return dataclasses.asdict(self)
