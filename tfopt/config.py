@@ -248,7 +248,10 @@ class ClusterConfig:
   """Weight sharing with tfmot: k shared values per kernel, then fine-tuning.
 
   number_of_clusters: shared values per kernel (16 -> 4-bit indices).
-  centroid_init: how tfmot places the initial centroids.
+  centroid_init: how tfmot places the initial centroids. linear (evenly
+    spaced between min and max, Deep Compression's choice) compresses best:
+    on the teacher its int8 file gzips to 0.34x of plain int8, against
+    0.58x with kmeans_plus_plus, for a similar accuracy (BUILD_NOTES).
   preserve_sparsity: keep a pruned model's zeros; None means yes exactly
     when the model was pruned earlier in the run.
   epochs / learning_rate: fine-tuning of the centroids (0 epochs: none).
@@ -256,7 +259,7 @@ class ClusterConfig:
     Dense).
   """
   number_of_clusters: int = 16
-  centroid_init: str = "kmeans_plus_plus"
+  centroid_init: str = "linear"
   preserve_sparsity: Optional[bool] = None
   epochs: int = 2
   batch_size: int = 128
