@@ -204,6 +204,9 @@ def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
      "only Conv2D, DepthwiseConv2D and Dense"),
     (("teacher", "distill", "binary"), dict(binary=BinaryConfig(layers=("fc",))),
      "no layer 'fc'"),
+    # the student's first conv has 144 weights
+    (("teacher", "distill", "cluster"), dict(cluster=ClusterConfig(number_of_clusters=200)),
+     "'block1_conv' has 144 weights, fewer than 200 clusters"),
 ])
 def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist")

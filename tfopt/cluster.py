@@ -24,7 +24,7 @@ from tfopt.errors import TfoptError
 from tfopt.prune import clone_model
 
 __all__ = ["ClusteringError", "KernelClusters", "ClusterResult", "CLUSTERABLE",
-           "clusterable_layers", "apply_clustering", "measure_clusters", "cluster"]
+           "clusterable_layers", "check_layers", "apply_clustering", "measure_clusters", "cluster"]
 
 CLUSTERABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 _INIT = {
@@ -86,6 +86,19 @@ def clusterable_layers(model: keras.Model,
   return list(names)
 
 
+def check_layers(model: keras.Model, number_of_clusters: int,
+                 names: Optional[Sequence[str]] = None) -> List[str]:
+  """clusterable_layers, also refusing a kernel with fewer weights than clusters."""
+  chosen = clusterable_layers(model, names)
+  for name in chosen:
+    size = _kernel(model.get_layer(name)).size
+    if size < number_of_clusters:
+      raise ClusteringError(
+          f"Layer {name!r} has {size} weights, fewer than {number_of_clusters} "
+          "clusters; lower --clusters or leave the layer out (--cluster_layers).")
+  return chosen
+
+
 def apply_clustering(model: keras.Model, number_of_clusters: int,
                      centroid_init: str = "kmeans_plus_plus",
                      preserve_sparsity: bool = False,
@@ -100,13 +113,7 @@ def apply_clustering(model: keras.Model, number_of_clusters: int,
   if centroid_init not in _INIT:
     raise ClusteringError(f"Unknown centroid init {centroid_init!r}; choose "
                           f"one of {', '.join(_INIT)}.")
-  chosen = set(clusterable_layers(model, layers))
-  for name in sorted(chosen):
-    size = _kernel(model.get_layer(name)).size
-    if size < number_of_clusters:
-      raise ClusteringError(
-          f"Layer {name!r} has {size} weights, fewer than {number_of_clusters} "
-          "clusters; lower the number of clusters or leave the layer out.")
+  chosen = set(check_layers(model, number_of_clusters, layers))
 
   def wrap(layer):
     # Wrapping the trained layer itself: tfmot initializes the centroids

@@ -671,13 +671,13 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
              "lowrank": list(config.lowrank.ranks or ()) or [
                  name for name in (config.lowrank.layers or ())
                  if name != "largest_dense"]}.get(stage)
-    if not names:
+    if not names and stage != "cluster":
       continue
     model = models.build_model(builder, dataset.input_shape, dataset.num_classes)
     if stage == "slim":
       slim.prunable_convs(model, config.slim.criterion, names)
     elif stage == "cluster":
-      cluster.clusterable_layers(model, names)
+      cluster.check_layers(model, config.cluster.number_of_clusters, names)
     elif stage == "binary":
       binary.binarizable_layers(model, names)
     else:
