@@ -58,6 +58,19 @@ def test_clustering_a_pruned_model_keeps_its_zeros(dataset, trained_teacher, tmp
   assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85
 
 
+def test_per_layer_cluster_counts(dataset, trained_teacher):
+  result = cluster.cluster(trained_teacher, dataset,
+                           ClusterConfig(number_of_clusters=8, epochs=1, batch_size=32,
+                                         layers=("block2_conv",),
+                                         layer_clusters={"logits": 4}), verbose=0)
+  counts = {entry.layer: (entry.clusters, entry.distinct) for entry in result.kernels}
+  assert set(counts) == {"block2_conv", "logits"}
+  assert counts["block2_conv"][0] == 8 and counts["block2_conv"][1] <= 8
+  assert counts["logits"][0] == 4 and counts["logits"][1] <= 4
+  # Layers left out are fine-tuned with the rest but not clustered.
+  assert np.unique(result.model.get_layer("block3_conv").kernel.numpy()).size > 1000
+
+
 def test_bad_settings_are_refused(trained_teacher):
   with pytest.raises(cluster.ClusteringError, match="no layer"):
     cluster.apply_clustering(trained_teacher, 8, layers=["nope"])
@@ -69,3 +82,7 @@ def test_bad_settings_are_refused(trained_teacher):
     cluster.apply_clustering(trained_teacher, 8, centroid_init="median")
   with pytest.raises(ConfigError, match="number_of_clusters"):
     ClusterConfig(number_of_clusters=1)
+  with pytest.raises(ConfigError, match="layer_clusters"):
+    ClusterConfig(layer_clusters={"fc": 300})
+  with pytest.raises(cluster.ClusteringError, match="no layer 'nope'"):
+    cluster.apply_clustering(trained_teacher, 8, layer_clusters={"nope": 4})

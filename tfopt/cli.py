@@ -59,6 +59,7 @@ flags.DEFINE_integer("cluster_epochs", None, f"Fine-tuning epochs of the centroi
 flags.DEFINE_float("cluster_learning_rate", None, f"Centroid fine-tuning learning rate (default {_DEFAULT.cluster.learning_rate}).")
 flags.DEFINE_bool("cluster_preserve_sparsity", None, "Keep the zeros of a pruned model when clustering (default: yes when the run pruned it).")
 flags.DEFINE_list("cluster_layers", None, "Layers to cluster (default: every Conv2D, DepthwiseConv2D and Dense).")
+flags.DEFINE_list("cluster_layer_clusters", None, "Per-layer cluster counts as layer=clusters pairs, e.g. fc=8,block1a_conv=32 (others get --clusters).")
 flags.DEFINE_string("qat_scheme", None, "QAT variant: auto (pcqat after prune+cluster, pqat after prune, cqat after cluster, else qat), qat, pqat, cqat or pcqat (default auto).")
 flags.DEFINE_integer("qat_epochs", None, f"Quantization-aware fine-tuning epochs (default {_DEFAULT.qat.epochs}).")
 flags.DEFINE_float("qat_learning_rate", None, f"Quantization-aware fine-tuning learning rate (default {_DEFAULT.qat.learning_rate}).")
@@ -124,7 +125,11 @@ def config_from_flags() -> PipelineConfig:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio
   if FLAGS.lowrank_ranks is not None:
     changes.setdefault("lowrank", {}).update(
-        ranks=_parse_ranks(FLAGS.lowrank_ranks), param_ratio=None)
+        ranks=_parse_pairs("lowrank_ranks", FLAGS.lowrank_ranks, "fc=32"),
+        param_ratio=None)
+  if FLAGS.cluster_layer_clusters is not None:
+    changes.setdefault("cluster", {})["layer_clusters"] = _parse_pairs(
+        "cluster_layer_clusters", FLAGS.cluster_layer_clusters, "fc=8")
   for flag_name, field_name, kind in (("bits", "bits", int),
                                      ("sweep_qualities", "sweep_qualities", float),
                                      ("sensitivity_sparsities",
@@ -157,16 +162,16 @@ def _parse_numbers(flag_name: str, values, kind) -> tuple:
                       f"comma-separated {kind.__name__}s.") from error
 
 
-def _parse_ranks(pairs) -> dict:
+def _parse_pairs(flag_name: str, pairs, example: str) -> dict:
   """["fc=32", ...] -> {"fc": 32}; raises ConfigError on a malformed pair."""
-  ranks = {}
+  parsed = {}
   for pair in pairs:
-    name, _, rank = pair.partition("=")
-    if not name or not rank.strip().isdigit():
-      raise ConfigError(f"--lowrank_ranks entry {pair!r} is invalid: write "
-                        "layer=rank, e.g. fc=32.")
-    ranks[name.strip()] = int(rank)
-  return ranks
+    name, _, value = pair.partition("=")
+    if not name or not value.strip().isdigit():
+      raise ConfigError(f"--{flag_name} entry {pair!r} is invalid: write "
+                        f"layer=integer, e.g. {example}.")
+    parsed[name.strip()] = int(value)
+  return parsed
 
 
 def main(argv):

@@ -9,7 +9,7 @@ model they wrap), then checks the distinct values and zeros it promised.
 """
 
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
@@ -43,6 +43,7 @@ class ClusteringError(TfoptError, ValueError):
 class KernelClusters:
   """The measured distinct values and zeros of one clustered kernel."""
   layer: str
+  clusters: int
   shape: tuple
   size: int
   distinct: int
@@ -58,7 +59,6 @@ class ClusterResult:
   """A stripped, clustered model and its per-kernel table."""
   model: keras.Model
   kernels: List[KernelClusters]
-  number_of_clusters: int
   preserve_sparsity: bool
 
 
@@ -87,23 +87,37 @@ def clusterable_layers(model: keras.Model,
 
 
 def check_layers(model: keras.Model, number_of_clusters: int,
-                 names: Optional[Sequence[str]] = None) -> List[str]:
-  """clusterable_layers, also refusing a kernel with fewer weights than clusters."""
-  chosen = clusterable_layers(model, names)
-  for name in chosen:
+                 names: Optional[Sequence[str]] = None,
+                 layer_clusters: Optional[Dict[str, int]] = None) -> Dict[str, int]:
+  """{layer: clusters} to cluster: `names` (default: every conv and Dense),
+  plus the layers of `layer_clusters`, each at its own count.
+
+  Raises:
+    ClusteringError: a bad layer name, or a kernel with fewer weights than
+      its clusters.
+  """
+  layer_clusters = dict(layer_clusters or {})
+  chosen = {name: number_of_clusters for name in clusterable_layers(model, names)}
+  clusterable_layers(model, list(layer_clusters))  # checks the names
+  chosen.update(layer_clusters)
+  for name, clusters in chosen.items():
     size = _kernel(model.get_layer(name)).size
-    if size < number_of_clusters:
+    if size < clusters:
       raise ClusteringError(
-          f"Layer {name!r} has {size} weights, fewer than {number_of_clusters} "
-          "clusters; lower --clusters or leave the layer out (--cluster_layers).")
+          f"Layer {name!r} has {size} weights, fewer than {clusters} clusters; "
+          "lower the clusters or leave the layer out (--cluster_layers).")
   return chosen
 
 
 def apply_clustering(model: keras.Model, number_of_clusters: int,
-                     centroid_init: str = "kmeans_plus_plus",
+                     centroid_init: str = "linear",
                      preserve_sparsity: bool = False,
-                     layers: Optional[Sequence[str]] = None) -> keras.Model:
+                     layers: Optional[Sequence[str]] = None,
+                     layer_clusters: Optional[Dict[str, int]] = None) -> keras.Model:
   """Wraps the chosen layers of a clone of `model` for clustering.
+
+  Every chosen layer gets `number_of_clusters`, except those named in
+  `layer_clusters` ({layer: clusters}), which are clustered at their own count.
 
   Raises:
     ClusteringError: an unknown init, a bad layer name, or a kernel with
@@ -113,7 +127,7 @@ def apply_clustering(model: keras.Model, number_of_clusters: int,
   if centroid_init not in _INIT:
     raise ClusteringError(f"Unknown centroid init {centroid_init!r}; choose "
                           f"one of {', '.join(_INIT)}.")
-  chosen = set(check_layers(model, number_of_clusters, layers))
+  chosen = check_layers(model, number_of_clusters, layers, layer_clusters)
 
   def wrap(layer):
     # Wrapping the trained layer itself: tfmot initializes the centroids
@@ -121,7 +135,7 @@ def apply_clustering(model: keras.Model, number_of_clusters: int,
     if layer.name not in chosen:
       return layer
     return experimental_cluster.cluster_weights(
-        layer, number_of_clusters=number_of_clusters,
+        layer, number_of_clusters=chosen[layer.name],
         cluster_centroids_init=_INIT[centroid_init],
         preserve_sparsity=preserve_sparsity)
 
@@ -130,12 +144,13 @@ def apply_clustering(model: keras.Model, number_of_clusters: int,
   return keras.models.clone_model(clone_model(model), clone_function=wrap)
 
 
-def measure_clusters(model: keras.Model, names: Sequence[str]) -> List[KernelClusters]:
-  """Distinct values and zeros of the kernels of the named layers."""
+def measure_clusters(model: keras.Model,
+                     clusters: Dict[str, int]) -> List[KernelClusters]:
+  """Distinct values and zeros of the kernels of the layers in `clusters`."""
   table = []
-  for name in names:
+  for name, count in clusters.items():
     values = _kernel(model.get_layer(name))
-    table.append(KernelClusters(name, tuple(values.shape), int(values.size),
+    table.append(KernelClusters(name, count, tuple(values.shape), int(values.size),
                                 int(np.unique(values).size),
                                 int(np.sum(values == 0))))
   return table
@@ -162,24 +177,25 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
     ClusteringError: bad settings, or a kernel ended with more distinct
       values than clusters, or lost zeros it was meant to keep.
   """
-  names = clusterable_layers(model, config.layers)
-  before = {entry.layer: entry for entry in measure_clusters(model, names)}
-  wrapped = apply_clustering(model, config.number_of_clusters,
-                             config.centroid_init, preserve_sparsity, names)
+  chosen = check_layers(model, config.number_of_clusters, config.layers,
+                        config.layer_clusters)
+  before = {entry.layer: entry for entry in measure_clusters(model, chosen)}
+  wrapped = apply_clustering(model, config.number_of_clusters, config.centroid_init,
+                             preserve_sparsity, config.layers, config.layer_clusters)
   if config.epochs:
     fine_tune(wrapped, dataset, config.epochs, config.batch_size,
               config.learning_rate, teacher=teacher, alpha=alpha,
               temperature=temperature, verbose=verbose)
   stripped = tfmot.clustering.keras.strip_clustering(wrapped)
-  table = measure_clusters(stripped, names)
-  _check(table, before, config.number_of_clusters, preserve_sparsity)
-  return ClusterResult(stripped, table, config.number_of_clusters, preserve_sparsity)
+  table = measure_clusters(stripped, chosen)
+  _check(table, before, preserve_sparsity)
+  return ClusterResult(stripped, table, preserve_sparsity)
 
 
-def _check(table, before, clusters, preserve_sparsity):
+def _check(table, before, preserve_sparsity):
   for entry in table:
     # The zero of a sparsity-preserving layer is kept apart from the centroids.
-    allowed = clusters + (1 if preserve_sparsity else 0)
+    allowed = entry.clusters + (1 if preserve_sparsity else 0)
     if entry.distinct > allowed:
       raise ClusteringError(
           f"Layer {entry.layer!r} holds {entry.distinct} distinct values after "

@@ -257,6 +257,9 @@ class ClusterConfig:
   epochs / learning_rate: fine-tuning of the centroids (0 epochs: none).
   layers: the layers to cluster (default: every Conv2D, DepthwiseConv2D and
     Dense).
+  layer_clusters: {layer: clusters} for layers that get their own count
+    (e.g. fewer for a large Dense, more for the first conv); they are
+    clustered even when not in `layers`.
   """
   number_of_clusters: int = 16
   centroid_init: str = "linear"
@@ -266,12 +269,14 @@ class ClusterConfig:
   learning_rate: float = 1e-4
   use_teacher: bool = True
   layers: Optional[Tuple[str, ...]] = None
+  layer_clusters: Optional[Dict[str, int]] = None
 
   def __post_init__(self):
-    _require(isinstance(self.number_of_clusters, int)
-             and not isinstance(self.number_of_clusters, bool)
-             and 2 <= self.number_of_clusters <= 256, "number_of_clusters",
-             self.number_of_clusters, "an integer in [2, 256]")
+    for name, clusters in [("number_of_clusters", self.number_of_clusters)] + [
+        (f"layer_clusters[{layer!r}]", value)
+        for layer, value in (self.layer_clusters or {}).items()]:
+      _require(isinstance(clusters, int) and not isinstance(clusters, bool)
+               and 2 <= clusters <= 256, name, clusters, "an integer in [2, 256]")
     _require(self.centroid_init in CENTROID_INITS, "centroid_init",
              self.centroid_init, "one of " + ", ".join(CENTROID_INITS))
     _require(self.preserve_sparsity in (None, True, False), "preserve_sparsity",

@@ -71,7 +71,7 @@ class RunState:
   slim_steps: List[dict] = dataclasses.field(default_factory=list)
   slim_channels: List[dict] = dataclasses.field(default_factory=list)
   lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
-  # Model name -> (clusters per kernel, {layer: distinct values in Keras}).
+  # Model name -> {layer: (clusters, distinct kernel values in Keras)}.
   clustered: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
   qat_runs: List[dict] = dataclasses.field(default_factory=list)
@@ -286,7 +286,9 @@ def cluster_model(state: RunState):
   config = state.config.cluster
   pruned = _was_pruned(state.current)
   preserve = pruned if config.preserve_sparsity is None else config.preserve_sparsity
-  log(f"cluster: {config.number_of_clusters} shared values per kernel of "
+  log(f"cluster: {config.number_of_clusters} shared values per kernel"
+      + (f" ({', '.join(f'{name} {count}' for name, count in config.layer_clusters.items())})"
+         if config.layer_clusters else "") + " of "
       f"{state.current.name} ({config.centroid_init} init"
       + (", zeros of the pruned model kept" if preserve else "")
       + f"), {config.epochs} fine-tuning epoch(s) of the centroids")
@@ -298,10 +300,10 @@ def cluster_model(state: RunState):
   for entry in result.kernels:
     log(f"  {entry.layer} {entry.shape}: {entry.distinct} distinct values, "
         f"{entry.sparsity:.1%} zeros")
-  entry = _next_entry(state, "clustered", f"clustered ({config.number_of_clusters})")
-  state.clustered[entry.name] = (config.number_of_clusters,
-                                 {kernel.layer: kernel.distinct
-                                  for kernel in result.kernels})
+  counts = sorted({kernel.clusters for kernel in result.kernels})
+  entry = _next_entry(state, "clustered", f"clustered ({', '.join(map(str, counts))})")
+  state.clustered[entry.name] = {kernel.layer: (kernel.clusters, kernel.distinct)
+                                 for kernel in result.kernels}
   state.add_model("cluster", entry, result.model)
 
 
@@ -319,12 +321,15 @@ def qat_model(state: RunState):
                    temperature=state.config.distill.temperature)
   entry = _next_entry(state, scheme, qat.SCHEME_LABELS[scheme], modes=("int8",))
   if clustered and scheme in ("cqat", "pcqat"):
-    clusters, layers = state.clustered[state.current.name]
-    state.clustered[entry.name] = (clusters, qat.kernel_distinct(result.model, layers))
+    layers = state.clustered[state.current.name]
+    distinct = qat.kernel_distinct(result.model, layers)
+    state.clustered[entry.name] = {layer: (clusters, distinct[layer])
+                                   for layer, (clusters, _) in layers.items()}
   state.qat_runs.append(dict(
       model=entry.name, base=state.current.name, scheme=scheme,
       target_sparsity=state.config.prune.target_sparsity if pruned else None,
-      clusters=state.clustered[state.current.name][0] if clustered else None))
+      clusters=(max(count for count, _ in state.clustered[state.current.name].values())
+                if clustered else None)))
   state.add_model("qat", entry, result.model, extension=".h5")
 
 
@@ -523,14 +528,14 @@ def evaluate_models(state: RunState):
       state.latency_breakdown[row_name] = _breakdown(state, model)
 
 
-def _weight_sharing_check(clustered: tuple, contents) -> List[dict]:
+def _weight_sharing_check(clustered: Dict[str, tuple], contents) -> List[dict]:
   """Per clustered kernel: distinct values in Keras and read back from the file.
 
-  The check is per output channel (see evaluate.KernelStats).
+  `clustered` is {layer: (clusters, distinct values in Keras)}; the check in
+  the file is per output channel (see evaluate.KernelStats).
   """
-  clusters, keras_distinct = clustered
   checks = []
-  for layer, distinct in keras_distinct.items():
+  for layer, (clusters, distinct) in clustered.items():
     kernel = _file_kernel(contents, layer)
     checks.append(dict(
         layer=layer, clusters=clusters, keras_distinct=distinct,
@@ -677,7 +682,8 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
     if stage == "slim":
       slim.prunable_convs(model, config.slim.criterion, names)
     elif stage == "cluster":
-      cluster.check_layers(model, config.cluster.number_of_clusters, names)
+      cluster.check_layers(model, config.cluster.number_of_clusters, names,
+                           config.cluster.layer_clusters)
     elif stage == "binary":
       binary.binarizable_layers(model, names)
     else:

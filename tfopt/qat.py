@@ -83,7 +83,10 @@ def apply_qat(model: keras.Model, scheme: str = "qat") -> keras.Model:
 
 
 def kernel_distinct(model: keras.Model, layers) -> dict:
-  """{layer: distinct kernel values} for the named layers of a QAT model."""
+  """{layer: distinct kernel values} for the named layers of a QAT model.
+
+  `layers` is any container of layer names.
+  """
   found = {}
   for wrapper in model.layers:
     inner = getattr(wrapper, "layer", None)
