@@ -74,6 +74,8 @@ class RunState:
   # Model name -> {layer: (clusters, distinct kernel values in Keras)}.
   clustered: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   weight_sharing: Dict[str, List[dict]] = dataclasses.field(default_factory=dict)
+  # Row name -> what evaluate read from its file (kernels, dtypes, ops).
+  contents: Dict[str, evaluate.TFLiteContents] = dataclasses.field(default_factory=dict)
   qat_runs: List[dict] = dataclasses.field(default_factory=list)
   binary: Dict[str, dict] = dataclasses.field(default_factory=dict)
   bitwidth: List[dict] = dataclasses.field(default_factory=list)
@@ -502,7 +504,7 @@ def evaluate_models(state: RunState):
   config, data = state.config.evaluate, state.dataset
   for row_name, (path, model_name) in state.tflite_files.items():
     model = state.keras_models[model_name]
-    contents = evaluate.inspect_tflite(path)
+    contents = state.contents[row_name] = evaluate.inspect_tflite(path)
     tflite_top1 = evaluate.top1(path, data.x_test, config.num_threads,
                                 config.batch_size)
     row = report.ModelRow(
@@ -596,14 +598,11 @@ def _binary_summary(state: RunState) -> List[dict]:
     summary.append(dict(size, model=name, files=[
         dict(row=row.name, accuracy=row.accuracy, tflite_bytes=row.tflite_bytes,
              gzip_bytes=row.gzip_bytes,
-             max_distinct_per_channel=_max_distinct(row.path, state))
+             max_distinct_per_channel=max(
+                 kernel.max_distinct_per_channel
+                 for kernel in state.contents[row.name].kernels))
         for row in files]))
   return summary
-
-
-def _max_distinct(filename: str, state: RunState) -> int:
-  kernels = evaluate.inspect_tflite(state.path(filename)).kernels
-  return max(kernel.max_distinct_per_channel for kernel in kernels)
 
 
 def _sensitivity_summary(state: RunState) -> dict:
