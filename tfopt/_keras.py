@@ -10,7 +10,8 @@ import tf_keras as keras
 
 from tfopt.errors import TfoptError
 
-__all__ = ["keras", "KerasVersionError", "require_keras2_model"]
+__all__ = ["keras", "KerasVersionError", "require_keras2_model", "get_layer",
+           "require_layers"]
 
 
 class KerasVersionError(TfoptError, TypeError):
@@ -52,3 +53,19 @@ def get_layer(model, name: str, error: type):
     return model.get_layer(name)
   except ValueError as missing:
     raise error(f"Model {model.name!r} has no layer {name!r}.") from missing
+
+
+def require_layers(model, names, accepts, error: type, allowed: str) -> list:
+  """The named layers of `model`, each one `accepts(layer)` is true for.
+
+  Raises:
+    `error`: a name not in the model, or a layer of the wrong kind; the
+      message ends "only {allowed}."
+  """
+  found = []
+  for name in names:
+    layer = get_layer(model, name, error)
+    if not accepts(layer):
+      raise error(f"Layer {name!r} is a {type(layer).__name__}; only {allowed}.")
+    found.append(layer)
+  return found

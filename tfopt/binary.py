@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.errors import TfoptError
 
 __all__ = ["BinaryError", "MODES", "WeightClip", "BinaryConv2D", "BinaryDense",
@@ -131,12 +131,8 @@ def binarizable_layers(model: keras.Model,
   """
   if names is None:
     return [layer.name for layer in model.layers if _binarizable(layer)]
-  for name in names:
-    layer = get_layer(model, name, BinaryError)
-    if not _binarizable(layer):
-      raise BinaryError(f"Layer {name!r} is a {type(layer).__name__}; only "
-                        "Conv2D (not depthwise or grouped) and Dense layers "
-                        "can be binarized.")
+  require_layers(model, names, _binarizable, BinaryError,
+                 "Conv2D (not depthwise or grouped) and Dense layers can be binarized")
   return list(names)
 
 

@@ -16,7 +16,7 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
     cluster as experimental_cluster)
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.config import ClusterConfig
 from tfopt.data import Dataset
 from tfopt.distill import fine_tune
@@ -77,12 +77,9 @@ def clusterable_layers(model: keras.Model,
   """
   if names is None:
     return [layer.name for layer in model.layers if isinstance(layer, CLUSTERABLE)]
-  for name in names:
-    layer = get_layer(model, name, ClusteringError)
-    if not isinstance(layer, CLUSTERABLE):
-      raise ClusteringError(
-          f"Layer {name!r} is a {type(layer).__name__}; only Conv2D, "
-          "DepthwiseConv2D and Dense kernels can be clustered.")
+  require_layers(model, names, lambda layer: isinstance(layer, CLUSTERABLE),
+                 ClusteringError,
+                 "Conv2D, DepthwiseConv2D and Dense kernels can be clustered")
   return list(names)
 
 

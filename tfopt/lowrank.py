@@ -19,7 +19,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
@@ -221,15 +221,9 @@ def check_layers(model: keras.Model, names) -> List:
   Raises:
     LowRankError: a name that is not in the model or not factorizable.
   """
-  found = []
-  for name in names:
-    layer = get_layer(model, name, LowRankError)
-    if not _factorizable(layer):
-      raise LowRankError(f"Layer {name!r} is a {type(layer).__name__}; only "
-                         "Dense and undilated, ungrouped k x k Conv2D layers "
-                         "(k > 1) can be factorized.")
-    found.append(layer)
-  return found
+  return require_layers(model, names, _factorizable, LowRankError,
+                        "Dense and undilated, ungrouped k x k Conv2D layers "
+                        "(k > 1) can be factorized")
 
 
 def _plan(model, energy, param_ratio, ranks, layers):
