@@ -124,7 +124,8 @@ def test_manifest_lists_every_artifact_with_its_hash(quick_run):
   output_dir, _ = quick_run
   manifest = json.loads((output_dir / "manifest.json").read_text())
   listed = {entry["path"]: entry for entry in manifest["artifacts"]}
-  on_disk = set(os.listdir(output_dir)) - {"manifest.json"}
+  on_disk = set(pipeline._files_below(str(output_dir))) - {"manifest.json"}
+  assert "deploy/model.json" in on_disk
   assert set(listed) == on_disk
   for name, entry in listed.items():
     assert entry["sha256"] == sha256_of(str(output_dir / name))

@@ -86,6 +86,7 @@ class Manifest:
   FILENAME = "manifest.json"
 
   def __init__(self, output_dir: str):
+    self.output_dir = output_dir
     self.path = os.path.join(output_dir, self.FILENAME)
     self.entries = []
     if os.path.isfile(self.path):
@@ -99,11 +100,12 @@ class Manifest:
             "a new --output_dir.") from error
 
   def owns(self, filename: str) -> bool:
+    """True for a listed file (a path relative to the output dir, "/"-separated)."""
     return any(entry["path"] == filename for entry in self.entries)
 
   def record(self, stage: str, path: str):
     """Lists the finished file `path` (inside the output dir) under `stage`."""
-    filename = os.path.basename(path)
+    filename = os.path.relpath(path, self.output_dir).replace(os.sep, "/")
     self.entries = [entry for entry in self.entries if entry["path"] != filename]
     self.entries.append({"stage": stage, "path": filename,
                          "bytes": os.path.getsize(path), "sha256": sha256_of(path)})

@@ -19,8 +19,8 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from tfopt import (artifacts, binary, bitwidth, breakdown, cluster, convert, evaluate,
-                   lowrank, models, qat, report, slim, sweep, train)
+from tfopt import (artifacts, binary, bitwidth, breakdown, cluster, convert, deploy,
+                   evaluate, lowrank, models, qat, report, slim, sweep, train)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
@@ -124,7 +124,7 @@ def check_output_dir(output_dir: str):
     raise OutputDirError(f"Output directory {output_dir!r} is not writable; "
                          "choose another --output_dir.")
   manifest = artifacts.Manifest(output_dir)
-  foreign = sorted(name for name in os.listdir(output_dir)
+  foreign = sorted(name for name in _files_below(output_dir)
                    if name != artifacts.Manifest.FILENAME
                    and not manifest.owns(name))
   if foreign:
@@ -133,6 +133,16 @@ def check_output_dir(output_dir: str):
         f"Output directory {output_dir!r} holds files tfopt did not write "
         f"({shown}); tfopt never overwrites them. Choose a new --output_dir "
         "or move those files away.")
+
+
+def _files_below(directory: str) -> List[str]:
+  """Every file below `directory`, as "/"-separated relative paths."""
+  found = []
+  for root, _, files in os.walk(directory):
+    relative = os.path.relpath(root, directory)
+    found += [name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
+              for name in files]
+  return found
 
 
 # --- stages -----------------------------------------------------------------
@@ -620,6 +630,21 @@ def _sensitivity_summary(state: RunState) -> dict:
   return dict(state.sensitivity, compared=compared)
 
 
+def write_deploy_bundle(state: RunState, result: report.Report):
+  """deploy/: the final model's file in the most deployable mode there is."""
+  rows = {row.name: row for row in result.models}
+  for mode in deploy.PREFERRED_MODES:
+    row = rows.get(f"{state.current.label} {mode}")
+    if row is not None:
+      break
+  paths = deploy.write_bundle(state.output_dir, state.path(row.path),
+                              dataclasses.asdict(row), state.dataset.class_names,
+                              state.dataset.name)
+  for path in paths:
+    state.manifest.record("deploy", path)
+  log(f"deploy: {row.name} -> {os.path.join(state.output_dir, deploy.DIRECTORY)}/")
+
+
 def write_report(state: RunState) -> report.Report:
   data = state.dataset
   result = report.Report(
@@ -731,6 +756,7 @@ def run(config: PipelineConfig) -> report.Report:
     log(f"{name}: done in {state.stage_seconds[name]:.1f} s")
   state.stage_seconds["total"] = sum(state.stage_seconds.values())
   result = write_report(state)
+  write_deploy_bundle(state, result)
   log(f"report: {os.path.join(config.output_dir, 'report.md')}")
   return result
 

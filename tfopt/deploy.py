@@ -1,0 +1,89 @@
+"""The deploy bundle: what an app needs to run the chosen .tflite.
+
+    deploy/model.tflite   the file itself
+    deploy/labels.txt     one class name per line, in output order
+    deploy/model.json     input/output shapes, dtypes, scale and zero-point,
+                          the preprocessing the model expects, class names,
+                          the measured accuracy, size and latency, and the
+                          sha256 of model.tflite
+
+`examples/edge_infer.py` reads exactly this, with LiteRT, numpy and Pillow.
+"""
+
+import json
+import os
+import shutil
+from typing import List
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+from tfopt import __version__
+from tfopt.artifacts import sha256_of, write_text_atomic
+
+__all__ = ["DIRECTORY", "PREFERRED_MODES", "write_bundle"]
+
+DIRECTORY = "deploy"
+# Which file of the final model is deployed, best first: int8 runs on
+# integer-only accelerators and is the smallest file that runs fast on CPUs.
+PREFERRED_MODES = ("int8", "dynamic_range", "float16", "float32", "int16x8")
+
+
+def _tensor(detail: dict) -> dict:
+  scale, zero_point = detail["quantization"]
+  return {"shape": [int(size) for size in detail["shape"]],
+          "dtype": np.dtype(detail["dtype"]).name,
+          "scale": float(scale), "zero_point": int(zero_point)}
+
+
+def write_bundle(output_dir: str, tflite_path: str, row: dict,
+                 class_names: List[str], dataset: str) -> List[str]:
+  """Writes deploy/ for the .tflite at `tflite_path`; returns the file paths.
+
+  Args:
+    output_dir: the run's output directory.
+    tflite_path: the chosen file (copied as deploy/model.tflite).
+    row: its measured report row (accuracy, sizes, latency, name).
+    class_names: the class names, in the model's output order.
+    dataset: the data set the figures were measured on.
+  """
+  directory = os.path.join(output_dir, DIRECTORY)
+  os.makedirs(directory, exist_ok=True)
+  model_path = os.path.join(directory, "model.tflite")
+  temporary = model_path + ".tmp"
+  shutil.copyfile(tflite_path, temporary)
+  os.replace(temporary, model_path)
+  interpreter = Interpreter(model_path=model_path)
+  input_detail = interpreter.get_input_details()[0]
+  height, width, channels = (int(size) for size in input_detail["shape"][1:4])
+  description = {
+      "format": "tfopt deploy bundle 1",
+      "tfopt_version": __version__,
+      "model": "model.tflite",
+      "sha256": sha256_of(model_path),
+      "source": {"row": row["name"], "file": os.path.basename(tflite_path)},
+      "input": _tensor(input_detail),
+      "output": _tensor(interpreter.get_output_details()[0]),
+      "preprocessing": {
+          "image_size": [height, width],
+          "color_mode": "grayscale" if channels == 1 else "rgb",
+          "layout": "NHWC",
+          # float input = pixel (0..255) * scale + offset; an int8 input then
+          # quantizes it with input.scale and input.zero_point.
+          "pixel_scale": 1.0 / 255.0, "pixel_offset": 0.0,
+      },
+      "labels": "labels.txt",
+      "class_names": list(class_names),
+      "measured": {
+          "dataset": dataset, "accuracy": row["accuracy"],
+          "tflite_bytes": row["tflite_bytes"], "gzip_bytes": row["gzip_bytes"],
+          "latency_us": row["latency_us"],
+          "note": "accuracy of this file in LiteRT on the test split; latency "
+                  "at batch 1 on the machine in report.json",
+      },
+  }
+  labels_path = write_text_atomic(os.path.join(directory, "labels.txt"),
+                                  "\n".join(class_names) + "\n")
+  json_path = write_text_atomic(os.path.join(directory, "model.json"),
+                                json.dumps(description, indent=2) + "\n")
+  return [model_path, labels_path, json_path]
