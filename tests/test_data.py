@@ -141,3 +141,31 @@ def test_mnist_folder_is_not_taken_for_fashion_mnist(tmp_path):
   write_idx_dataset(tmp_path / "mnist", train=50, test=10)
   with pytest.raises(DataError, match="No fashion_mnist data"):
     load_dataset(DataConfig(dataset="fashion_mnist", data_dir=str(tmp_path)))
+
+
+def _cifar_like(count, seed):
+  rng = np.random.default_rng(seed)
+  return (rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8),
+          rng.integers(0, 10, size=(count, 1)).astype(np.uint8))
+
+
+def test_cifar10_npz_as_keras_saves_it(tmp_path):
+  (tmp_path / "cifar10").mkdir()
+  x_train, y_train = _cifar_like(50, 0)
+  x_test, y_test = _cifar_like(20, 1)
+  np.savez(tmp_path / "cifar10" / "cifar10.npz", x_train=x_train, y_train=y_train,
+           x_test=x_test, y_test=y_test)
+  dataset = load_dataset(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))
+  assert dataset.input_shape == (32, 32, 3) and dataset.num_classes == 10
+  assert dataset.y_train.shape == (45,) and dataset.y_test.shape == (20,)
+  assert dataset.class_names[0] == "airplane"
+  assert 0.0 <= dataset.x_test.min() and dataset.x_test.max() <= 1.0
+
+
+def test_one_hot_labels_are_refused(tmp_path):
+  x_train, _ = _cifar_like(30, 0)
+  one_hot = np.eye(10, dtype=np.uint8)[np.arange(30) % 10]
+  np.savez(tmp_path / "cifar10.npz", x_train=x_train, y_train=one_hot,
+           x_test=x_train, y_test=one_hot)
+  with pytest.raises(DataError, match="one-hot labels"):
+    load_dataset(DataConfig(dataset="cifar10", data_dir=str(tmp_path)))

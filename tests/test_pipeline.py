@@ -300,3 +300,23 @@ def test_analysis_and_sensitivity_stages_from_python(tmp_path):
   for heading in ("## Bit-width study", "## Pruning sweep",
                   "## Sensitivity-chosen vs uniform sparsity"):
     assert heading in text
+
+
+def test_cifar10_shaped_data_runs_end_to_end(tmp_path):
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  arrays = {f"x_{split}": rng.integers(0, 256, size=(count, 32, 32, 3), dtype=np.uint8)
+            for split, count in (("train", 200), ("test", 40))}
+  arrays.update({f"y_{split}": rng.integers(0, 10, size=(count, 1)).astype(np.uint8)
+                 for split, count in (("train", 200), ("test", 40))})
+  np.savez(tmp_path / "cifar10.npz", **arrays)
+  config = PipelineConfig.quick(
+      data=DataConfig(dataset="cifar10", data_dir=str(tmp_path)),
+      teacher=TrainConfig("student", epochs=1, batch_size=32),
+      stages=("teacher",), output_dir=str(tmp_path / "out"))
+  result = pipeline.run(config)
+  assert [row.name for row in result.models] == ["baseline float32", "baseline int8"]
+  spec = json.loads((tmp_path / "out" / "deploy" / "model.json").read_text())
+  assert spec["input"]["shape"] == [1, 32, 32, 3]
+  assert spec["preprocessing"]["color_mode"] == "rgb"
+  assert spec["class_names"][-1] == "truck"

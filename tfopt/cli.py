@@ -14,7 +14,7 @@ from tfopt.errors import TfoptError
 FLAGS = flags.FLAGS
 _DEFAULT = PipelineConfig()
 
-flags.DEFINE_string("dataset", "mnist", "Data set: mnist or fashion_mnist.")
+flags.DEFINE_string("dataset", "mnist", "Data set: mnist, fashion_mnist or cifar10.")
 flags.DEFINE_string("data_dir", None, "Directory with the data set's IDX .gz "
                     "files or .npz (default: $TFOPT_DATA_DIR, then download).")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "

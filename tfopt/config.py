@@ -15,7 +15,7 @@ __all__ = [
     "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "BinaryConfig", "AnalysisConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
-DATASETS = ("mnist", "fashion_mnist")
+DATASETS = ("mnist", "fashion_mnist", "cifar10")
 # Stages that make a model; convert and evaluate always follow them.
 STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster",
           "qat", "binary", "sensitivity", "bitwidth", "sweep")

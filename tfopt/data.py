@@ -1,8 +1,10 @@
-"""Data sets: MNIST and Fashion-MNIST from a local directory or a keras download.
+"""Data sets: MNIST, Fashion-MNIST, CIFAR-10 from a local directory or a keras download.
 
 A local directory may hold the original IDX files (``train-images-idx3-ubyte.gz``
-and its three siblings, gzipped or not) or one ``.npz`` with ``x_train, y_train,
-x_test, y_test``; either directly or in a subfolder named after the data set.
+and its three siblings, gzipped or not; MNIST and Fashion-MNIST) or one
+``<name>.npz`` with ``x_train, y_train, x_test, y_test`` (any of the three, e.g.
+CIFAR-10 as keras.datasets returns it); either directly or in a subfolder
+named after the data set.
 Without a directory the TFOPT_DATA_DIR environment variable is tried, then
 ``keras.datasets`` (download + cache).
 """
@@ -31,6 +33,8 @@ CLASS_NAMES = {
     "mnist": [str(digit) for digit in range(10)],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog",
+                "horse", "ship", "truck"],
 }
 _IDX_UBYTE = 0x08
 
@@ -161,10 +165,12 @@ def _download(name: str) -> Tuple[dict, str]:
 def _check_arrays(arrays: dict, num_classes: int, source: str):
   for split in ("train", "test"):
     images, labels = arrays["x_" + split], arrays["y_" + split]
-    if images.ndim not in (3, 4) or len(images) != len(labels) or not len(images):
+    if (images.ndim not in (3, 4) or labels.ndim != 1
+        or len(images) != len(labels) or not len(images)):
       raise DataError(f"{source}: x_{split} has shape {images.shape} and "
                       f"y_{split} has shape {labels.shape}; expected N images "
-                      "(N, H, W[, C]) and N labels with N > 0.")
+                      "(N, H, W[, C]) and N integer labels (N,) with N > 0 "
+                      "(one-hot labels: store their argmax).")
     if not np.issubdtype(labels.dtype, np.integer):
       raise DataError(f"{source}: y_{split} has dtype {labels.dtype}; labels "
                       "must be integers.")
@@ -177,6 +183,11 @@ def _check_arrays(arrays: dict, num_classes: int, source: str):
   if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
     raise DataError(f"{source}: train images {arrays['x_train'].shape[1:]} and "
                     f"test images {arrays['x_test'].shape[1:]} differ in size.")
+
+
+def _flat_labels(labels: np.ndarray) -> np.ndarray:
+  """CIFAR-10 labels come as (N, 1); every other check wants (N,)."""
+  return labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
 
 
 def _to_float_images(images: np.ndarray) -> np.ndarray:
@@ -210,6 +221,8 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
   else:
     arrays, source = _download(config.dataset)
   class_names = CLASS_NAMES[config.dataset]
+  arrays = {key: _flat_labels(value) if key.startswith("y_") else value
+            for key, value in arrays.items()}
   _check_arrays(arrays, len(class_names), source)
 
   x_train, y_train = arrays["x_train"], arrays["y_train"]
