@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 import tensorflow_model_optimization as tfmot
+from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
 from tfopt._keras import get_layer, keras, require_keras2_model
@@ -101,8 +102,14 @@ def apply_pruning(model: keras.Model, schedule,
   """
   require_keras2_model(model)
   if layer_schedules is None:
-    return tfmot.sparsity.keras.prune_low_magnitude(clone_model(model),
-                                                    pruning_schedule=schedule)
+    unsupported = [layer for layer in model.layers if not _tfmot_wraps(layer)]
+    if not unsupported:
+      return tfmot.sparsity.keras.prune_low_magnitude(clone_model(model),
+                                                      pruning_schedule=schedule)
+    # tfmot refuses a whole model holding a layer it does not know (e.g.
+    # Rescaling, common in users' models); wrap the layers it knows instead.
+    layer_schedules = {layer.name: schedule for layer in model.layers
+                       if _tfmot_wraps(layer)}
 
   def wrap(layer):
     if layer.name not in layer_schedules:
@@ -112,6 +119,13 @@ def apply_pruning(model: keras.Model, schedule,
 
   # The wrappers share the private clone's layers, never the caller's.
   return keras.models.clone_model(clone_model(model), clone_function=wrap)
+
+
+def _tfmot_wraps(layer) -> bool:
+  """Whether tfmot's prune_low_magnitude accepts `layer` (weights or not)."""
+  return (isinstance(layer, keras.layers.InputLayer)
+          or isinstance(layer, tfmot.sparsity.keras.PrunableLayer)
+          or PruneRegistry.supports(layer))
 
 
 def strip_pruning(pruned_model: keras.Model) -> keras.Model:

@@ -1,0 +1,95 @@
+"""A user's Keras 3 model, carried over to Keras 2 for tfmot."""
+
+import numpy as np
+import pytest
+
+from tfopt import model_io
+from tfopt._keras import keras as keras2
+
+keras3 = pytest.importorskip("keras")
+
+
+def _keras3_model():
+  inputs = keras3.Input((28, 28, 1))
+  x = keras3.layers.Rescaling(1 / 255.0)(inputs)
+  x = keras3.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+  x = keras3.layers.BatchNormalization()(x)
+  x = keras3.layers.ReLU()(x)
+  x = keras3.layers.MaxPooling2D()(x)
+  x = keras3.layers.Flatten()(x)
+  x = keras3.layers.Dropout(0.2)(x)
+  outputs = keras3.layers.Dense(10)(x)
+  model = keras3.Model(inputs, outputs, name="users_cnn")
+  # Non-trivial BN statistics, so that copying them is checked.
+  bn = model.layers[3]
+  bn.set_weights([np.random.default_rng(0).uniform(0.5, 1.5, 8).astype("float32")
+                  for _ in range(4)])
+  return model
+
+
+def test_keras3_file_is_rebuilt_in_keras2_with_the_same_outputs(tmp_path, dataset):
+  original = _keras3_model()
+  path = str(tmp_path / "users.keras")
+  original.save(path)
+  assert model_io.saved_keras_version(path) == "3"
+  images = (dataset.x_test[:16] * 255).astype("float32")
+  model = model_io.load_model(path, check_images=images)
+  assert isinstance(model, keras2.Model)
+  assert [type(layer).__name__ for layer in model.layers][1:] == [
+      "Rescaling", "Conv2D", "BatchNormalization", "ReLU", "MaxPooling2D",
+      "Flatten", "Dropout", "Dense"]
+  np.testing.assert_allclose(model.predict(images, verbose=0),
+                             np.asarray(original(images, training=False)), atol=1e-4)
+
+
+def test_keras2_file_loads_directly(tmp_path, trained_teacher):
+  path = str(tmp_path / "k2.keras")
+  trained_teacher.save(path)
+  assert model_io.saved_keras_version(path) == "2"
+  model = model_io.load_model(path)
+  np.testing.assert_allclose(model.get_weights()[0], trained_teacher.get_weights()[0])
+
+
+def test_lambda_is_refused_without_opt_in(tmp_path):
+  inputs = keras3.Input((4,))
+  outputs = keras3.layers.Lambda(lambda x: x * 2)(inputs)
+  path = str(tmp_path / "lambda.keras")
+  keras3.Model(inputs, outputs).save(path)
+  with pytest.raises(model_io.ModelLoadError, match="allow_unsafe"):
+    model_io.load_model(path)
+
+
+def test_layers_that_cannot_be_carried_are_named(tmp_path):
+  inputs = keras3.Input((8, 4))
+  outputs = keras3.layers.Dense(2)(keras3.layers.LSTM(3)(inputs))
+  path = str(tmp_path / "lstm.keras")
+  keras3.Model(inputs, outputs).save(path)
+  with pytest.raises(model_io.ModelLoadError, match=r"lstm.* \(LSTM\)"):
+    model_io.load_model(path)
+
+
+def test_missing_or_foreign_files(tmp_path):
+  with pytest.raises(model_io.ModelLoadError, match="does not exist"):
+    model_io.load_model(str(tmp_path / "none.keras"))
+  bad = tmp_path / "bad.keras"
+  bad.write_text("not a zip")
+  with pytest.raises(model_io.ModelLoadError, match="not a readable .keras"):
+    model_io.load_model(str(bad))
+
+
+def test_rebuilt_model_prunes_and_converts(tmp_path, dataset):
+  from tfopt import artifacts, convert, evaluate, prune  # pylint: disable=g-import-not-at-top
+  from tfopt.config import PruneConfig  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "users.keras")
+  _keras3_model().save(path)
+  model = model_io.load_model(path)
+  pixels = dataset.__class__(**{**dataset.__dict__,
+                                **{key: getattr(dataset, key) * 255.0
+                                   for key in ("x_train", "x_val", "x_test")}})
+  result = prune.prune(model, pixels, PruneConfig(target_sparsity=0.5, epochs=1,
+                                                  batch_size=32), verbose=0)
+  assert all(entry.sparsity >= 0.49 for entry in result.layers)
+  tflite = artifacts.write_bytes_atomic(str(tmp_path / "users_int8.tflite"),
+                                        convert.to_tflite(result.model, "int8",
+                                                          pixels.x_train, 50))
+  assert evaluate.agreement(tflite, result.model, pixels.x_test) >= 0.9
