@@ -75,9 +75,8 @@ def _check_mode(mode: str):
                       f"{', '.join(MODES)}.")
 
 
-@keras.utils.register_keras_serializable(package="tfopt")
-class BinaryConv2D(keras.layers.Conv2D):
-  """Conv2D whose forward pass uses binarize_kernel(kernel, binarization)."""
+class _BinaryKernel:
+  """What both binary layers share: the mode, the clip constraint, the config."""
 
   def __init__(self, *args, binarization: str = "bwn", **kwargs):
     _check_mode(binarization)
@@ -85,32 +84,31 @@ class BinaryConv2D(keras.layers.Conv2D):
     super().__init__(*args, **kwargs)
     self.binarization = binarization
 
-  def convolution_op(self, inputs, kernel):
-    return super().convolution_op(inputs, _straight_through(kernel, self.binarization))
+  def binary_kernel(self, kernel):
+    return _straight_through(kernel, self.binarization)
 
   def get_config(self):
     return dict(super().get_config(), binarization=self.binarization)
 
 
 @keras.utils.register_keras_serializable(package="tfopt")
-class BinaryDense(keras.layers.Dense):
+class BinaryConv2D(_BinaryKernel, keras.layers.Conv2D):
+  """Conv2D whose forward pass uses binarize_kernel(kernel, binarization)."""
+
+  def convolution_op(self, inputs, kernel):
+    return super().convolution_op(inputs, self.binary_kernel(kernel))
+
+
+@keras.utils.register_keras_serializable(package="tfopt")
+class BinaryDense(_BinaryKernel, keras.layers.Dense):
   """Dense whose forward pass uses binarize_kernel(kernel, binarization)."""
 
-  def __init__(self, *args, binarization: str = "bwn", **kwargs):
-    _check_mode(binarization)
-    kwargs.setdefault("kernel_constraint", WeightClip())
-    super().__init__(*args, **kwargs)
-    self.binarization = binarization
-
   def call(self, inputs):
-    outputs = tf.tensordot(inputs, _straight_through(self.kernel, self.binarization),
+    outputs = tf.tensordot(inputs, self.binary_kernel(self.kernel),
                            axes=[[inputs.shape.rank - 1], [0]])
     if self.use_bias:
       outputs = tf.nn.bias_add(outputs, self.bias)
     return self.activation(outputs) if self.activation is not None else outputs
-
-  def get_config(self):
-    return dict(super().get_config(), binarization=self.binarization)
 
 
 CUSTOM_OBJECTS = {"tfopt>BinaryConv2D": BinaryConv2D,

@@ -441,12 +441,12 @@ def sensitivity_prune(state: RunState):
       overall_sparsity=total, layer_sizes=sizes,
       sensitivity_layers=[dataclasses.asdict(entry) for entry in chosen_result.layers],
       uniform_layers=[dataclasses.asdict(entry) for entry in uniform.layers])
-  state.add_model("sensitivity", _next_entry(state, "uniform_pruned",
-                                             "uniformly pruned"),
-                  uniform.model, current=False)
-  state.add_model("sensitivity", _next_entry(state, "sensitivity_pruned",
-                                             "sensitivity-pruned"),
-                  chosen_result.model)
+  uniform_entry = _next_entry(state, "uniform_pruned", "uniformly pruned")
+  chosen_entry = _next_entry(state, "sensitivity_pruned", "sensitivity-pruned")
+  state.sensitivity["models"] = {"uniform_pruned": uniform_entry.name,
+                                 "sensitivity_pruned": chosen_entry.name}
+  state.add_model("sensitivity", uniform_entry, uniform.model, current=False)
+  state.add_model("sensitivity", chosen_entry, chosen_result.model)
 
 
 def _lowrank_layers(model: keras.Model, names) -> Optional[List[str]]:
@@ -578,15 +578,19 @@ def _breakdown(state: RunState, model: keras.Model) -> List[dict]:
   return [dataclasses.asdict(segment) for segment in segments]
 
 
+def _row_of(state: RunState, model_name: str, mode: str = "int8"):
+  """The measured row of `model_name`'s file in `mode`, or None."""
+  label = next(entry.label for entry in state.entries if entry.name == model_name)
+  return next((row for row in state.rows if row.name == f"{label} {mode}"), None)
+
+
 def _qat_summary(state: RunState) -> List[dict]:
   """Each QAT model against the float and post-training int8 of its base."""
-  labels = {entry.name: entry.label for entry in state.entries}
-  rows = {row.name: row for row in state.rows}
   data = state.dataset
   summary = []
   for run in state.qat_runs:
-    base_int8 = rows.get(f"{labels[run['base']]} int8")
-    qat_row = rows.get(f"{labels[run['model']]} int8")
+    base_int8 = _row_of(state, run["base"])
+    qat_row = _row_of(state, run["model"])
     sharing = state.weight_sharing.get(qat_row.name if qat_row else "", [])
     summary.append(dict(
         run, row=qat_row.name if qat_row else None,
@@ -601,10 +605,10 @@ def _qat_summary(state: RunState) -> List[dict]:
 
 def _binary_summary(state: RunState) -> List[dict]:
   """Each binary model: effective 1-bit size beside its real files."""
-  labels = {entry.name: entry.label for entry in state.entries}
   summary = []
   for name, size in state.binary.items():
-    files = [row for row in state.rows if row.name.startswith(labels[name] + " ")]
+    files = [row for row in (_row_of(state, name, mode) for mode in convert.MODES)
+             if row is not None]
     summary.append(dict(size, model=name, files=[
         dict(row=row.name, accuracy=row.accuracy, tflite_bytes=row.tflite_bytes,
              gzip_bytes=row.gzip_bytes,
@@ -619,24 +623,17 @@ def _sensitivity_summary(state: RunState) -> dict:
   """The sensitivity run with its two int8 files side by side."""
   if not state.sensitivity:
     return {}
-  labels = {entry.name: entry.label for entry in state.entries}
-  rows = {row.name: row for row in state.rows}
   compared = {}
-  for kind in ("uniform_pruned", "sensitivity_pruned"):
-    entry = next(entry for entry in state.entries if entry.steps
-                 and entry.steps[-1][0] == kind)
-    row = rows.get(f"{labels[entry.name]} int8")
+  for kind, model_name in state.sensitivity["models"].items():
+    row = _row_of(state, model_name)
     compared[kind] = dataclasses.asdict(row) if row else None
   return dict(state.sensitivity, compared=compared)
 
 
-def write_deploy_bundle(state: RunState, result: report.Report):
+def write_deploy_bundle(state: RunState):
   """deploy/: the final model's file in the most deployable mode there is."""
-  rows = {row.name: row for row in result.models}
-  for mode in deploy.PREFERRED_MODES:
-    row = rows.get(f"{state.current.label} {mode}")
-    if row is not None:
-      break
+  row = next(row for row in (_row_of(state, state.current.name, mode)
+                             for mode in deploy.PREFERRED_MODES) if row is not None)
   paths = deploy.write_bundle(state.output_dir, state.path(row.path),
                               dataclasses.asdict(row), state.dataset.class_names,
                               state.dataset.name)
@@ -756,7 +753,7 @@ def run(config: PipelineConfig) -> report.Report:
     log(f"{name}: done in {state.stage_seconds[name]:.1f} s")
   state.stage_seconds["total"] = sum(state.stage_seconds.values())
   result = write_report(state)
-  write_deploy_bundle(state, result)
+  write_deploy_bundle(state)
   log(f"report: {os.path.join(config.output_dir, 'report.md')}")
   return result
 
