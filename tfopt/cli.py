@@ -4,9 +4,11 @@ The flags live here, in one place; the library never reads them.
 """
 
 import dataclasses
+import os
 import sys
 
 from absl import app, flags
+from absl import logging as absl_logging
 
 from tfopt.config import ConfigError, PipelineConfig
 from tfopt.errors import TfoptError
@@ -14,9 +16,28 @@ from tfopt.errors import TfoptError
 FLAGS = flags.FLAGS
 _DEFAULT = PipelineConfig()
 
-flags.DEFINE_string("dataset", "mnist", "Data set: mnist, fashion_mnist or cifar10.")
+flags.DEFINE_string("dataset", "mnist", "Data set: mnist, fashion_mnist, cifar10, "
+                    "or folder (your images in --data_dir).")
 flags.DEFINE_string("data_dir", None, "Directory with the data set's IDX .gz "
-                    "files or .npz (default: $TFOPT_DATA_DIR, then download).")
+                    "files or .npz (default: $TFOPT_DATA_DIR, then download); "
+                    "with --dataset folder, the image folder: one subfolder per "
+                    "class, or <label>_<index>.jpg names, optionally in "
+                    "training/ validation/ evaluation/.")
+flags.DEFINE_string("labels_file", None, "Image folders: class names, one per "
+                    "line, in the model's output order (default: folder names, "
+                    "or the labels in the file names).")
+flags.DEFINE_list("image_size", None, "Image folders: HEIGHT,WIDTH to resize to "
+                  "(default: the model's input size, else the images' own).")
+flags.DEFINE_string("color_mode", None, "Image folders: grayscale or rgb (default: "
+                    "the model's channels, else rgb unless all images are gray).")
+flags.DEFINE_list("input_range", None, "LOW,HIGH: the model input that pixels 0 "
+                  "and 255 become, e.g. 0,1 or 0,255 or -1,1 (default: 0,255 for a "
+                  "model that starts with Rescaling, else 0,1).")
+flags.DEFINE_string("model", None, "Your trained Keras model (.keras, .h5 or a "
+                    "SavedModel directory): the baseline to compress, instead of "
+                    "training a teacher. Keras 3 models are rebuilt in Keras 2.")
+flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
+                  "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
                     "(default: runs/<dataset>, or runs/<dataset>-quick).")
 flags.DEFINE_integer("seed", 0, "Random seed for splits, initialization, shuffling.")
@@ -137,6 +158,15 @@ def config_from_flags() -> PipelineConfig:
     if FLAGS[flag_name].value is not None:
       changes.setdefault("analysis", {})[field_name] = _parse_numbers(
           flag_name, FLAGS[flag_name].value, kind)
+  for flag_name, kind in (("image_size", int), ("input_range", float)):
+    if FLAGS[flag_name].value is not None:
+      values = _parse_numbers(flag_name, FLAGS[flag_name].value, kind)
+      # --image_size 64 means 64x64.
+      changes.setdefault("data", {})[flag_name] = (
+          values * 2 if flag_name == "image_size" and len(values) == 1 else values)
+  for flag_name in ("labels_file", "color_mode"):
+    if FLAGS[flag_name].value is not None:
+      changes.setdefault("data", {})[flag_name] = FLAGS[flag_name].value
   if FLAGS.quant_modes is not None:
     changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
   for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
@@ -145,12 +175,15 @@ def config_from_flags() -> PipelineConfig:
       changes.setdefault(section, {})["layers"] = tuple(FLAGS[flag_name].value)
   sections = {section: dataclasses.replace(getattr(base, section), **values)
               for section, values in changes.items()}  # validates each one
-  dataset = sections.get("data", base.data).dataset
-  default_output_dir = f"runs/{dataset}" + ("-quick" if FLAGS.quick else "")
+  data = sections.get("data", base.data)
+  name = (f"folder-{os.path.basename(os.path.normpath(data.data_dir))}"
+          if data.dataset == "folder" else data.dataset)
+  default_output_dir = f"runs/{name}" + ("-quick" if FLAGS.quick else "")
   stages = tuple(FLAGS.stages) if FLAGS.stages is not None else base.stages
   return dataclasses.replace(
       base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
-      stages=stages, output_dir=FLAGS.output_dir or default_output_dir)
+      stages=stages, output_dir=FLAGS.output_dir or default_output_dir,
+      model=FLAGS.model, allow_unsafe_model=FLAGS.allow_unsafe_model)
 
 
 def _parse_numbers(flag_name: str, values, kind) -> tuple:
@@ -177,6 +210,9 @@ def _parse_pairs(flag_name: str, pairs, example: str) -> dict:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  # TensorFlow's converter logs every SavedModel it writes at INFO; the
+  # user's terminal gets tfopt's own lines and warnings only.
+  absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     config = config_from_flags()
     from tfopt import pipeline  # pylint: disable=g-import-not-at-top

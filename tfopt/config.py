@@ -5,6 +5,7 @@ naming the field, the value and what is allowed, before any work starts.
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
@@ -15,7 +16,8 @@ __all__ = [
     "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig", "QatConfig", "BinaryConfig", "AnalysisConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig",
 ]
 
-DATASETS = ("mnist", "fashion_mnist", "cifar10")
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder")
+COLOR_MODES = ("grayscale", "rgb")
 # Stages that make a model; convert and evaluate always follow them.
 STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster",
           "qat", "binary", "sensitivity", "bitwidth", "sweep")
@@ -55,23 +57,61 @@ def _require_positive_number(name, value):
 class DataConfig:
   """Which data set, where it comes from, and how much of it to use.
 
-  data_dir: a directory with the data set's files (IDX .gz or .npz); None
-    means the TFOPT_DATA_DIR environment variable, then a keras download.
-  validation_fraction: share of the training set held out for validation;
-    the test set is used only for the final measurements.
+  dataset: a named data set, or "folder": a folder of images in data_dir
+    (one subfolder per class, or Food-11 style <label>_<index>.jpg names,
+    optionally in training/ validation/ evaluation/; see tfopt.image_folder).
+  data_dir: a directory with the data set's files (IDX .gz or .npz, or the
+    image folder); None means the TFOPT_DATA_DIR environment variable, then
+    a keras download.
+  labels_file: class names, one per line, in output order (folders only).
+  image_size / color_mode: what folder images become, (height, width) and
+    grayscale | rgb; None: from the model, else the images' own.
+  input_range: the model input that pixel values 0 and 255 map to, e.g.
+    (0, 1), (0, 255) for a model that starts with Rescaling, or (-1, 1);
+    None: (0, 1), or what a given model's first layer says (see model_io).
+  validation_fraction: share of the training set held out for validation
+    (when there is no validation folder); the test set is used only for the
+    final measurements.
+  test_fraction: share of a folder without a test split held out as the
+    test set.
   max_train_examples / max_test_examples: take a slice (for a quick look).
   """
   dataset: str = "mnist"
   data_dir: Optional[str] = None
+  labels_file: Optional[str] = None
+  image_size: Optional[Tuple[int, int]] = None
+  color_mode: Optional[str] = None
+  input_range: Optional[Tuple[float, float]] = None
   validation_fraction: float = 0.1
+  test_fraction: float = 0.2
   max_train_examples: Optional[int] = None
   max_test_examples: Optional[int] = None
 
   def __post_init__(self):
     _require(self.dataset in DATASETS, "dataset", self.dataset,
              "one of " + ", ".join(DATASETS))
+    if self.dataset == "folder":
+      _require(bool(self.data_dir), "data_dir", self.data_dir,
+               "the image folder's path when dataset is folder")
+    elif self.labels_file is not None:
+      raise ConfigError(f"labels_file is for image folders; {self.dataset} "
+                        "has its own class names.")
+    if self.image_size is not None:
+      size = tuple(self.image_size)
+      _require(len(size) == 2 and all(isinstance(value, int) and value >= 1
+                                      for value in size),
+               "image_size", self.image_size, "two integers >= 1: height, width")
+    _require(self.color_mode in (None,) + COLOR_MODES, "color_mode",
+             self.color_mode, "grayscale or rgb")
+    if self.input_range is not None:
+      low_high = tuple(self.input_range)
+      _require(len(low_high) == 2 and all(isinstance(value, (int, float))
+                                          and math.isfinite(value) for value in low_high)
+               and low_high[0] < low_high[1], "input_range", self.input_range,
+               "two finite numbers low < high, e.g. 0,1 or 0,255 or -1,1")
     _require_fraction("validation_fraction", self.validation_fraction,
                       low_open=True)
+    _require_fraction("test_fraction", self.test_fraction, low_open=True)
     for name in ("max_train_examples", "max_test_examples"):
       if getattr(self, name) is not None:
         _require_positive_int(name, getattr(self, name))
@@ -450,6 +490,11 @@ class PipelineConfig:
     and make none.
   compare_scratch: also train the student from scratch with the same epochs
     (a control that shows what distillation gained); adds "scratch".
+  model: a trained Keras model (.keras, .h5 or a SavedModel directory) that
+    the teacher stage takes as the baseline instead of training one; Keras 3
+    models are rebuilt in Keras 2 (see tfopt.model_io).
+  allow_unsafe_model: let the model file run code on load (Lambda layers);
+    only for files you trust.
   """
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)
@@ -467,8 +512,12 @@ class PipelineConfig:
   seed: int = 0
   compare_scratch: bool = False
   stages: Tuple[str, ...] = DEFAULT_STAGES
+  model: Optional[str] = None
+  allow_unsafe_model: bool = False
 
   def __post_init__(self):
+    _require(self.model is None or (isinstance(self.model, str) and self.model.strip()),
+             "model", self.model, "a model file or SavedModel directory path")
     _require(isinstance(self.output_dir, str) and self.output_dir.strip(),
              "output_dir", self.output_dir, "a non-empty path")
     _check_stages(tuple(self.stages))

@@ -1,4 +1,5 @@
-"""Data sets: MNIST, Fashion-MNIST, CIFAR-10 from a local directory or a keras download.
+"""Data sets: MNIST, Fashion-MNIST, CIFAR-10 from a local directory or a keras
+download, or a folder of the user's own images (tfopt.image_folder).
 
 A local directory may hold the original IDX files (``train-images-idx3-ubyte.gz``
 and its three siblings, gzipped or not; MNIST and Fashion-MNIST) or one
@@ -17,6 +18,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from tfopt import image_folder
 from tfopt.config import DataConfig
 from tfopt.errors import TfoptError
 
@@ -45,10 +47,12 @@ class DataError(TfoptError, ValueError):
 
 @dataclasses.dataclass
 class Dataset:
-  """Images scaled to [0, 1] as float32 NHWC, integer labels.
+  """Images as float32 NHWC in the model's input range, integer labels.
 
-  The validation split comes from the training set; the test set is kept for
-  the final measurements only.
+  Pixel value p (0..255) is stored as low + p / 255 * (high - low), with
+  (low, high) = input_range; (0, 1) unless a model asks for another range.
+  The validation split comes from the training set unless the data has its
+  own; the test set is kept for the final measurements only.
   """
   name: str
   x_train: np.ndarray
@@ -59,6 +63,7 @@ class Dataset:
   y_test: np.ndarray
   class_names: list
   source: str
+  input_range: Tuple[float, float] = (0.0, 1.0)
 
   @property
   def input_shape(self) -> Tuple[int, ...]:
@@ -190,16 +195,40 @@ def _flat_labels(labels: np.ndarray) -> np.ndarray:
   return labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
 
 
-def _to_float_images(images: np.ndarray) -> np.ndarray:
+def _to_float_images(images: np.ndarray,
+                     input_range: Tuple[float, float]) -> np.ndarray:
+  """uint8 pixels (or floats in [0, 1]) -> float32 in input_range."""
   if images.ndim == 3:
     images = images[..., np.newaxis]
   if images.dtype == np.uint8:
-    return images.astype(np.float32) / 255.0
-  images = images.astype(np.float32)
-  if images.min() < 0 or images.max() > 1:
-    raise DataError("Float images must already be scaled to [0, 1]; found "
-                    f"values in [{images.min()}, {images.max()}].")
-  return images
+    unit = images.astype(np.float32) / 255.0
+  else:
+    unit = images.astype(np.float32)
+    if unit.min() < 0 or unit.max() > 1:
+      raise DataError("Float images must already be scaled to [0, 1]; found "
+                      f"values in [{unit.min()}, {unit.max()}].")
+  low, high = input_range
+  return unit if (low, high) == (0, 1) else unit * np.float32(high - low) + np.float32(low)
+
+
+def _load_folder(config: DataConfig, seed: int) -> Tuple[dict, str, list]:
+  """A user's image folder as arrays; a seeded test share if it has no test split."""
+  folder = image_folder.load_image_folder(config.data_dir, config.labels_file,
+                                          config.image_size, config.color_mode)
+  arrays = {f"{key}_{split}": value for key, by_split in
+            (("x", folder.images), ("y", folder.labels))
+            for split, value in by_split.items()}
+  if "test" not in folder.images:
+    order = np.random.default_rng(seed + 1).permutation(len(arrays["x_train"]))
+    test_count = max(1, int(round(len(order) * config.test_fraction)))
+    if test_count >= len(order):
+      raise DataError(f"{config.data_dir} holds {len(order)} images: too few "
+                      "to hold out a test split.")
+    for key in ("x", "y"):
+      whole = arrays[f"{key}_train"]
+      arrays[f"{key}_test"], arrays[f"{key}_train"] = (whole[order[:test_count]],
+                                                       whole[order[test_count:]])
+  return arrays, f"{config.data_dir} ({folder.layout})", folder.class_names
 
 
 def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
@@ -216,11 +245,14 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
     DataError: the data is missing, unreadable or inconsistent.
   """
   data_dir = config.data_dir or os.environ.get(DATA_DIR_ENV) or None
-  if data_dir:
-    arrays, source = _load_local(config.dataset, data_dir)
+  if config.dataset == "folder":
+    arrays, source, class_names = _load_folder(config, seed)
   else:
-    arrays, source = _download(config.dataset)
-  class_names = CLASS_NAMES[config.dataset]
+    if data_dir:
+      arrays, source = _load_local(config.dataset, data_dir)
+    else:
+      arrays, source = _download(config.dataset)
+    class_names = CLASS_NAMES[config.dataset]
   arrays = {key: _flat_labels(value) if key.startswith("y_") else value
             for key, value in arrays.items()}
   _check_arrays(arrays, len(class_names), source)
@@ -229,21 +261,27 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
   order = np.random.default_rng(seed).permutation(len(x_train))
   if config.max_train_examples:
     order = order[:config.max_train_examples]
-  val_count = max(1, int(round(len(order) * config.validation_fraction)))
-  if val_count >= len(order):
-    raise DataError(f"{len(order)} training examples leave nothing to train "
-                    f"on after a validation fraction of "
-                    f"{config.validation_fraction}.")
-  train_index, val_index = order[val_count:], order[:val_count]
+  if "x_val" in arrays:  # the data's own validation split
+    train_index, x_val, y_val = order, arrays["x_val"], arrays["y_val"]
+  else:
+    val_count = max(1, int(round(len(order) * config.validation_fraction)))
+    if val_count >= len(order):
+      raise DataError(f"{len(order)} training examples leave nothing to train "
+                      f"on after a validation fraction of "
+                      f"{config.validation_fraction}.")
+    train_index, val_index = order[val_count:], order[:val_count]
+    x_val, y_val = x_train[val_index], y_train[val_index]
   test_count = config.max_test_examples or len(arrays["x_test"])
+  input_range = tuple(float(value) for value in (config.input_range or (0.0, 1.0)))
   return Dataset(
       name=config.dataset,
-      x_train=_to_float_images(x_train[train_index]),
+      x_train=_to_float_images(x_train[train_index], input_range),
       y_train=y_train[train_index].astype(np.int32),
-      x_val=_to_float_images(x_train[val_index]),
-      y_val=y_train[val_index].astype(np.int32),
-      x_test=_to_float_images(arrays["x_test"][:test_count]),
+      x_val=_to_float_images(x_val, input_range),
+      y_val=y_val.astype(np.int32),
+      x_test=_to_float_images(arrays["x_test"][:test_count], input_range),
       y_test=arrays["y_test"][:test_count].astype(np.int32),
       class_names=class_names,
       source=source,
+      input_range=input_range,
   )

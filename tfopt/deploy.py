@@ -13,7 +13,7 @@
 import json
 import os
 import shutil
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -37,7 +37,8 @@ def _tensor(detail: dict) -> dict:
 
 
 def write_bundle(output_dir: str, tflite_path: str, row: dict,
-                 class_names: List[str], dataset: str) -> List[str]:
+                 class_names: List[str], dataset: str,
+                 input_range: Tuple[float, float] = (0.0, 1.0)) -> List[str]:
   """Writes deploy/ for the .tflite at `tflite_path`; returns the file paths.
 
   Args:
@@ -46,7 +47,9 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
     row: its measured report row (accuracy, sizes, latency, name).
     class_names: the class names, in the model's output order.
     dataset: the data set the figures were measured on.
+    input_range: the float input that pixel values 0 and 255 map to.
   """
+  low, high = input_range
   directory = os.path.join(output_dir, DIRECTORY)
   os.makedirs(directory, exist_ok=True)
   model_path = os.path.join(directory, "model.tflite")
@@ -70,7 +73,7 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
           "layout": "NHWC",
           # float input = pixel (0..255) * scale + offset; an int8 input then
           # quantizes it with input.scale and input.zero_point.
-          "pixel_scale": 1.0 / 255.0, "pixel_offset": 0.0,
+          "pixel_scale": (high - low) / 255.0, "pixel_offset": low,
       },
       "labels": "labels.txt",
       "class_names": list(class_names),

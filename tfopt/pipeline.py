@@ -20,9 +20,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfopt import (artifacts, binary, bitwidth, breakdown, cluster, convert, deploy,
-                   evaluate, lowrank, models, qat, report, slim, sweep, train)
+                   evaluate, lowrank, model_io, models, qat, report, slim, sweep,
+                   train)
 from tfopt._keras import keras
-from tfopt.config import PipelineConfig, TrainConfig
+from tfopt.config import DataConfig, PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.distill import distill, fine_tune
 from tfopt.errors import TfoptError
@@ -63,6 +64,7 @@ class RunState:
   dataset: Dataset
   output_dir: str
   manifest: artifacts.Manifest
+  user_model: Optional[model_io.LoadedModel] = None
   keras_models: Dict[str, keras.Model] = dataclasses.field(default_factory=dict)
   tflite_files: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   entries: List[ModelEntry] = dataclasses.field(default_factory=list)
@@ -165,11 +167,23 @@ def _fine_tuning_teacher(state: RunState, use_teacher: bool):
 
 
 def train_teacher(state: RunState):
+  if state.user_model is not None:
+    return take_user_model(state)
   config = state.config.teacher
   log(f"teacher: training {config.builder!r} for {config.epochs} epoch(s) on "
       f"{len(state.dataset.x_train)} images")
   model = state.build(config.builder)
   train.train_classifier(model, state.dataset, config)
+  state.add_model("teacher", ModelEntry("teacher", "baseline", "baseline"), model)
+
+
+def take_user_model(state: RunState):
+  """The teacher stage with --model: the user's model is the baseline."""
+  loaded = state.user_model
+  model, removed = model_io.logits_model(loaded.model)
+  log(f"teacher: your model {state.config.model} ({loaded.source}) is the "
+      "baseline, not trained" + ("; its final softmax is dropped (same "
+                                 "predictions, logits out)" if removed else ""))
   state.add_model("teacher", ModelEntry("teacher", "baseline", "baseline"), model)
 
 
@@ -636,10 +650,17 @@ def write_deploy_bundle(state: RunState):
                              for mode in deploy.PREFERRED_MODES) if row is not None)
   paths = deploy.write_bundle(state.output_dir, state.path(row.path),
                               dataclasses.asdict(row), state.dataset.class_names,
-                              state.dataset.name)
+                              state.dataset.name, state.dataset.input_range)
   for path in paths:
     state.manifest.record("deploy", path)
   log(f"deploy: {row.name} -> {os.path.join(state.output_dir, deploy.DIRECTORY)}/")
+
+
+def _baseline_source(state: RunState) -> str:
+  if state.user_model is None:
+    config = state.config.teacher
+    return f"the {config.builder!r} builder, trained here for {config.epochs} epoch(s)"
+  return f"your model {state.config.model} ({state.user_model.source}), not retrained"
 
 
 def write_report(state: RunState) -> report.Report:
@@ -647,6 +668,11 @@ def write_report(state: RunState) -> report.Report:
   result = report.Report(
       dataset=data.name, test_examples=len(data.x_test),
       baseline="baseline float32", models=state.rows,
+      baseline_source=_baseline_source(state),
+      data_source=(f"{data.source}, {len(data.x_train)} train / {len(data.x_val)} "
+                   f"validation / {len(data.x_test)} test images, "
+                   f"{'x'.join(map(str, data.input_shape))}, pixels 0..255 -> "
+                   f"{data.input_range[0]:g}..{data.input_range[1]:g}"),
       keras_accuracy={name: float(np.mean(keras_top1(state, name) == data.y_test))
                       for name in state.keras_models},
       layer_sparsity=[dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
@@ -679,17 +705,18 @@ def stages_for(config: PipelineConfig) -> List[tuple]:
       ("convert", convert_models), ("evaluate", evaluate_models)]
 
 
-def check_stage_layers(config: PipelineConfig, dataset: Dataset):
+def check_stage_layers(config: PipelineConfig, dataset: Dataset,
+                       user_model: Optional[keras.Model] = None):
   """Checks layer names given to slim / lowrank before any training.
 
-  Each is checked on a fresh build of the architecture the stage will see
-  (the teacher's, or the student's after distill); the stages in between
+  Each is checked on the architecture the stage will see (the teacher's, or
+  the user's model, or the student's after distill); the stages in between
   keep layer names.
 
   Raises:
     SlimError / LowRankError: a name that the stage would refuse.
   """
-  builder = config.teacher.builder
+  builder = user_model or config.teacher.builder
   for stage in config.stage_list():
     builder = config.distill.builder if stage == "distill" else builder
     names = {"slim": config.slim.layers, "cluster": config.cluster.layers,
@@ -699,7 +726,8 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
                  if name != "largest_dense"]}.get(stage)
     if not names and stage != "cluster":
       continue
-    model = models.build_model(builder, dataset.input_shape, dataset.num_classes)
+    model = (builder if isinstance(builder, keras.Model) else
+             models.build_model(builder, dataset.input_shape, dataset.num_classes))
     if stage == "slim":
       slim.prunable_convs(model, config.slim.criterion, names)
     elif stage == "cluster":
@@ -709,6 +737,66 @@ def check_stage_layers(config: PipelineConfig, dataset: Dataset):
       binary.binarizable_layers(model, names)
     else:
       lowrank.check_layers(model, names)
+
+
+def data_for_model(data: DataConfig, model: keras.Model) -> DataConfig:
+  """The data settings a given model asks for, where the user gave none.
+
+  Image size and color mode come from the model's input (they matter for
+  image folders; arrays are checked against them after loading); the input
+  range is (0, 255) when the model starts with Rescaling, else (0, 1).
+
+  Raises:
+    ModelLoadError: the model is not an image classifier tfopt can feed.
+  """
+  height, width, channels = model_io.image_input_shape(model)
+  changes = {}
+  if data.dataset == "folder":
+    if data.image_size is None and height and width:
+      changes["image_size"] = (int(height), int(width))
+    if data.color_mode is None:
+      changes["color_mode"] = "grayscale" if channels == 1 else "rgb"
+  if data.input_range is None:
+    detected = model_io.input_range_of(model)
+    changes["input_range"] = detected or (0.0, 1.0)
+    log("data: the model starts with Rescaling, so it is fed raw pixels 0..255"
+        if detected else "data: the model has no Rescaling at its input, so "
+        "pixels are scaled to 0..1; give --input_range if it expects another "
+        "range (e.g. -1,1)")
+  return dataclasses.replace(data, **changes)
+
+
+def check_model_fits_data(loaded: model_io.LoadedModel, dataset: Dataset):
+  """The user's model takes the data's images and has one output per class.
+
+  A Keras 3 rebuild is also checked against the original on test images.
+
+  Raises:
+    ModelLoadError: naming the mismatch and what to do.
+  """
+  model = loaded.model
+  expected = tuple(model.inputs[0].shape[1:])
+  if any(want not in (None, have) for want, have in zip(expected, dataset.input_shape)):
+    raise model_io.ModelLoadError(
+        f"The model takes {_shape_text(expected)} images but {dataset.name} "
+        f"images are {_shape_text(dataset.input_shape)}; give data of the "
+        "model's size" + (" (--image_size, --color_mode)" if dataset.name == "folder"
+                          else "") + ", or a model made for this data.")
+  classes = model.outputs[0].shape[-1]
+  if classes != dataset.num_classes:
+    raise model_io.ModelLoadError(
+        f"The model has {classes} outputs but the data has {dataset.num_classes} "
+        f"classes ({', '.join(dataset.class_names[:5])}"
+        f"{' ...' if dataset.num_classes > 5 else ''}); give the labels file "
+        "the model was trained with (one class per output, in order).")
+  if loaded.original is not None:
+    difference = model_io.outputs_match(loaded.original, model, dataset.x_test[:64])
+    log(f"teacher: the Keras 2 rebuild matches the Keras 3 model on 64 test "
+        f"images (max output difference {difference:.1e})")
+
+
+def _shape_text(shape) -> str:
+  return "x".join("?" if size is None else str(size) for size in shape)
 
 
 def run(config: PipelineConfig) -> report.Report:
@@ -724,15 +812,25 @@ def run(config: PipelineConfig) -> report.Report:
   Raises:
     TfoptError: bad configuration, data or output directory.
   """
-  models.get_builder(config.teacher.builder)
+  if config.model is None:
+    models.get_builder(config.teacher.builder)
   if "distill" in config.stages:
     models.get_builder(config.distill.builder)
   check_output_dir(config.output_dir)
   started = time.perf_counter()
+  user_model = None
+  if config.model is not None:
+    user_model = model_io.read_model(config.model, config.allow_unsafe_model)
+    config = dataclasses.replace(config, data=data_for_model(config.data,
+                                                            user_model.model))
   dataset = load_dataset(config.data, seed=config.seed)
   log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
-      f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images")
-  check_stage_layers(config, dataset)
+      f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images, "
+      f"{'x'.join(map(str, dataset.input_shape))}, pixels 0..255 -> "
+      f"{dataset.input_range[0]:g}..{dataset.input_range[1]:g}")
+  if user_model is not None:
+    check_model_fits_data(user_model, dataset)
+  check_stage_layers(config, dataset, user_model.model if user_model else None)
   try:
     os.makedirs(config.output_dir, exist_ok=True)
   except OSError as error:
@@ -740,7 +838,7 @@ def run(config: PipelineConfig) -> report.Report:
                          f"{config.output_dir!r} ({error}); choose a writable "
                          "--output_dir.") from error
   state = RunState(config, dataset, config.output_dir,
-                   artifacts.Manifest(config.output_dir))
+                   artifacts.Manifest(config.output_dir), user_model)
   state.stage_seconds["data"] = time.perf_counter() - started
   for name, stage in stages_for(config):
     started = time.perf_counter()

@@ -64,6 +64,9 @@ class Report:
   bitwidth: List[dict] = dataclasses.field(default_factory=list)
   sweep: List[dict] = dataclasses.field(default_factory=list)
   sensitivity: dict = dataclasses.field(default_factory=dict)
+  # Where the baseline came from: a builder trained here, or the user's file.
+  baseline_source: str = ""
+  data_source: str = ""
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -120,6 +123,10 @@ def render_markdown(report: Report) -> str:
   lines = [
       f"# tfopt report — {report.dataset}",
       "",
+  ]
+  if report.baseline_source:
+    lines += [f"Baseline: {report.baseline_source}. Data: {report.data_source}.", ""]
+  lines += [
       f"Every figure is measured on the `.tflite` file itself in LiteRT: "
       f"accuracy on {report.test_examples} test images, latency at batch 1 "
       f"with {report.config['evaluate']['num_threads']} thread(s) "
