@@ -44,10 +44,23 @@ def representative_dataset(images: np.ndarray, count: int, seed: int = 0):
   return generate
 
 
+_QAT_LAYERS = ("QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2")
+
+
 def is_quantization_aware(model: keras.Model) -> bool:
   """True for a tfmot QAT model: its fake-quant wrappers carry the ranges."""
-  return any(type(layer).__name__ in ("QuantizeLayer", "QuantizeWrapper",
-                                      "QuantizeWrapperV2") for layer in model.layers)
+  return any(type(layer).__name__ in _QAT_LAYERS for layer in model.layers)
+
+
+def _needs_calibration(model: keras.Model) -> bool:
+  """False only for a QAT model whose every layer carries its ranges.
+
+  A QAT model that kept float layers (e.g. Rescaling at its input, see
+  qat.FLOAT_LAYERS) needs representative images for those.
+  """
+  return not is_quantization_aware(model) or any(
+      type(layer).__name__ not in _QAT_LAYERS + ("InputLayer",)
+      for layer in model.layers)
 
 
 def to_tflite(model: keras.Model, mode: str = "float32",
@@ -77,7 +90,7 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "float16":
     converter.target_spec.supported_types = [tf.float16]
-  if mode in CALIBRATED_MODES and not is_quantization_aware(model):
+  if mode in CALIBRATED_MODES and _needs_calibration(model):
     if representative_images is None or not len(representative_images):
       raise ConversionError(f"{mode} conversion needs representative images "
                             "to calibrate activation ranges.")
@@ -87,7 +100,7 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     raise ConversionError(f"A quantization-aware model converts to int8 only, "
                           f"not {mode}.")
   if mode == "int8":
-    if not is_quantization_aware(model):
+    if _needs_calibration(model):
       # A QAT model is integer-only already; this flag would demand a
       # representative data set it does not need.
       converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]

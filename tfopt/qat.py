@@ -62,6 +62,49 @@ def _quantize_scheme(scheme: str):
       preserve_sparsity=scheme == "pcqat")
 
 
+class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
+  """Fake-quantizes a weightless layer's output only (tfmot has no config
+  for Rescaling; its collaborative schemes fail on it)."""
+
+  def get_weights_and_quantizers(self, layer):
+    return []
+
+  def get_activations_and_quantizers(self, layer):
+    return []
+
+  def set_quantize_weights(self, layer, quantize_weights):
+    pass
+
+  def set_quantize_activations(self, layer, quantize_activations):
+    pass
+
+  def get_output_quantizers(self, layer):
+    return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+        num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+  def get_config(self):
+    return {}
+
+
+# Input preprocessing layers that get OutputQuantizeConfig.
+OUTPUT_ONLY_LAYERS = (keras.layers.Rescaling,)
+
+
+def _annotated(model: keras.Model) -> keras.Model:
+  """A copy of `model` with every layer marked for QAT."""
+  if not any(isinstance(layer, OUTPUT_ONLY_LAYERS) for layer in model.layers):
+    return tfmot.quantization.keras.quantize_annotate_model(clone_model(model))
+
+  def annotate(layer):
+    copy = layer.__class__.from_config(layer.get_config())
+    config = OutputQuantizeConfig() if isinstance(layer, OUTPUT_ONLY_LAYERS) else None
+    return tfmot.quantization.keras.quantize_annotate_layer(copy, config)
+
+  annotated = keras.models.clone_model(model, clone_function=annotate)
+  annotated.set_weights(model.get_weights())
+  return annotated
+
+
 def apply_qat(model: keras.Model, scheme: str = "qat") -> keras.Model:
   """A quantization-aware copy of `model` (fake-quant wrappers, BN folded).
 
@@ -72,7 +115,7 @@ def apply_qat(model: keras.Model, scheme: str = "qat") -> keras.Model:
   if scheme not in SCHEMES:
     raise QatError(f"Unknown QAT scheme {scheme!r}; choose one of "
                    f"{', '.join(SCHEMES)}.")
-  annotated = tfmot.quantization.keras.quantize_annotate_model(clone_model(model))
+  annotated = _annotated(model)
   try:
     with quantize_scope():
       return tfmot.quantization.keras.quantize_apply(
@@ -102,7 +145,8 @@ def kernel_distinct(model: keras.Model, layers) -> dict:
 
 def quantize_scope():
   """The custom-object scope to load a saved quantization-aware model."""
-  return tfmot.quantization.keras.quantize_scope()
+  return tfmot.quantization.keras.quantize_scope(
+      {"OutputQuantizeConfig": OutputQuantizeConfig})
 
 
 def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
