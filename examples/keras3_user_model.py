@@ -1,7 +1,12 @@
-"""Trains and saves a plain Keras 3 MNIST classifier, as a user would.
+"""Trains and saves a plain Keras 3 classifier, as a user would.
 
     python examples/keras3_user_model.py --data_dir ../shared/data --out my_model.keras
     python -m tfopt.pipeline --model my_model.keras --dataset mnist --data_dir ../shared/data
+
+    # or on an image folder (see make_image_folder.py), then compress it there:
+    python examples/keras3_user_model.py --folder digits_food11 --out food_model.keras
+    python -m tfopt.pipeline --model food_model.keras --dataset folder \
+        --data_dir digits_food11 --labels_file digits_food11/labels.txt
 
 It uses `import keras` (Keras 3), feeds raw 0..255 pixels to a Rescaling
 layer, and ends in softmax: the usual shape of a user's model, and the case
@@ -17,9 +22,25 @@ import keras  # Keras 3, not tf_keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
 from tfopt.data import read_idx  # pylint: disable=g-import-not-at-top
+from tfopt.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
 
 
-def build(input_shape=(28, 28, 1), classes=10) -> keras.Model:
+def mnist(data_dir: str):
+  folder = os.path.join(data_dir, "mnist")
+  folder = folder if os.path.isdir(folder) else data_dir
+  images = read_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))[..., None]
+  labels = read_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))
+  return images, labels, 10
+
+
+def image_folder(path: str):
+  """The training split of a folder (labels.txt beside it names the classes)."""
+  labels_file = os.path.join(path, "labels.txt")
+  folder = load_image_folder(path, labels_file if os.path.isfile(labels_file) else None)
+  return folder.images["train"], folder.labels["train"], len(folder.class_names)
+
+
+def build(input_shape, classes) -> keras.Model:
   """Conv / BN / ReLU / pooling / Dense / Dropout behind a Rescaling layer."""
   inputs = keras.Input(input_shape)
   x = keras.layers.Rescaling(1 / 255.0)(inputs)
@@ -37,16 +58,16 @@ def build(input_shape=(28, 28, 1), classes=10) -> keras.Model:
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--data_dir", required=True, help="holds the MNIST IDX .gz files")
+  parser.add_argument("--data_dir", help="holds the MNIST IDX .gz files")
+  parser.add_argument("--folder", help="an image folder to train on instead")
   parser.add_argument("--out", default="my_model.keras")
   parser.add_argument("--epochs", type=int, default=3)
   args = parser.parse_args()
-  folder = os.path.join(args.data_dir, "mnist")
-  folder = folder if os.path.isdir(folder) else args.data_dir
-  images = read_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"))[..., None]
-  labels = read_idx(os.path.join(folder, "train-labels-idx1-ubyte.gz"))
+  if bool(args.data_dir) == bool(args.folder):
+    parser.error("give --data_dir (MNIST) or --folder (an image folder)")
+  images, labels, classes = mnist(args.data_dir) if args.data_dir else image_folder(args.folder)
   keras.utils.set_random_seed(0)
-  model = build()
+  model = build(images.shape[1:], classes)
   model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
   model.fit(images.astype(np.float32), labels, batch_size=128, epochs=args.epochs,
             validation_split=0.1, verbose=2)

@@ -21,3 +21,18 @@ def test_each_stage_example_runs_on_an_mnist_slice(mnist_dir, tmp_path):
   assert measured["weight_sparsity"] > 0.6
   assert measured["gzip_bytes"] < measured["tflite_bytes"]
   assert (tmp_path / "student_int8.tflite").is_file()
+
+
+def test_make_image_folder_writes_a_food11_folder_tfopt_reads(mnist_dir, tmp_path,
+                                                              monkeypatch):
+  import sys  # pylint: disable=g-import-not-at-top
+  from tfopt.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "digits"
+  monkeypatch.setattr(sys, "argv", ["make_image_folder.py", "--data_dir", mnist_dir,
+                                    "--out", str(out), "--train", "40", "--val", "10",
+                                    "--test", "10", "--size", "20"])
+  _load("make_image_folder").main()
+  folder = load_image_folder(str(out), labels_file=str(out / "labels.txt"))
+  assert folder.class_names[:2] == ["zero", "one"]
+  assert folder.images["train"].shape == (40, 20, 20, 3)
+  assert len(folder.images["val"]) == 10 and len(folder.images["test"]) == 10

@@ -191,3 +191,19 @@ def test_softmax_dense_becomes_logits_with_the_same_argmax(tmp_path):
                              atol=1e-6)
   plain = keras2.Model(inputs, keras2.layers.Dense(3)(inputs))
   assert model_io.logits_model(plain) == (plain, False)
+
+
+@pytest.mark.parametrize("scheme", ["qat", "pqat", "cqat", "pcqat"])
+def test_every_qat_scheme_takes_a_model_that_starts_with_rescaling(tmp_path, scheme):
+  from tfopt import convert, evaluate, qat  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / "m.keras")
+  _keras3_classifier((16, 16, 3), 3).save(path)
+  model, _ = model_io.logits_model(model_io.read_model(path).model)
+  quantized = qat.apply_qat(model, scheme)
+  assert not any(isinstance(layer, keras2.layers.Rescaling) for layer in quantized.layers)
+  images = np.random.default_rng(0).uniform(0, 255, (8, 16, 16, 3)).astype("float32")
+  quantized(images, training=True)  # let the fake-quant ranges see data
+  tflite = tmp_path / "q.tflite"
+  tflite.write_bytes(convert.to_tflite(quantized, "int8"))  # no calibration needed
+  contents = evaluate.inspect_tflite(str(tflite))
+  assert contents.input_dtype == "int8" and set(contents.weight_dtypes) == {"int8"}
