@@ -67,6 +67,8 @@ def main():
     parser.error("give --data_dir (MNIST) or --folder (an image folder)")
   images, labels, classes = mnist(args.data_dir) if args.data_dir else image_folder(args.folder)
   keras.utils.set_random_seed(0)
+  order = np.random.default_rng(0).permutation(len(images))  # folders come sorted by class
+  images, labels = images[order], labels[order]
   model = build(images.shape[1:], classes)
   model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
   model.fit(images.astype(np.float32), labels, batch_size=128, epochs=args.epochs,

@@ -157,6 +157,12 @@ def test_rerun_into_its_own_output_dir_is_allowed(quick_run):
     ("--bits=8,eight", "--bits=8,eight is invalid"),
     ("--max_accuracy_drop=-1", "max_accuracy_drop=-1.0 is invalid"),
     ("--sensitivity_target_sparsity=1.5", "sensitivity_target_sparsity=1.5 is invalid"),
+    ("--model=/nonexistent/m.keras", "Model '/nonexistent/m.keras' does not exist"),
+    ("--model=m.keras --teacher_epochs=3", "--teacher_epochs set how a teacher is trained"),
+    ("--dataset=folder", "Image folder '/nonexistent' does not exist"),
+    ("--input_range=1,0", "input_range=(1.0, 0.0) is invalid"),
+    ("--image_size=32", "image_size is for image folders"),
+    ("--dataset=folder --color_mode=cmyk", "color_mode='cmyk' is invalid"),
 ])
 def test_bad_input_fails_fast_with_one_message(flag, expected, tmp_path):
   output_dir = tmp_path / "out"

@@ -134,6 +134,12 @@ _OVERRIDES = {
 def config_from_flags() -> PipelineConfig:
   """Builds the PipelineConfig from the parsed flags (raises ConfigError)."""
   base = PipelineConfig.quick() if FLAGS.quick else PipelineConfig()
+  ignored = [f"--{name}" for name in ("teacher", "teacher_epochs", "teacher_learning_rate")
+             if FLAGS.model and FLAGS[name].value is not None]
+  if ignored:
+    raise ConfigError(f"{', '.join(ignored)} set how a teacher is trained, but --model "
+                      "gives the baseline and nothing is trained in its place; drop "
+                      f"{' and '.join(ignored)}.")
   changes = {}
   for flag_name, (section, field_name) in _OVERRIDES.items():
     if FLAGS[flag_name].value is not None:

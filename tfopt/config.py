@@ -93,9 +93,11 @@ class DataConfig:
     if self.dataset == "folder":
       _require(bool(self.data_dir), "data_dir", self.data_dir,
                "the image folder's path when dataset is folder")
-    elif self.labels_file is not None:
-      raise ConfigError(f"labels_file is for image folders; {self.dataset} "
-                        "has its own class names.")
+    else:
+      for name in ("labels_file", "image_size", "color_mode"):
+        if getattr(self, name) is not None:
+          raise ConfigError(f"{name} is for image folders (dataset folder); "
+                            f"{self.dataset} has its own classes and image size.")
     if self.image_size is not None:
       size = tuple(self.image_size)
       _require(len(size) == 2 and all(isinstance(value, int) and value >= 1
