@@ -86,3 +86,18 @@ def trained_teacher(dataset):
   train.train_classifier(model, dataset, TrainConfig("student", epochs=3,
                                                      batch_size=32), verbose=0)
   return model
+
+
+def keras3_cnn(input_shape=(28, 28, 1), classes=10, activation=None, name="users_cnn"):
+  """A user's Keras 3 model: Rescaling, Conv/BN/ReLU, pooling, Dropout, Dense."""
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  inputs = keras3.Input(input_shape)
+  x = keras3.layers.Rescaling(1 / 255.0)(inputs)
+  x = keras3.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
+  x = keras3.layers.BatchNormalization()(x)
+  x = keras3.layers.ReLU()(x)
+  x = keras3.layers.MaxPooling2D()(x)
+  x = keras3.layers.Flatten()(x)
+  x = keras3.layers.Dropout(0.2)(x)
+  outputs = keras3.layers.Dense(classes, activation=activation)(x)
+  return keras3.Model(inputs, outputs, name=name)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from conftest import keras3_cnn
 from tfopt import model_io
 from tfopt._keras import keras as keras2
 
@@ -10,16 +11,7 @@ keras3 = pytest.importorskip("keras")
 
 
 def _keras3_model():
-  inputs = keras3.Input((28, 28, 1))
-  x = keras3.layers.Rescaling(1 / 255.0)(inputs)
-  x = keras3.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
-  x = keras3.layers.BatchNormalization()(x)
-  x = keras3.layers.ReLU()(x)
-  x = keras3.layers.MaxPooling2D()(x)
-  x = keras3.layers.Flatten()(x)
-  x = keras3.layers.Dropout(0.2)(x)
-  outputs = keras3.layers.Dense(10)(x)
-  model = keras3.Model(inputs, outputs, name="users_cnn")
+  model = keras3_cnn()
   # Non-trivial BN statistics, so that copying them is checked.
   bn = model.layers[3]
   bn.set_weights([np.random.default_rng(0).uniform(0.5, 1.5, 8).astype("float32")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, write_idx_dataset
+from conftest import REPO_ROOT, keras3_cnn, write_idx_dataset
 from test_deploy import WITHOUT_TF
 from tfopt import model_io
 from tfopt._keras import keras as keras2
@@ -43,17 +43,8 @@ def color_folder(tmp_path_factory):
 
 
 def _keras3_classifier(input_shape, classes):
-  """A user's model: Rescaling, Conv/BN/ReLU, pooling, Dropout, softmax Dense."""
-  inputs = keras3.Input(input_shape)
-  x = keras3.layers.Rescaling(1 / 255.0)(inputs)
-  x = keras3.layers.Conv2D(8, 3, padding="same", use_bias=False)(x)
-  x = keras3.layers.BatchNormalization()(x)
-  x = keras3.layers.ReLU()(x)
-  x = keras3.layers.MaxPooling2D()(x)
-  x = keras3.layers.Flatten()(x)
-  x = keras3.layers.Dropout(0.2)(x)
-  outputs = keras3.layers.Dense(classes, activation="softmax")(x)
-  return keras3.Model(inputs, outputs, name="users_model")
+  """A user's model, ending in softmax as most do."""
+  return keras3_cnn(input_shape, classes, activation="softmax", name="users_model")
 
 
 @pytest.fixture(scope="module")
