@@ -14,6 +14,8 @@ import dataclasses
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from typing import Optional, Tuple
 
 import numpy as np
@@ -116,7 +118,12 @@ def _find_idx_files(directory: str) -> Optional[dict]:
 
 
 def _load_npz(path: str) -> dict:
+  """x_train, y_train, x_test, y_test from an .npz of plain arrays (never pickle)."""
   try:
+    with open(path, "rb") as stream:
+      if stream.read(4) not in (b"PK\x03\x04", b"PK\x05\x06"):
+        raise DataError(f"{path} is not an .npz archive (not a zip file); "
+                        "write it with np.savez.")
     with np.load(path, allow_pickle=False) as archive:
       missing = [key for key in IDX_FILES if key not in archive.files]
       if missing:
@@ -125,11 +132,18 @@ def _load_npz(path: str) -> dict:
       return {key: archive[key] for key in IDX_FILES}
   except DataError:
     raise
-  except ValueError as error:  # object arrays need pickle: refused.
-    raise DataError(f"{path} holds pickled objects, which tfopt refuses to "
-                    "load; save plain numeric arrays with np.savez.") from error
-  except (OSError, EOFError) as error:
-    raise DataError(f"Cannot read {path} as an .npz archive: {error}.") from error
+  except ValueError as error:
+    if "allow_pickle" in str(error):  # object arrays need pickle: refused.
+      raise DataError(f"{path} holds pickled objects, which tfopt refuses to "
+                      "load; save plain numeric arrays with np.savez.") from error
+    raise _corrupt_npz(path, error) from error
+  except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+    raise _corrupt_npz(path, error) from error
+
+
+def _corrupt_npz(path: str, error: Exception) -> DataError:
+  return DataError(f"Cannot read {path} as an .npz archive ({error}); the file "
+                   "is truncated or corrupt: write it again with np.savez.")
 
 
 def _load_local(name: str, data_dir: str) -> Tuple[dict, str]:

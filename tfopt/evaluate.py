@@ -6,6 +6,7 @@ the Keras model it came from. Latency is batch 1 with a fixed thread count:
 warm-up invokes, then the median of timed invokes.
 """
 
+import contextlib
 import dataclasses
 import os
 import time
@@ -28,15 +29,37 @@ class TFLiteError(TfoptError, ValueError):
 
 def _open_interpreter(path: str, num_threads: int, with_delegates: bool = True):
   if not os.path.isfile(path):
-    raise TFLiteError(f"{path} does not exist.")
+    raise TFLiteError(f"{path} does not exist; give the path of a .tflite file.")
   resolver = (OpResolverType.AUTO if with_delegates
               else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
   try:
     return Interpreter(model_path=path, num_threads=num_threads,
                        experimental_op_resolver_type=resolver)
   except (ValueError, RuntimeError) as error:
-    raise TFLiteError(f"{path} is not a valid .tflite model ({error}); "
-                      "convert the model again.") from error
+    raise TFLiteError(
+        f"{path} is not a valid .tflite model ({error}). A Keras model must be "
+        "converted first (python -m tfopt.pipeline --model it); a .tflite file "
+        "that fails here is truncated or corrupt: convert it again.") from error
+
+
+@contextlib.contextmanager
+def _litert_errors(path: str):
+  """Turns LiteRT's errors on a damaged file into one TFLiteError.
+
+  Fuzzing showed a file with flipped bytes can load and then fail later:
+  tensor names that are not UTF-8, shapes no kernel can prepare.
+  """
+  try:
+    yield
+  except TFLiteError:
+    raise
+  except (RuntimeError, ValueError, KeyError, IndexError) as error:
+    raise TFLiteError(
+        f"LiteRT cannot run {path} ({error}). Either the file is corrupt or "
+        "needs ops this LiteRT lacks (convert the model again), or its int8 "
+        "scales are degenerate: a layer whose outputs were all ~0 on the "
+        "calibration images, as in a model that did not learn (check its "
+        "training accuracy).") from error
 
 
 class TFLiteClassifier:
@@ -50,8 +73,9 @@ class TFLiteClassifier:
   def __init__(self, path: str, num_threads: int = 1):
     self.path = path
     self.interpreter = _open_interpreter(path, num_threads)
-    inputs = self.interpreter.get_input_details()
-    outputs = self.interpreter.get_output_details()
+    with _litert_errors(path):
+      inputs = self.interpreter.get_input_details()
+      outputs = self.interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
       raise TFLiteError(f"{path} has {len(inputs)} inputs and {len(outputs)} "
                         "outputs; tfopt evaluates one-input, one-output classifiers.")
@@ -65,8 +89,9 @@ class TFLiteClassifier:
   def _resize(self, batch: int):
     if self._batch != batch:
       shape = [batch] + list(self.input["shape"][1:])
-      self.interpreter.resize_tensor_input(self.input["index"], shape)
-      self.interpreter.allocate_tensors()
+      with _litert_errors(self.path):
+        self.interpreter.resize_tensor_input(self.input["index"], shape)
+        self.interpreter.allocate_tensors()
       self._batch = batch
 
   def quantize_input(self, images: np.ndarray) -> np.ndarray:
@@ -88,16 +113,18 @@ class TFLiteClassifier:
   def run(self, images: np.ndarray) -> np.ndarray:
     """Output (dequantized logits) for one batch of float images."""
     self._resize(len(images))
-    self.interpreter.set_tensor(self.input["index"], self.quantize_input(images))
-    self.interpreter.invoke()
-    return self.dequantize_output(self.interpreter.get_tensor(self.output["index"]))
+    with _litert_errors(self.path):
+      self.interpreter.set_tensor(self.input["index"], self.quantize_input(images))
+      self.interpreter.invoke()
+      return self.dequantize_output(self.interpreter.get_tensor(self.output["index"]))
 
   def predict(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
     """Dequantized outputs for all `images`, run in batches."""
-    expected = tuple(self.input["shape"][1:])
+    expected = tuple(int(size) for size in self.input["shape"][1:])
     if tuple(images.shape[1:]) != expected:
       raise TFLiteError(f"{self.path} takes images of shape {expected}, got "
-                        f"{tuple(images.shape[1:])}.")
+                        f"{tuple(images.shape[1:])}: give the data set the "
+                        "model was made for.")
     return np.concatenate([self.run(images[start:start + batch_size])
                            for start in range(0, len(images), batch_size)])
 
@@ -121,15 +148,16 @@ def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
   classifier = TFLiteClassifier(path, num_threads)
   classifier._resize(1)  # pylint: disable=protected-access
   interpreter = classifier.interpreter
-  interpreter.set_tensor(classifier.input["index"],
-                         classifier.quantize_input(image[np.newaxis]))
-  for _ in range(warmup):
-    interpreter.invoke()
-  timings = np.empty(runs)
-  for run in range(runs):
-    start = time.perf_counter_ns()
-    interpreter.invoke()
-    timings[run] = time.perf_counter_ns() - start
+  with _litert_errors(path):
+    interpreter.set_tensor(classifier.input["index"],
+                           classifier.quantize_input(image[np.newaxis]))
+    for _ in range(warmup):
+      interpreter.invoke()
+    timings = np.empty(runs)
+    for run in range(runs):
+      start = time.perf_counter_ns()
+      interpreter.invoke()
+      timings[run] = time.perf_counter_ns() - start
   return float(np.median(timings) / 1000.0)
 
 
@@ -200,6 +228,11 @@ def inspect_tflite(path: str) -> TFLiteContents:
   feeds its op through a DEQUANTIZE; the float16 constant is what is read.
   """
   interpreter = _open_interpreter(path, 1, with_delegates=False)
+  with _litert_errors(path):
+    return _read_contents(interpreter)
+
+
+def _read_contents(interpreter) -> TFLiteContents:
   interpreter.allocate_tensors()
   tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
   op_details = interpreter._get_ops_details()  # pylint: disable=protected-access

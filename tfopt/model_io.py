@@ -69,7 +69,9 @@ def saved_keras_version(path: str) -> str:
       with zipfile.ZipFile(path) as archive:
         metadata = json.loads(archive.read("metadata.json"))
     except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
-      raise ModelLoadError(f"{path} is not a readable .keras file ({error}).") from error
+      raise ModelLoadError(f"{path} is not a readable .keras file ({error}); it is "
+                           "truncated or not a Keras model: save it again with "
+                           "model.save('model.keras').") from error
     return str(metadata.get("keras_version", "3")).split(".")[0]
   if path.endswith(".h5"):
     import h5py  # pylint: disable=g-import-not-at-top
@@ -77,7 +79,9 @@ def saved_keras_version(path: str) -> str:
       with h5py.File(path, "r") as handle:
         version = handle.attrs.get("keras_version", "2")
     except OSError as error:
-      raise ModelLoadError(f"{path} is not a readable .h5 file ({error}).") from error
+      raise ModelLoadError(f"{path} is not a readable .h5 file ({error}); it is "
+                           "truncated or not a Keras model: save it again with "
+                           "model.save('model.h5').") from error
     version = version.decode() if isinstance(version, bytes) else str(version)
     return version.split(".")[0]
   raise ModelLoadError(f"{path}: give a .keras or .h5 model file.")

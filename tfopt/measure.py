@@ -1,0 +1,110 @@
+"""Measure one .tflite file (or deploy bundle) on a data set's test split.
+
+    python -m tfopt.measure runs/mnist/student_pruned_int8.tflite --dataset mnist
+    python -m tfopt.measure runs/mnist/deploy --data_dir ../shared/data
+
+Prints the file's size, gzip size, input type, top-1 accuracy in LiteRT and
+batch-1 latency, the same measurements as the pipeline's report. Needs no
+TensorFlow unless the data set must be downloaded.
+"""
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional, Tuple
+
+from tfopt import artifacts, evaluate
+from tfopt.config import DATASETS, DataConfig
+from tfopt.data import load_dataset
+from tfopt.errors import TfoptError
+
+__all__ = ["measure_file", "main"]
+
+
+def _bundle_file(path: str) -> Tuple[str, Optional[Tuple[float, float]]]:
+  """A deploy bundle's .tflite and input range; a file path as it is."""
+  spec_path = os.path.join(path, "model.json")
+  if not os.path.isdir(path):
+    return path, None
+  if not os.path.isfile(spec_path):
+    raise evaluate.TFLiteError(f"{path} is a directory without model.json; give a "
+                               ".tflite file or a tfopt deploy/ bundle.")
+  try:
+    with open(spec_path, encoding="utf-8") as stream:
+      spec = json.load(stream)
+    scale, low = spec["preprocessing"]["pixel_scale"], spec["preprocessing"]["pixel_offset"]
+    return os.path.join(path, spec["model"]), (low, low + 255 * scale)
+  except (OSError, ValueError, KeyError, TypeError) as error:
+    raise evaluate.TFLiteError(f"{spec_path} is not a tfopt bundle description "
+                               f"({error}); write the bundle again with "
+                               "python -m tfopt.pipeline.") from error
+
+
+def measure_file(path: str, data: DataConfig, num_threads: int = 1,
+                 latency_runs: int = 50) -> dict:
+  """Size, gzip size, input dtype, accuracy and latency of one .tflite file."""
+  path, bundle_range = _bundle_file(path)
+  if data.input_range is None and bundle_range is not None:
+    data = DataConfig(**dict(vars(data), input_range=bundle_range))
+  classifier = evaluate.TFLiteClassifier(path, num_threads)  # checks the file first
+  dataset = load_dataset(data)
+  return dict(
+      file=path, tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
+      input_dtype=str(classifier.input_dtype.__name__),
+      accuracy=evaluate.accuracy(path, dataset.x_test, dataset.y_test, num_threads),
+      test_examples=len(dataset.x_test), dataset=dataset.name,
+      latency_us=evaluate.latency_us(path, dataset.x_test[0], num_threads,
+                                     warmup=max(1, latency_runs // 10),
+                                     runs=latency_runs))
+
+
+def _parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog="python -m tfopt.measure", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("model", help="a .tflite file, or a deploy/ bundle directory")
+  parser.add_argument("--dataset", default="mnist", choices=DATASETS)
+  parser.add_argument("--data_dir", help="the data set's directory (default "
+                      "$TFOPT_DATA_DIR, then download)")
+  parser.add_argument("--labels_file", help="image folders: class names in order")
+  parser.add_argument("--input_range", help="LOW,HIGH the model takes for pixels "
+                      "0 and 255 (default: the bundle's, else 0,1)")
+  parser.add_argument("--max_test_examples", type=int)
+  parser.add_argument("--num_threads", type=int, default=1)
+  parser.add_argument("--latency_runs", type=int, default=50)
+  return parser
+
+
+def _input_range(text: Optional[str]) -> Optional[Tuple[float, ...]]:
+  if text is None:
+    return None
+  try:
+    return tuple(float(value) for value in text.split(","))
+  except ValueError as error:
+    raise TfoptError(f"--input_range={text} is invalid: give LOW,HIGH, e.g. "
+                     "0,1 or -1,1.") from error
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  args = _parser().parse_args(argv)
+  try:
+    if args.num_threads < 1 or args.latency_runs < 1:
+      raise TfoptError("--num_threads and --latency_runs must be integers >= 1.")
+    data = DataConfig(dataset=args.dataset, data_dir=args.data_dir,
+                      labels_file=args.labels_file,
+                      input_range=_input_range(args.input_range),
+                      max_test_examples=args.max_test_examples)
+    measured = measure_file(args.model, data, args.num_threads, args.latency_runs)
+  except TfoptError as error:
+    print(f"tfopt: error: {error}", file=sys.stderr)
+    return 2
+  print(f"{measured['file']}: {measured['tflite_bytes']:,} B "
+        f"({measured['gzip_bytes']:,} B gzip), {measured['input_dtype']} input, "
+        f"accuracy {measured['accuracy']:.2%} on {measured['test_examples']} "
+        f"{measured['dataset']} test images, {measured['latency_us']:,.0f} µs "
+        f"(batch 1, {args.num_threads} thread(s))")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
