@@ -253,6 +253,13 @@ def test_prune_cluster_pcqat_stages_from_python(tmp_path):
   assert pcqat.gzip_bytes < 0.7 * result.row("baseline int8").gzip_bytes
   assert (tmp_path / "out" / "teacher_pruned_clustered_pcqat.h5").stat().st_size > 0
   assert "## Quantization-aware training" in (tmp_path / "out" / "report.md").read_text()
+  # Run again: every stage is kept, the QAT .h5 reloads, the summaries replay.
+  again = pipeline.run(config)
+  assert again.resumed_stages == ["teacher", "prune", "cluster", "qat", "convert",
+                                  "evaluate"]
+  assert again.models == result.models
+  assert again.qat[0]["max_distinct_per_channel"] == run["max_distinct_per_channel"]
+  assert again.weight_sharing.keys() == result.weight_sharing.keys()
 
 
 def test_binary_stage_from_python(tmp_path):

@@ -40,6 +40,14 @@ flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
                   "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
                     "(default: runs/<dataset>, or runs/<dataset>-quick).")
+flags.DEFINE_bool("force", False, "Redo every stage, even those an earlier run "
+                  "into the same --output_dir finished with the same settings "
+                  "(by default they are kept, after checking their files).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+                  "Where teacher, distill and prune train: one device, every "
+                  "local GPU (mirrored), or the cluster in TF_CONFIG "
+                  "(multi_worker, run the same command on every worker). "
+                  "--batch_size is per replica.")
 flags.DEFINE_integer("seed", 0, "Random seed for splits, initialization, shuffling.")
 flags.DEFINE_bool("quick", False, "A fast look: a small slice of the data and "
                   "one epoch per stage. Figures are not representative.")
@@ -189,7 +197,8 @@ def config_from_flags() -> PipelineConfig:
   return dataclasses.replace(
       base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
       stages=stages, output_dir=FLAGS.output_dir or default_output_dir,
-      model=FLAGS.model, allow_unsafe_model=FLAGS.allow_unsafe_model)
+      model=FLAGS.model, allow_unsafe_model=FLAGS.allow_unsafe_model,
+      strategy=FLAGS.strategy)
 
 
 def _parse_numbers(flag_name: str, values, kind) -> tuple:
@@ -222,7 +231,7 @@ def main(argv):
   try:
     config = config_from_flags()
     from tfopt import pipeline  # pylint: disable=g-import-not-at-top
-    result = pipeline.run(config)
+    result = pipeline.run(config, force=FLAGS.force)
   except TfoptError as error:
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2

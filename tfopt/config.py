@@ -24,6 +24,7 @@ STAGES = ("teacher", "distill", "scratch", "prune", "slim", "lowrank", "cluster"
 # Stages that measure the current model and make none.
 ANALYSIS_STAGES = ("bitwidth", "sweep")
 DEFAULT_STAGES = ("teacher", "distill", "prune")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 class ConfigError(TfoptError, ValueError):
@@ -497,6 +498,9 @@ class PipelineConfig:
     models are rebuilt in Keras 2 (see tfopt.model_io).
   allow_unsafe_model: let the model file run code on load (Lambda layers);
     only for files you trust.
+  strategy: where teacher, distill and prune train: "default" (one device),
+    "mirrored" (every local GPU) or "multi_worker" (the cluster in
+    TF_CONFIG); batch sizes are per replica (see tfopt.distribute).
   """
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)
@@ -516,8 +520,11 @@ class PipelineConfig:
   stages: Tuple[str, ...] = DEFAULT_STAGES
   model: Optional[str] = None
   allow_unsafe_model: bool = False
+  strategy: str = "default"
 
   def __post_init__(self):
+    _require(self.strategy in STRATEGIES, "strategy", self.strategy,
+             "one of " + ", ".join(STRATEGIES))
     _require(self.model is None or (isinstance(self.model, str) and self.model.strip()),
              "model", self.model, "a model file or SavedModel directory path")
     _require(isinstance(self.output_dir, str) and self.output_dir.strip(),

@@ -12,14 +12,13 @@
 
 import json
 import os
-import shutil
 from typing import List, Tuple
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 from tfopt import __version__
-from tfopt.artifacts import sha256_of, write_text_atomic
+from tfopt.artifacts import copy_file_atomic, sha256_of, write_text_atomic
 
 __all__ = ["DIRECTORY", "PREFERRED_MODES", "write_bundle"]
 
@@ -53,9 +52,7 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
   directory = os.path.join(output_dir, DIRECTORY)
   os.makedirs(directory, exist_ok=True)
   model_path = os.path.join(directory, "model.tflite")
-  temporary = model_path + ".tmp"
-  shutil.copyfile(tflite_path, temporary)
-  os.replace(temporary, model_path)
+  copy_file_atomic(tflite_path, model_path)
   interpreter = Interpreter(model_path=model_path)
   input_detail = interpreter.get_input_details()[0]
   height, width, channels = (int(size) for size in input_detail["shape"][1:4])

@@ -42,8 +42,13 @@ class Distiller(keras.Model):
     self.teacher = require_keras2_model(teacher, "teacher")
     self.alpha = float(alpha)
     self.temperature = float(temperature)
-    self.student_loss_fn = classifier_loss()
-    self.distillation_loss_fn = keras.losses.KLDivergence()
+    # Per-example losses, averaged over the global batch in train_step: under
+    # a tf.distribute strategy each replica sees 1/N of the batch and the
+    # gradients of the N replicas are summed.
+    none = keras.losses.Reduction.NONE
+    self.student_loss_fn = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction=none)
+    self.distillation_loss_fn = keras.losses.KLDivergence(reduction=none)
     self.loss_tracker = keras.metrics.Mean(name="loss")
     self.student_loss_tracker = keras.metrics.Mean(name="student_loss")
     self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
@@ -65,7 +70,7 @@ class Distiller(keras.Model):
     return self.student(inputs, training=training)
 
   def distillation_loss(self, teacher_logits, student_logits):
-    """temperature**2 * KL(softmax(teacher/T) || softmax(student/T))."""
+    """temperature**2 * KL(softmax(teacher/T) || softmax(student/T)), per example."""
     soft_teacher = tf.nn.softmax(teacher_logits / self.temperature, axis=-1)
     soft_student = tf.nn.softmax(student_logits / self.temperature, axis=-1)
     return self.temperature ** 2 * self.distillation_loss_fn(soft_teacher,
@@ -78,18 +83,24 @@ class Distiller(keras.Model):
       student_logits = self.student(images, training=True)
       student_loss = self.student_loss_fn(labels, student_logits)
       distillation_loss = self.distillation_loss(teacher_logits, student_logits)
-      loss = self.alpha * distillation_loss + (1 - self.alpha) * student_loss
+      per_example = self.alpha * distillation_loss + (1 - self.alpha) * student_loss
+      # The mean over the global batch (over this batch on one device), plus
+      # the student's own regularization losses, split across replicas.
+      loss = tf.nn.compute_average_loss(per_example)
+      if self.student.losses:
+        loss += tf.nn.scale_regularization_loss(tf.add_n(self.student.losses))
     variables = self.student.trainable_variables
     self.optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-    return self._update_metrics(labels, student_logits, loss, student_loss,
-                                distillation_loss)
+    return self._update_metrics(labels, student_logits, tf.reduce_mean(per_example),
+                                tf.reduce_mean(student_loss),
+                                tf.reduce_mean(distillation_loss))
 
   def test_step(self, data):
     images, labels = data
     student_logits = self.student(images, training=False)
     student_loss = self.student_loss_fn(labels, student_logits)
     self.compiled_metrics.update_state(labels, student_logits)
-    self.student_loss_tracker.update_state(student_loss)
+    self.student_loss_tracker.update_state(tf.reduce_mean(student_loss))
     return {metric.name: metric.result() for metric in self.metrics
             if metric is not self.loss_tracker
             and metric is not self.distillation_loss_tracker}

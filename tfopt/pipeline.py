@@ -8,7 +8,10 @@ artifacts atomically into the output directory and lists them in manifest.json.
 """
 
 import dataclasses
+import io
 import os
+import shutil
+import tempfile
 import time
 
 if __name__ == "__main__":
@@ -20,15 +23,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfopt import (artifacts, binary, bitwidth, breakdown, cluster, convert, deploy,
-                   evaluate, lowrank, model_io, models, qat, report, slim, sweep,
-                   train)
+                   distribute, evaluate, lowrank, model_io, models, qat, report, resume, slim,
+                   sweep, train)
 from tfopt._keras import keras
 from tfopt.config import DataConfig, PipelineConfig, TrainConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.distill import distill, fine_tune
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
-from tfopt.prune import PruneResult, prune
+from tfopt.prune import prune
 
 __all__ = ["OutputDirError", "RunState", "run", "stages_for"]
 
@@ -65,11 +68,15 @@ class RunState:
   output_dir: str
   manifest: artifacts.Manifest
   user_model: Optional[model_io.LoadedModel] = None
+  distribution: Optional[distribute.Distribution] = None
   keras_models: Dict[str, keras.Model] = dataclasses.field(default_factory=dict)
+  # Model name -> its file in the output dir (how a resumed run reloads it).
+  model_files: Dict[str, str] = dataclasses.field(default_factory=dict)
+  # Report row -> (.tflite file name in the output dir, Keras model name).
   tflite_files: Dict[str, tuple] = dataclasses.field(default_factory=dict)
   entries: List[ModelEntry] = dataclasses.field(default_factory=list)
   current: Optional[ModelEntry] = None
-  prune_result: Optional[PruneResult] = None
+  prune_layers: List[dict] = dataclasses.field(default_factory=list)
   slim_steps: List[dict] = dataclasses.field(default_factory=list)
   slim_channels: List[dict] = dataclasses.field(default_factory=list)
   lowrank_layers: List[dict] = dataclasses.field(default_factory=list)
@@ -88,6 +95,7 @@ class RunState:
   student_initial_weights: Optional[list] = None
   rows: List[report.ModelRow] = dataclasses.field(default_factory=list)
   stage_seconds: Dict[str, float] = dataclasses.field(default_factory=dict)
+  resumed: List[str] = dataclasses.field(default_factory=list)
 
   def path(self, filename: str) -> str:
     return os.path.join(self.output_dir, filename)
@@ -107,8 +115,9 @@ class RunState:
     self.entries.append(entry)
     if current:
       self.current = entry
-    path = artifacts.save_keras_atomic(model, self.path(f"{entry.name}{extension}"))
-    self.manifest.record(stage, path)
+    filename = f"{entry.name}{extension}"
+    self.model_files[entry.name] = filename
+    self.manifest.record(stage, artifacts.save_keras_atomic(model, self.path(filename)))
 
 
 def check_output_dir(output_dir: str):
@@ -127,8 +136,8 @@ def check_output_dir(output_dir: str):
                          "choose another --output_dir.")
   manifest = artifacts.Manifest(output_dir)
   foreign = sorted(name for name in _files_below(output_dir)
-                   if name != artifacts.Manifest.FILENAME
-                   and not manifest.owns(name))
+                   if name != artifacts.Manifest.FILENAME and not manifest.owns(name)
+                   and not os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX))
   if foreign:
     shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
     raise OutputDirError(
@@ -158,6 +167,12 @@ def _next_entry(state: RunState, suffix: str, adjective: str,
   return ModelEntry(name, label, name, family, steps, modes)
 
 
+def _per_step(state: RunState, config):
+  """`config` with the global batch: its batch_size on each replica."""
+  return dataclasses.replace(
+      config, batch_size=state.distribution.global_batch(config.batch_size))
+
+
 def _was_pruned(entry: ModelEntry) -> bool:
   return any(suffix.endswith("pruned") for suffix, _ in entry.steps)
 
@@ -172,9 +187,12 @@ def train_teacher(state: RunState):
   config = state.config.teacher
   log(f"teacher: training {config.builder!r} for {config.epochs} epoch(s) on "
       f"{len(state.dataset.x_train)} images")
-  model = state.build(config.builder)
-  train.train_classifier(model, state.dataset, config)
-  state.add_model("teacher", ModelEntry("teacher", "baseline", "baseline"), model)
+  distribution = state.distribution
+  with distribution.scope():
+    model = state.build(config.builder)
+    train.train_classifier(model, state.dataset, _per_step(state, config))
+  state.add_model("teacher", ModelEntry("teacher", "baseline", "baseline"),
+                  distribution.plain(model))
 
 
 def take_user_model(state: RunState):
@@ -191,11 +209,32 @@ def distill_student(state: RunState):
   config = state.config.distill
   log(f"distill: student {config.builder!r}, {config.epochs} epoch(s), "
       f"temperature {config.temperature}, alpha {config.alpha}")
-  student = state.build(config.builder)
-  state.student_initial_weights = student.get_weights()
-  distill(state.keras_models["teacher"], student, state.dataset, config)
+  distribution = state.distribution
+  with distribution.scope():
+    student = state.build(config.builder)
+    state.student_initial_weights = student.get_weights()
+    _save_initial_weights(state)
+    distill(distribution.in_scope(state.keras_models["teacher"]), student,
+            state.dataset, _per_step(state, config))
   state.add_model("distill", ModelEntry("student_distilled", "distilled student",
-                                        "student_distilled", "student"), student)
+                                        "student_distilled", "student"),
+                  distribution.plain(student))
+
+
+INITIAL_WEIGHTS_FILE = "student_initial_weights.npz"
+
+
+def _save_initial_weights(state: RunState):
+  """The distilled student's initial weights, for the scratch control (also on resume)."""
+  buffer = io.BytesIO()
+  np.savez(buffer, *state.student_initial_weights)
+  state.manifest.record("distill", artifacts.write_bytes_atomic(
+      state.path(INITIAL_WEIGHTS_FILE), buffer.getvalue()))
+
+
+def _load_initial_weights(state: RunState) -> list:
+  with np.load(state.path(INITIAL_WEIGHTS_FILE), allow_pickle=False) as archive:
+    return [archive[f"arr_{index}"] for index in range(len(archive.files))]
 
 
 def train_scratch_student(state: RunState):
@@ -203,7 +242,7 @@ def train_scratch_student(state: RunState):
   log(f"scratch: the same student, same initial weights, trained from labels "
       f"only for {config.epochs} epoch(s) (control for distillation)")
   student = state.build(config.builder)
-  student.set_weights(state.student_initial_weights)
+  student.set_weights(state.student_initial_weights or _load_initial_weights(state))
   train.train_classifier(student, state.dataset, TrainConfig(
       config.builder, config.epochs, config.batch_size, config.learning_rate))
   # A control, not a step of the chain: the next stage still takes the
@@ -218,14 +257,19 @@ def prune_student(state: RunState):
   log(f"prune: magnitude pruning of {state.current.name} to "
       f"{config.target_sparsity:.0%} sparsity, {config.epochs} fine-tuning "
       "epoch(s)" + (" distilled from the teacher" if config.use_teacher else ""))
-  result = prune(state.current_model(), state.dataset, config,
-                 teacher=_fine_tuning_teacher(state, config.use_teacher),
-                 alpha=state.config.distill.alpha,
-                 temperature=state.config.distill.temperature)
+  distribution, teacher = state.distribution, _fine_tuning_teacher(state, config.use_teacher)
+  with distribution.scope():
+    result = prune(distribution.in_scope(state.current_model()), state.dataset,
+                   _per_step(state, config),
+                   teacher=teacher and distribution.in_scope(teacher),
+                   alpha=state.config.distill.alpha,
+                   temperature=state.config.distill.temperature)
   for entry in result.layers:
     log(f"  {entry.layer}/{entry.weight} {entry.shape}: {entry.sparsity:.1%} zeros")
-  state.prune_result = result
-  state.add_model("prune", _next_entry(state, "pruned", "pruned"), result.model)
+  state.prune_layers = [dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
+                        for entry in result.layers]
+  state.add_model("prune", _next_entry(state, "pruned", "pruned"),
+                  distribution.plain(result.model))
 
 
 def slim_model(state: RunState):
@@ -502,7 +546,7 @@ def convert_models(state: RunState):
                                 state.dataset.x_train, config.representative_examples)
     path = artifacts.write_bytes_atomic(state.path(f"{stem}.tflite"), content)
     state.manifest.record("convert", path)
-    state.tflite_files[row_name] = (path, model_name)
+    state.tflite_files[row_name] = (os.path.basename(path), model_name)
 
 
 # Variables of tfmot's quantize wrappers that are ranges and counters, not
@@ -526,8 +570,8 @@ def keras_top1(state: RunState, model_name: str) -> np.ndarray:
 
 def evaluate_models(state: RunState):
   config, data = state.config.evaluate, state.dataset
-  for row_name, (path, model_name) in state.tflite_files.items():
-    model = state.keras_models[model_name]
+  for row_name, (filename, model_name) in state.tflite_files.items():
+    path, model = state.path(filename), state.keras_models[model_name]
     contents = state.contents[row_name] = evaluate.inspect_tflite(path)
     tflite_top1 = evaluate.top1(path, data.x_test, config.num_threads,
                                 config.batch_size)
@@ -675,16 +719,15 @@ def write_report(state: RunState) -> report.Report:
                    f"{data.input_range[0]:g}..{data.input_range[1]:g}"),
       keras_accuracy={name: float(np.mean(keras_top1(state, name) == data.y_test))
                       for name in state.keras_models},
-      layer_sparsity=[dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
-                      for entry in state.prune_result.layers]
-      if state.prune_result else [],
+      layer_sparsity=state.prune_layers,
       slim_steps=state.slim_steps,
       slim_channels=state.slim_channels, lowrank_layers=state.lowrank_layers,
       weight_sharing=state.weight_sharing, qat=_qat_summary(state),
       binary=_binary_summary(state), bitwidth=state.bitwidth, sweep=state.sweep,
       sensitivity=_sensitivity_summary(state),
       latency_breakdown=state.latency_breakdown,
-      stages=dict(state.stage_seconds), config=state.config.to_dict(),
+      stages=dict(state.stage_seconds), resumed_stages=list(state.resumed),
+      config=state.config.to_dict(),
       machine=report.machine_info(), versions=report.versions())
   for path in result.save(state.output_dir):
     state.manifest.record("report", path)
@@ -799,12 +842,86 @@ def _shape_text(shape) -> str:
   return "x".join("?" if size is None else str(size) for size in shape)
 
 
-def run(config: PipelineConfig) -> report.Report:
+# RunState fields a stage hands on; a finished stage keeps the ones it changed
+# in the manifest, and a resumed run replays them.
+PERSISTED_FIELDS = ("entries", "current", "model_files", "tflite_files", "prune_layers",
+                    "slim_steps", "slim_channels", "lowrank_layers", "clustered",
+                    "weight_sharing", "qat_runs", "binary", "bitwidth", "sweep",
+                    "sensitivity", "latency_breakdown", "rows")
+
+
+def _snapshot(state: RunState) -> dict:
+  return {name: resume.to_json(getattr(state, name)) for name in PERSISTED_FIELDS}
+
+
+def _model_entry(value: dict) -> ModelEntry:
+  return ModelEntry(**dict(value, steps=tuple(tuple(step) for step in value["steps"]),
+                           modes=tuple(value["modes"]) if value["modes"] else None))
+
+
+_RESTORE = {
+    "entries": lambda value: [_model_entry(entry) for entry in value],
+    "current": lambda value: _model_entry(value) if value else None,
+    "tflite_files": lambda value: {row: tuple(pair) for row, pair in value.items()},
+    "rows": lambda value: [report.ModelRow(**row) for row in value],
+}
+
+
+def _resume_stages(state: RunState, names: List[str], keys: List[str],
+                   force: bool) -> int:
+  """Replays the stages an earlier run finished with the same inputs.
+
+  Deletes tfopt's own files that no kept stage vouches for (see
+  Manifest.keep_stages), reloads the kept models, and returns how many
+  leading stages were kept.
+  """
+  manifest = state.manifest
+  kept = 0 if force else resume.kept_stage_count(manifest, names, keys, log)
+  removed = manifest.keep_stages(kept)
+  if removed:
+    log(f"resume: removed {len(removed)} file(s) of the earlier run that this "
+        "run writes anew: " + ", ".join(removed[:6]) + (" ..." if len(removed) > 6 else ""))
+  for record in manifest.stages:
+    for name, value in record["state"].items():
+      setattr(state, name, _RESTORE.get(name, lambda plain: plain)(value))
+    state.stage_seconds[record["stage"]] = record["seconds"]
+    state.resumed.append(record["stage"])
+  for name, filename in state.model_files.items():
+    state.keras_models[name] = _load_run_model(state.path(filename),
+                                               state.config.allow_unsafe_model)
+  state.contents = {row: evaluate.inspect_tflite(state.path(filename))
+                    for row, (filename, _) in state.tflite_files.items()}
+  if kept:
+    log(f"resume: kept {', '.join(state.resumed)} from the earlier run in "
+        f"{state.output_dir} (settings unchanged, files verified by sha256)"
+        + ("" if kept < len(names) else "; nothing left to redo"))
+  return kept
+
+
+def _load_run_model(path: str, allow_unsafe: bool) -> keras.Model:
+  """A model an earlier run saved: tf_keras .keras, or .h5 for QAT models."""
+  if path.endswith(".h5"):
+    with qat.quantize_scope():
+      return keras.models.load_model(path, compile=False)
+  return keras.models.load_model(path, compile=False, safe_mode=not allow_unsafe)
+
+
+def _remove_temporaries(output_dir: str):
+  """Half-written files a killed run left (never listed in the manifest)."""
+  for name in _files_below(output_dir):
+    if os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX):
+      os.remove(os.path.join(output_dir, name))
+      log(f"resume: removed {name}, a file a killed run left half-written")
+
+
+def run(config: PipelineConfig, force: bool = False) -> report.Report:
   """Runs the whole pipeline and writes its artifacts and report.
 
   Everything that can be checked before training (builder names, the output
   directory, the data) is checked first, so bad input fails fast and leaves
-  no files behind.
+  no files behind. In an output directory of an earlier run, the stages that
+  finished there with the same inputs are kept (see tfopt.resume) unless
+  `force`; the others are redone.
 
   Returns:
     The Report (also written as report.json / report.md / report.png).
@@ -812,12 +929,71 @@ def run(config: PipelineConfig) -> report.Report:
   Raises:
     TfoptError: bad configuration, data or output directory.
   """
+  # First: MultiWorkerMirroredStrategy must be set up before other TF work.
+  distribution = distribute.Distribution(config.strategy)
+  if distribution.name != "default":
+    log(f"strategy: {distribution.describe()}; teacher, distill and prune "
+        "train with a global batch of batch_size x "
+        f"{distribution.replicas}")
+  if distribution.name == "multi_worker":
+    force = True  # every worker must run the same steps; see BUILD_NOTES
+  if distribution.is_chief:
+    return _run(config, force, distribution)
+  # Another worker runs the same steps (their collectives must match) and
+  # writes into a scratch directory, deleted afterwards.
+  scratch = tempfile.mkdtemp(prefix="tfopt-worker-")
+  try:
+    return _run(dataclasses.replace(config, output_dir=scratch), force, distribution)
+  finally:
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _run(config: PipelineConfig, force: bool,
+         distribution: distribute.Distribution) -> report.Report:
+  config, user_model, dataset = _check_inputs(config)
+  started = time.perf_counter()
+  _make_output_dir(config.output_dir)
+  state = RunState(config, dataset, config.output_dir,
+                   artifacts.Manifest(config.output_dir), user_model, distribution)
+  plan = stages_for(config)
+  names = [name for name, _ in plan]
+  keys = resume.stage_keys(
+      config, names, resume.data_fingerprint(dataset),
+      resume.model_fingerprint(user_model.model) if user_model else None,
+      distribution.replicas)
+  state.stage_seconds["data"] = time.perf_counter() - started
+  kept = _resume_stages(state, names, keys, force)
+  for (name, stage), key in zip(plan[kept:], keys[kept:]):
+    started = time.perf_counter()
+    before = _snapshot(state)
+    # Each stage starts from the same seed: the distilled and scratch students
+    # see the same shuffles, and a stage's result does not depend on the ones
+    # before it (nor on whether they ran or were resumed).
+    keras.utils.set_random_seed(config.seed)
+    stage(state)
+    state.stage_seconds[name] = time.perf_counter() - started
+    state.manifest.finish(name, key, resume.changed_fields(before, _snapshot(state)),
+                          state.stage_seconds[name])
+    log(f"{name}: done in {state.stage_seconds[name]:.1f} s")
+  state.stage_seconds["total"] = sum(state.stage_seconds.values())
+  result = write_report(state)
+  write_deploy_bundle(state)
+  log(f"report: {os.path.join(config.output_dir, 'report.md')}")
+  return result
+
+
+def _check_inputs(config: PipelineConfig):
+  """Checks names, the output dir, the model and the data before any training.
+
+  Returns:
+    (config with the data settings the model asks for, the user's model or
+    None, the Dataset).
+  """
   if config.model is None:
     models.get_builder(config.teacher.builder)
   if "distill" in config.stages:
     models.get_builder(config.distill.builder)
   check_output_dir(config.output_dir)
-  started = time.perf_counter()
   user_model = None
   if config.model is not None:
     user_model = model_io.read_model(config.model, config.allow_unsafe_model)
@@ -831,29 +1007,17 @@ def run(config: PipelineConfig) -> report.Report:
   if user_model is not None:
     check_model_fits_data(user_model, dataset)
   check_stage_layers(config, dataset, user_model.model if user_model else None)
+  return config, user_model, dataset
+
+
+def _make_output_dir(output_dir: str):
   try:
-    os.makedirs(config.output_dir, exist_ok=True)
+    os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
     raise OutputDirError(f"Cannot create the output directory "
-                         f"{config.output_dir!r} ({error}); choose a writable "
+                         f"{output_dir!r} ({error}); choose a writable "
                          "--output_dir.") from error
-  state = RunState(config, dataset, config.output_dir,
-                   artifacts.Manifest(config.output_dir), user_model)
-  state.stage_seconds["data"] = time.perf_counter() - started
-  for name, stage in stages_for(config):
-    started = time.perf_counter()
-    # Each stage starts from the same seed: the distilled and scratch students
-    # see the same shuffles, and a stage's result does not depend on the ones
-    # before it.
-    keras.utils.set_random_seed(config.seed)
-    stage(state)
-    state.stage_seconds[name] = time.perf_counter() - started
-    log(f"{name}: done in {state.stage_seconds[name]:.1f} s")
-  state.stage_seconds["total"] = sum(state.stage_seconds.values())
-  result = write_report(state)
-  write_deploy_bundle(state)
-  log(f"report: {os.path.join(config.output_dir, 'report.md')}")
-  return result
+  _remove_temporaries(output_dir)
 
 
 if __name__ == "__main__":

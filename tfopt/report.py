@@ -67,6 +67,9 @@ class Report:
   # Where the baseline came from: a builder trained here, or the user's file.
   baseline_source: str = ""
   data_source: str = ""
+  # Stages kept from an earlier run into the same output dir (their seconds
+  # are that run's).
+  resumed_stages: List[str] = dataclasses.field(default_factory=list)
 
   def row(self, name: str) -> ModelRow:
     return next(model for model in self.models if model.name == name)
@@ -160,7 +163,10 @@ def render_markdown(report: Report) -> str:
   lines += _sweep_section(report) + _sensitivity_section(report)
   lines += _breakdown_section(report)
   lines += ["", "## Stages (wall seconds)", ""]
-  lines += [f"- {name}: {seconds:.1f} s" for name, seconds in report.stages.items()]
+  lines += [f"- {name}: {seconds:.1f} s"
+            + (" (kept from an earlier run, files verified)"
+               if name in report.resumed_stages else "")
+            for name, seconds in report.stages.items()]
   lines += ["", "## Machine and versions", ""]
   lines += [f"- {key}: {value}" for key, value in report.machine.items()]
   lines += [f"- {key}: {value}" for key, value in report.versions.items()]

@@ -1,0 +1,129 @@
+"""Training on more than one device with tf.distribute.
+
+    --strategy default       one device (TensorFlow's default strategy)
+    --strategy mirrored      every local GPU (else every logical CPU device), one
+                             replica each, gradients all-reduced (MirroredStrategy)
+    --strategy multi_worker  the same across machines: the cluster comes from the
+                             TF_CONFIG environment variable of each worker
+                             (MultiWorkerMirroredStrategy)
+
+The teacher, distill and prune stages build and train their models under the
+strategy; the batch size in the config is per replica, so the global batch
+is batch_size x replicas. Each distributed stage hands the rest of the
+pipeline an ordinary copy of its model (plain variables), so conversion,
+saving and the other stages see no difference.
+"""
+
+import json
+import os
+from typing import Optional
+
+import tensorflow as tf
+
+from tfopt._keras import keras
+from tfopt.config import STRATEGIES
+from tfopt.errors import TfoptError
+
+__all__ = ["STRATEGIES", "DistributionError", "Distribution"]
+
+_TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
+                      '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\'')
+
+
+class DistributionError(TfoptError, ValueError):
+  """The strategy cannot be set up (e.g. a missing or malformed TF_CONFIG)."""
+
+
+def read_tf_config(environ=os.environ) -> dict:
+  """The TF_CONFIG of a multi-worker run, checked.
+
+  Raises:
+    DistributionError: unset, not JSON, or without this task in the cluster.
+  """
+  text = environ.get("TF_CONFIG")
+  if not text:
+    raise DistributionError(
+        "--strategy multi_worker reads the cluster from the TF_CONFIG "
+        f"environment variable, which is not set; set it on every worker, e.g. "
+        f"{_TF_CONFIG_EXAMPLE} (index 1 on the second).")
+  try:
+    tf_config = json.loads(text)
+    task_type, index = tf_config["task"]["type"], int(tf_config["task"]["index"])
+    members = tf_config["cluster"][task_type]
+    if not 0 <= index < len(members):
+      raise IndexError(f"task index {index} with {len(members)} {task_type}(s)")
+  except (ValueError, KeyError, TypeError, IndexError) as error:
+    raise DistributionError(
+        f"TF_CONFIG is malformed ({type(error).__name__}: {error}); it must be "
+        f"JSON like {_TF_CONFIG_EXAMPLE}, with this worker's task in the "
+        "cluster.") from error
+  return tf_config
+
+
+class Distribution:
+  """The strategy of a run, and what the stages need from it.
+
+  Create it before any other TensorFlow work in the process:
+  MultiWorkerMirroredStrategy must be set up first.
+  """
+
+  def __init__(self, name: str = "default"):
+    if name not in STRATEGIES:
+      raise DistributionError(f"strategy={name!r} is invalid: it must be one of "
+                              f"{', '.join(STRATEGIES)}.")
+    self.name = name
+    self.task: Optional[dict] = None
+    if name == "default":
+      self.strategy = tf.distribute.get_strategy()
+    elif name == "mirrored":
+      self.strategy = tf.distribute.MirroredStrategy(devices=_local_devices())
+    else:
+      self.task = read_tf_config()["task"]
+      self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+
+  @property
+  def replicas(self) -> int:
+    return self.strategy.num_replicas_in_sync
+
+  @property
+  def is_chief(self) -> bool:
+    """Whether this process writes the run's files (worker 0 or the chief)."""
+    return (self.task is None or self.task["type"] == "chief"
+            or (self.task["type"] == "worker" and int(self.task["index"]) == 0))
+
+  def describe(self) -> str:
+    if self.name == "default":
+      return "one device"
+    devices = ", ".join(self.strategy.extended.worker_devices)
+    where = (f", worker {self.task['type']}:{self.task['index']}" if self.task else "")
+    return f"{self.name}: {self.replicas} replica(s) ({devices}{where})"
+
+  def scope(self):
+    return self.strategy.scope()
+
+  def global_batch(self, batch_size: int) -> int:
+    """The batch one training step takes: batch_size per replica."""
+    return batch_size * self.replicas
+
+  def in_scope(self, model: keras.Model) -> keras.Model:
+    """`model`, or a copy of it with variables made under the strategy."""
+    if self.name == "default":
+      return model
+    with self.scope():
+      return _copy(model)
+
+  def plain(self, model: keras.Model) -> keras.Model:
+    """`model`, or a copy of it with ordinary (not mirrored) variables."""
+    return model if self.name == "default" else _copy(model)
+
+
+def _copy(model: keras.Model) -> keras.Model:
+  copy = keras.models.clone_model(model)
+  copy.set_weights(model.get_weights())
+  return copy
+
+
+def _local_devices():
+  """Every GPU; without GPUs, every logical CPU device."""
+  gpus = tf.config.list_logical_devices("GPU")
+  return [device.name for device in (gpus or tf.config.list_logical_devices("CPU"))]
