@@ -950,8 +950,8 @@ def run(config: PipelineConfig, force: bool = False) -> report.Report:
 
 def _run(config: PipelineConfig, force: bool,
          distribution: distribute.Distribution) -> report.Report:
-  config, user_model, dataset = _check_inputs(config)
   started = time.perf_counter()
+  config, user_model, dataset = _check_inputs(config)
   _make_output_dir(config.output_dir)
   state = RunState(config, dataset, config.output_dir,
                    artifacts.Manifest(config.output_dir), user_model, distribution)
