@@ -4,7 +4,10 @@
 
 `run(config)` is the library entry point; the CLI below only turns flags into
 a PipelineConfig. Stages run in order and share one RunState; each writes its
-artifacts atomically into the output directory and lists them in manifest.json.
+artifacts atomically into the output directory and lists them in manifest.json,
+and a finished stage is recorded there too, so that running the same command
+again keeps it (tfopt.resume). Teacher, distill and prune train under the
+run's tf.distribute strategy (tfopt.distribute).
 """
 
 import dataclasses
