@@ -9,6 +9,7 @@ TensorFlow unless the data set must be downloaded.
 """
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -46,7 +47,7 @@ def measure_file(path: str, data: DataConfig, num_threads: int = 1,
   """Size, gzip size, input dtype, accuracy and latency of one .tflite file."""
   path, bundle_range = _bundle_file(path)
   if data.input_range is None and bundle_range is not None:
-    data = DataConfig(**dict(vars(data), input_range=bundle_range))
+    data = dataclasses.replace(data, input_range=bundle_range)
   classifier = evaluate.TFLiteClassifier(path, num_threads)  # checks the file first
   dataset = load_dataset(data)
   return dict(
