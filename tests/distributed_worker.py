@@ -20,7 +20,6 @@ def split_cpu(count: int):
   cpu = tf.config.list_physical_devices("CPU")[0]
   tf.config.set_logical_device_configuration(
       cpu, [tf.config.LogicalDeviceConfiguration()] * count)
-  assert len(tf.config.list_logical_devices("CPU")) == count
 
 
 def distiller_step(strategy) -> list:

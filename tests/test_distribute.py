@@ -132,3 +132,14 @@ def test_bad_tf_config_is_refused(tf_config, message):
 def test_unknown_strategy_is_refused():
   with pytest.raises(ConfigError, match="strategy='tpu' is invalid"):
     PipelineConfig(strategy="tpu")
+
+
+def test_multi_worker_after_tensorflow_started_says_what_to_do(monkeypatch):
+  import tensorflow as tf
+  tf.constant(1.0)  # TensorFlow is running in this (test) process
+  monkeypatch.setenv("TF_CONFIG", json.dumps(
+      {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
+       "task": {"type": "worker", "index": 0}}))
+  with pytest.raises(distribute.DistributionError,
+                     match="before any other TensorFlow work in the process"):
+    distribute.Distribution("multi_worker")

@@ -79,7 +79,14 @@ class Distribution:
       self.strategy = tf.distribute.MirroredStrategy(devices=_local_devices())
     else:
       self.task = read_tf_config()["task"]
-      self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+      try:
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+      except RuntimeError as error:  # TensorFlow already started in this process
+        raise DistributionError(
+            f"--strategy multi_worker could not start ({error}): it must be set "
+            "up before any other TensorFlow work in the process. Run it as its "
+            "own process (python -m tfopt.pipeline), or call pipeline.run "
+            "before building or loading any model.") from error
 
   @property
   def replicas(self) -> int:
