@@ -892,8 +892,9 @@ def _resume_stages(state: RunState, names: List[str], keys: List[str],
   for name, filename in state.model_files.items():
     state.keras_models[name] = _load_run_model(state.path(filename),
                                                state.config.allow_unsafe_model)
-  state.contents = {row: evaluate.inspect_tflite(state.path(filename))
-                    for row, (filename, _) in state.tflite_files.items()}
+  if "evaluate" in state.resumed:  # otherwise evaluate reads them itself
+    state.contents = {row: evaluate.inspect_tflite(state.path(filename))
+                      for row, (filename, _) in state.tflite_files.items()}
   if kept:
     log(f"resume: kept {', '.join(state.resumed)} from the earlier run in "
         f"{state.output_dir} (settings unchanged, files verified by sha256)"
