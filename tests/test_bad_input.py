@@ -182,7 +182,8 @@ def test_disk_full_mid_run_keeps_finished_work_and_resumes(tmp_path, monkeypatch
       data=DataConfig(data_dir=data_dir), stages=("teacher", "distill"),
       output_dir=str(tmp_path / "out"), convert=ConvertConfig(representative_examples=20),
       evaluate=EvaluateConfig(latency_runs=2, latency_warmup=1, latency_breakdown=False))
-  real_fsync, distill = os.fsync, pipeline._STAGE_FUNCTIONS["distill"]
+  from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+  real_fsync, distill = os.fsync, registry.get("distill")
   full = []
 
   def fsync(descriptor):
@@ -190,12 +191,12 @@ def test_disk_full_mid_run_keeps_finished_work_and_resumes(tmp_path, monkeypatch
       raise OSError(errno.ENOSPC, "No space left on device")
     real_fsync(descriptor)
 
-  def distill_on_a_full_disk(state):
+  def distill_on_a_full_disk(context):
     full.append(True)
-    distill(state)
+    return type(distill).run(distill, context)
 
   monkeypatch.setattr(os, "fsync", fsync)
-  monkeypatch.setitem(pipeline._STAGE_FUNCTIONS, "distill", distill_on_a_full_disk)
+  monkeypatch.setattr(distill, "run", distill_on_a_full_disk)
   with pytest.raises(artifacts.ArtifactWriteError, match="the disk is full: free some space"):
     pipeline.run(config)
   output = tmp_path / "out"

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfopt import bitwidth, prune, sweep, train
+from tfopt import bitwidth, prune, sensitivity, sweep, train
 from tfopt.config import PruneConfig
 
 
@@ -52,19 +52,19 @@ def test_magnitude_mask_removes_the_smallest():
 
 
 def test_choose_sparsities_stops_at_the_first_break():
-  points = [sweep.SensitivityPoint("a", 0.5, 0.99, 0.001),
-            sweep.SensitivityPoint("a", 0.7, 0.97, 0.02),
-            sweep.SensitivityPoint("a", 0.9, 0.99, 0.0),  # lucky point past a break
-            sweep.SensitivityPoint("b", 0.5, 0.9, 0.09),
-            sweep.SensitivityPoint("c", 0.5, 1.0, 0.0),
-            sweep.SensitivityPoint("c", 0.9, 1.0, 0.002)]
-  assert sweep.choose_sparsities(points, 0.003) == {"a": 0.5, "b": 0.0, "c": 0.9}
-  assert sweep.overall_sparsity({"a": 0.5, "c": 0.9}, {"a": 100, "b": 100, "c": 200}) == (
+  points = [sensitivity.SensitivityPoint("a", 0.5, 0.99, 0.001),
+            sensitivity.SensitivityPoint("a", 0.7, 0.97, 0.02),
+            sensitivity.SensitivityPoint("a", 0.9, 0.99, 0.0),  # lucky point past a break
+            sensitivity.SensitivityPoint("b", 0.5, 0.9, 0.09),
+            sensitivity.SensitivityPoint("c", 0.5, 1.0, 0.0),
+            sensitivity.SensitivityPoint("c", 0.9, 1.0, 0.002)]
+  assert sensitivity.choose_sparsities(points, 0.003) == {"a": 0.5, "b": 0.0, "c": 0.9}
+  assert sensitivity.overall_sparsity({"a": 0.5, "c": 0.9}, {"a": 100, "b": 100, "c": 200}) == (
       pytest.approx((50 + 180) / 400))
 
 
 def test_layer_sensitivity_and_per_layer_pruning(trained_teacher, dataset):
-  points = sweep.layer_sensitivity(trained_teacher, dataset.x_val, dataset.y_val,
+  points = sensitivity.layer_sensitivity(trained_teacher, dataset.x_val, dataset.y_val,
                                    (0.5, 0.9))
   assert {point.layer for point in points} == set(sweep.prunable_kernels(trained_teacher))
   targets = {"block2_conv": 0.5, "block3_conv": 0.8, "logits": 0.0}
@@ -82,14 +82,14 @@ def test_layer_sensitivity_and_per_layer_pruning(trained_teacher, dataset):
 
 
 def test_allocate_sparsity_fills_the_cheap_layers_first():
-  points = [sweep.SensitivityPoint("conv", 0.5, 0.9, 0.05),
-            sweep.SensitivityPoint("conv", 0.9, 0.5, 0.45),
-            sweep.SensitivityPoint("fc", 0.5, 0.99, 0.0),
-            sweep.SensitivityPoint("fc", 0.9, 0.98, 0.005)]
+  points = [sensitivity.SensitivityPoint("conv", 0.5, 0.9, 0.05),
+            sensitivity.SensitivityPoint("conv", 0.9, 0.5, 0.45),
+            sensitivity.SensitivityPoint("fc", 0.5, 0.99, 0.0),
+            sensitivity.SensitivityPoint("fc", 0.9, 0.98, 0.005)]
   sizes = {"conv": 100, "fc": 900}
-  chosen = sweep.allocate_sparsity(points, sizes, 0.8)
+  chosen = sensitivity.allocate_sparsity(points, sizes, 0.8)
   assert chosen == {"conv": 0.0, "fc": 0.9}
-  assert sweep.overall_sparsity(chosen, sizes) >= 0.8
-  assert sweep.allocate_sparsity(points, sizes, 0.85)["conv"] == 0.5
-  with pytest.raises(sweep.SweepError, match="beyond"):
-    sweep.allocate_sparsity(points, sizes, 0.95)
+  assert sensitivity.overall_sparsity(chosen, sizes) >= 0.8
+  assert sensitivity.allocate_sparsity(points, sizes, 0.85)["conv"] == 0.5
+  with pytest.raises(sensitivity.SensitivityError, match="beyond"):
+    sensitivity.allocate_sparsity(points, sizes, 0.95)

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline
+from tfopt import pipeline, preflight
 from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig,
                           DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
                           TrainConfig)
@@ -124,7 +124,7 @@ def test_manifest_lists_every_artifact_with_its_hash(quick_run):
   output_dir, _ = quick_run
   manifest = json.loads((output_dir / "manifest.json").read_text())
   listed = {entry["path"]: entry for entry in manifest["artifacts"]}
-  on_disk = set(pipeline._files_below(str(output_dir))) - {"manifest.json"}
+  on_disk = set(preflight.files_below(str(output_dir))) - {"manifest.json"}
   assert "deploy/model.json" in on_disk
   assert set(listed) == on_disk
   for name, entry in listed.items():

@@ -66,7 +66,7 @@ def test_a_finished_run_records_each_stage_with_its_files(first_run):
   assert by_stage["teacher"]["files"] == ["teacher.keras"]
   assert set(by_stage["distill"]["files"]) == {"student_distilled.keras",
                                                 "student_initial_weights.npz"}
-  assert "rows" in by_stage["evaluate"]["state"]
+  assert by_stage["evaluate"]["output"]["rows"]
   assert len({stage["key"] for stage in manifest["stages"]}) == len(STAGES)
   assert result.resumed_stages == []
   assert_manifest_is_true(root / "out")

@@ -4,4 +4,4 @@ Importing the package is cheap; TensorFlow is loaded by the submodules that
 need it (``tfopt.models``, ``tfopt.prune``, ...).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -6,12 +6,14 @@ TensorFlow >= 2.16 as the separate ``tf_keras`` package; ``tf.keras`` and
 so that models, layers and tfmot wrappers all come from the same Keras.
 """
 
+import numpy as np
 import tf_keras as keras
 
 from tfopt.errors import TfoptError
 
 __all__ = ["keras", "KerasVersionError", "require_keras2_model", "get_layer",
-           "require_layers"]
+           "require_layers", "clone_model", "kernel_attribute", "kernel_of",
+           "predict_top1"]
 
 
 class KerasVersionError(TfoptError, TypeError):
@@ -69,3 +71,27 @@ def require_layers(model, names, accepts, error: type, allowed: str) -> list:
       raise error(f"Layer {name!r} is a {type(layer).__name__}; only {allowed}.")
     found.append(layer)
   return found
+
+
+def clone_model(model):
+  """A new model with the same architecture and a copy of the weights."""
+  clone = keras.models.clone_model(model)
+  clone.set_weights(model.get_weights())
+  return clone
+
+
+def kernel_attribute(layer) -> str:
+  """The name of a conv / Dense layer's kernel attribute."""
+  return ("depthwise_kernel" if isinstance(layer, keras.layers.DepthwiseConv2D)
+          else "kernel")
+
+
+def kernel_of(layer) -> np.ndarray:
+  """A conv / Dense layer's kernel as a numpy array."""
+  return getattr(layer, kernel_attribute(layer)).numpy()
+
+
+def predict_top1(model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+  """The top-1 class a model that outputs logits (or probabilities) gives each image."""
+  logits = model.predict(images, batch_size=batch_size, verbose=0)
+  return np.argmax(logits, axis=-1)

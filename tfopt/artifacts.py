@@ -121,8 +121,8 @@ class Manifest:
   "artifacts": every file a run wrote ({stage, path, bytes, sha256}), listed as
   soon as it is complete, so that the files of an unfinished stage are still
   known to be tfopt's. "stages": the stages that finished, in order, each with
-  the key of its inputs (config and everything before it), its files, the run
-  state it handed on and its seconds. A stage is listed only after all of its
+  the key of its inputs (config and everything before it), its files, its
+  output (models, rows, record; see tfopt.runner) and its seconds. A stage is listed only after all of its
   files are, so a run killed at any point leaves no stage listed as finished
   that is not.
   """
@@ -209,10 +209,10 @@ class Manifest:
     self._save()
     return sorted(removed)
 
-  def finish(self, name: str, key: str, state: Dict, seconds: float):
-    """Lists stage `name` as finished: its files so far, the state it handed on."""
+  def finish(self, name: str, key: str, output: Dict, seconds: float):
+    """Lists stage `name` as finished: its files so far, its output as JSON."""
     self.stages.append({"stage": name, "key": key, "files": self.files_of(name),
-                        "state": state, "seconds": seconds})
+                        "output": output, "seconds": seconds})
     self._save()
 
   def _save(self):

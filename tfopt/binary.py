@@ -22,13 +22,17 @@ import numpy as np
 import tensorflow as tf
 
 from tfopt._keras import keras, require_keras2_model, require_layers
+from tfopt.config import BINARY_MODES, BinaryConfig
+from tfopt.data import Dataset
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
 __all__ = ["BinaryError", "MODES", "WeightClip", "BinaryConv2D", "BinaryDense",
            "binarize_kernel", "binarizable_layers", "binarize", "export_binary",
-           "BinaryLayerSize", "effective_size", "CUSTOM_OBJECTS"]
+           "BinaryLayerSize", "effective_size", "CUSTOM_OBJECTS", "BinaryResult",
+           "binary"]
 
-MODES = ("bwn", "binaryconnect")
+MODES = BINARY_MODES
 
 
 class BinaryError(TfoptError, ValueError):
@@ -217,3 +221,29 @@ def effective_size(model: keras.Model) -> dict:
               binary_weights=binary, scales=scales, other_params=other,
               effective_bytes=int(np.ceil(binary / 8)) + 4 * (scales + other),
               float32_bytes=4 * int(model.count_params()))
+
+
+@dataclasses.dataclass
+class BinaryResult:
+  """trainable: the binary-layer model (real weights kept); model: its export
+  to plain layers holding w_b; size: effective_size of the trainable one."""
+  trainable: keras.Model
+  model: keras.Model
+  size: dict
+
+
+def binary(model: keras.Model, dataset: Dataset, config: BinaryConfig,
+           teacher: Optional[Teacher] = None, verbose: int = 2) -> BinaryResult:
+  """Binarizes a copy of `model`, trains it with the straight-through estimator.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits; not modified.
+    dataset: training data, validation data for monitoring.
+    config: mode, layers and training settings.
+    teacher: if given (a tfopt.distill.Teacher or a Keras model), train by
+      distillation from it.
+  """
+  trainable = binarize(model, config.mode, config.layers)
+  fine_tune(trainable, dataset, config.epochs, config.batch_size, config.learning_rate,
+            teacher=teacher, verbose=verbose)
+  return BinaryResult(trainable, export_binary(trainable), effective_size(trainable))

@@ -14,15 +14,14 @@ from typing import List, Sequence
 
 import numpy as np
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import clone_model, kernel_attribute, keras, require_keras2_model
+from tfopt.config import GRANULARITIES
 from tfopt.errors import TfoptError
-from tfopt.prune import clone_model
 from tfopt.train import accuracy
 
 __all__ = ["BitwidthError", "GRANULARITIES", "quantize_minmax", "quantize_model",
            "BitwidthResult", "bitwidth_study"]
 
-GRANULARITIES = ("per_tensor", "per_channel")
 _KERNEL_LAYERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
 
@@ -50,11 +49,6 @@ def quantize_minmax(values: np.ndarray, bits: int, per_channel: bool = False,
   return ((codes - zero_point) * scale).astype(values.dtype)
 
 
-def _kernel_attribute(layer) -> str:
-  return ("depthwise_kernel" if isinstance(layer, keras.layers.DepthwiseConv2D)
-          else "kernel")
-
-
 def quantize_model(model: keras.Model, bits: int, granularity: str) -> keras.Model:
   """A copy of `model` whose conv / Dense kernels are min-max quantized."""
   require_keras2_model(model)
@@ -65,7 +59,7 @@ def quantize_model(model: keras.Model, bits: int, granularity: str) -> keras.Mod
   for layer in copy.layers:
     if not isinstance(layer, _KERNEL_LAYERS):
       continue
-    kernel = getattr(layer, _kernel_attribute(layer))
+    kernel = getattr(layer, kernel_attribute(layer))
     # Depthwise kernels (h, w, in, multiplier): a channel is an input slice.
     axis = -2 if isinstance(layer, keras.layers.DepthwiseConv2D) else -1
     kernel.assign(quantize_minmax(kernel.numpy(), bits,
@@ -87,8 +81,8 @@ def _sqnr_db(model: keras.Model, quantized: keras.Model) -> float:
   signal = noise = 0.0
   for original, copy in zip(model.layers, quantized.layers):
     if isinstance(original, _KERNEL_LAYERS):
-      weights = getattr(original, _kernel_attribute(original)).numpy()
-      error = getattr(copy, _kernel_attribute(copy)).numpy() - weights
+      weights = getattr(original, kernel_attribute(original)).numpy()
+      error = getattr(copy, kernel_attribute(copy)).numpy() - weights
       signal += float(np.sum(weights ** 2))
       noise += float(np.sum(error ** 2))
   return float("inf") if noise == 0 else float(10 * np.log10(signal / noise))

@@ -12,6 +12,7 @@ from absl import logging as absl_logging
 
 from tfopt.config import ConfigError, PipelineConfig
 from tfopt.errors import TfoptError
+from tfopt.stages import registry
 
 FLAGS = flags.FLAGS
 _DEFAULT = PipelineConfig()
@@ -64,10 +65,10 @@ flags.DEFINE_float("alpha", None, f"Weight of the distillation term in [0, 1] (d
 flags.DEFINE_float("target_sparsity", None, f"Pruning target sparsity in [0, 1) (default {_DEFAULT.prune.target_sparsity}).")
 flags.DEFINE_integer("prune_epochs", None, f"Pruning fine-tuning epochs (default {_DEFAULT.prune.epochs}).")
 flags.DEFINE_integer("batch_size", None, f"Batch size of every training stage (default {_DEFAULT.teacher.batch_size}).")
-flags.DEFINE_list("stages", None, "Stages in order, comma-separated: teacher, "
-                  "distill, scratch, prune, slim, lowrank, cluster, qat, binary, "
-                  "sensitivity (each compresses the latest model), bitwidth, "
-                  f"sweep (each measures it) (default {','.join(_DEFAULT.stages)}).")
+flags.DEFINE_list("stages", None, "Stages in order, comma-separated, from: "
+                  f"{', '.join(registry.names())}. teacher comes first; each later "
+                  "stage compresses or measures the latest model "
+                  f"(default {','.join(_DEFAULT.stages)}).")
 flags.DEFINE_float("slim_rate", None, f"Share of conv channels the slim stage removes, in [0, 1) (default {_DEFAULT.slim.rate}).")
 flags.DEFINE_integer("slim_prune_count", None, f"Slim steps with an increasing rate (default {_DEFAULT.slim.prune_count}).")
 flags.DEFINE_integer("slim_finetune_epochs", None, f"Fine-tuning epochs after each slim step (default {_DEFAULT.slim.finetune_epochs}).")
@@ -230,8 +231,8 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   try:
     config = config_from_flags()
-    from tfopt import pipeline  # pylint: disable=g-import-not-at-top
-    result = pipeline.run(config, force=FLAGS.force)
+    from tfopt import runner  # pylint: disable=g-import-not-at-top
+    result = runner.run(config, force=FLAGS.force)
   except TfoptError as error:
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2

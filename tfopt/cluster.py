@@ -16,23 +16,19 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
     cluster as experimental_cluster)
 
-from tfopt._keras import keras, require_keras2_model, require_layers
-from tfopt.config import ClusterConfig
+from tfopt._keras import clone_model, kernel_of, keras, require_keras2_model, require_layers
+from tfopt.config import CENTROID_INITS, ClusterConfig
 from tfopt.data import Dataset
-from tfopt.distill import fine_tune
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
-from tfopt.prune import clone_model
 
 __all__ = ["ClusteringError", "KernelClusters", "ClusterResult", "CLUSTERABLE",
            "clusterable_layers", "check_layers", "apply_clustering", "measure_clusters", "cluster"]
 
 CLUSTERABLE = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
-_INIT = {
-    "kmeans_plus_plus": tfmot.clustering.keras.CentroidInitialization.KMEANS_PLUS_PLUS,
-    "linear": tfmot.clustering.keras.CentroidInitialization.LINEAR,
-    "density_based": tfmot.clustering.keras.CentroidInitialization.DENSITY_BASED,
-    "random": tfmot.clustering.keras.CentroidInitialization.RANDOM,
-}
+# tfmot's initializations, named as in ClusterConfig.centroid_init.
+_INIT = {name: getattr(tfmot.clustering.keras.CentroidInitialization, name.upper())
+         for name in CENTROID_INITS}
 
 
 class ClusteringError(TfoptError, ValueError):
@@ -60,12 +56,6 @@ class ClusterResult:
   model: keras.Model
   kernels: List[KernelClusters]
   preserve_sparsity: bool
-
-
-def _kernel(layer) -> np.ndarray:
-  attribute = ("depthwise_kernel" if isinstance(layer, keras.layers.DepthwiseConv2D)
-               else "kernel")
-  return getattr(layer, attribute).numpy()
 
 
 def clusterable_layers(model: keras.Model,
@@ -98,7 +88,7 @@ def check_layers(model: keras.Model, number_of_clusters: int,
   clusterable_layers(model, list(layer_clusters))  # checks the names
   chosen.update(layer_clusters)
   for name, clusters in chosen.items():
-    size = _kernel(model.get_layer(name)).size
+    size = kernel_of(model.get_layer(name)).size
     if size < clusters:
       raise ClusteringError(
           f"Layer {name!r} has {size} weights, fewer than {clusters} clusters; "
@@ -146,7 +136,7 @@ def measure_clusters(model: keras.Model,
   """Distinct values and zeros of the kernels of the layers in `clusters`."""
   table = []
   for name, count in clusters.items():
-    values = _kernel(model.get_layer(name))
+    values = kernel_of(model.get_layer(name))
     table.append(KernelClusters(name, count, tuple(values.shape), int(values.size),
                                 int(np.unique(values).size),
                                 int(np.sum(values == 0))))
@@ -154,8 +144,8 @@ def measure_clusters(model: keras.Model,
 
 
 def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
-            preserve_sparsity: bool = False, teacher: Optional[keras.Model] = None,
-            alpha: float = 0.5, temperature: float = 2.0,
+            teacher: Optional[Teacher] = None,
+            preserve_sparsity: Optional[bool] = None,
             verbose: int = 2) -> ClusterResult:
   """Clusters a copy of `model`'s kernels and fine-tunes the centroids.
 
@@ -163,9 +153,11 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
     model: a trained Keras 2 model that outputs logits; not modified.
     dataset: training data for fine-tuning, validation data for monitoring.
     config: clusters, centroid init, layers and fine-tuning settings.
+    teacher: if given (a tfopt.distill.Teacher or a Keras model), fine-tune
+      by distillation from it.
     preserve_sparsity: keep the zeros of a pruned model (tfmot's
-      sparsity-preserving clustering); the zero weights stay zero.
-    teacher: if given, fine-tune by distillation from it.
+      sparsity-preserving clustering); None: config.preserve_sparsity, where
+      None means no (the pipeline resolves it from the run's history).
 
   Returns:
     A ClusterResult with the stripped model and its per-kernel table.
@@ -174,6 +166,8 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
     ClusteringError: bad settings, or a kernel ended with more distinct
       values than clusters, or lost zeros it was meant to keep.
   """
+  if preserve_sparsity is None:
+    preserve_sparsity = bool(config.preserve_sparsity)
   chosen = check_layers(model, config.number_of_clusters, config.layers,
                         config.layer_clusters)
   before = {entry.layer: entry for entry in measure_clusters(model, chosen)}
@@ -181,8 +175,7 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
                              preserve_sparsity, config.layers, config.layer_clusters)
   if config.epochs:
     fine_tune(wrapped, dataset, config.epochs, config.batch_size,
-              config.learning_rate, teacher=teacher, alpha=alpha,
-              temperature=temperature, verbose=verbose)
+              config.learning_rate, teacher=teacher, verbose=verbose)
   stripped = tfmot.clustering.keras.strip_clustering(wrapped)
   table = measure_clusters(stripped, chosen)
   _check(table, before, preserve_sparsity)

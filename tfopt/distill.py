@@ -7,7 +7,8 @@ Here `alpha` weighs the distillation term (the keras.io example uses the
 opposite convention: its alpha weighs the label term).
 """
 
-from typing import Optional, Sequence
+import dataclasses
+from typing import Optional, Sequence, Union
 
 import tensorflow as tf
 
@@ -16,7 +17,30 @@ from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, make_optimizer
 
-__all__ = ["Distiller", "distill", "fine_tune"]
+__all__ = ["Teacher", "as_teacher", "Distiller", "distill", "fine_tune"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+  """A trained model to distill from, with the loss's alpha and temperature.
+
+  Every fine-tuning technique (prune, slim, cluster, qat, lowrank, binary,
+  sensitivity) takes one as `teacher=`; a plain Keras model is accepted too
+  and gets the DistillConfig defaults.
+  """
+  model: keras.Model
+  alpha: float = DistillConfig.alpha
+  temperature: float = DistillConfig.temperature
+
+  def __post_init__(self):
+    DistillConfig(alpha=self.alpha, temperature=self.temperature)  # validates
+
+
+def as_teacher(teacher: Union[None, "Teacher", keras.Model]) -> Optional[Teacher]:
+  """`teacher` as a Teacher (a Keras model gets the default alpha and temperature)."""
+  if teacher is None or isinstance(teacher, Teacher):
+    return teacher
+  return Teacher(teacher)
 
 
 class Distiller(keras.Model):
@@ -165,16 +189,18 @@ def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
 
 
 def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
-              learning_rate: float, teacher: Optional[keras.Model] = None,
-              alpha: float = 0.5, temperature: float = 2.0,
+              learning_rate: float,
+              teacher: Union[None, Teacher, keras.Model] = None,
               callbacks: Sequence[keras.callbacks.Callback] = (),
               verbose: int = 2) -> keras.callbacks.History:
   """Trains `model` in place after a compression step.
 
-  With a `teacher`, the loss is distillation from it (as in `distill`), which
+  With a `teacher` (a Teacher, or a Keras model with the default alpha and
+  temperature), the loss is distillation from it (as in `distill`), which
   recovers more accuracy after pruning or factorizing than labels alone;
   without one, plain cross-entropy with the labels.
   """
+  teacher = as_teacher(teacher)
   optimizer = make_optimizer(learning_rate, epochs, len(dataset.x_train),
                              batch_size)
   if teacher is None:
@@ -182,7 +208,8 @@ def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int
     trainer.compile(optimizer=optimizer, loss=classifier_loss(),
                     metrics=["accuracy"])
   else:
-    trainer = Distiller(model, teacher, alpha=alpha, temperature=temperature)
+    trainer = Distiller(model, teacher.model, alpha=teacher.alpha,
+                        temperature=teacher.temperature)
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
   return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
                      epochs=epochs, validation_data=(dataset.x_val, dataset.y_val),

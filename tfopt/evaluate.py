@@ -18,7 +18,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
-           "latency_us", "agreement", "KernelStats", "inspect_tflite"]
+           "latency_us", "agreement", "KernelStats", "inspect_tflite",
+           "check_weight_sharing"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -278,3 +279,32 @@ def _zero_point_array(zero_points: np.ndarray, values: np.ndarray,
   shape = [1] * values.ndim
   shape[axis] = zero_points.size
   return zero_points.reshape(shape).astype(values.dtype)
+
+
+def check_weight_sharing(clusters: dict, contents: "TFLiteContents") -> List[dict]:
+  """Per clustered kernel: distinct values in Keras and read back from the file.
+
+  `clusters` is {layer: (clusters, distinct values in Keras)}; the check in
+  the file is per output channel (see KernelStats).
+  """
+  checks = []
+  for layer, (count, distinct) in clusters.items():
+    kernel = _file_kernel(contents, layer)
+    checks.append(dict(
+        layer=layer, clusters=count, keras_distinct=distinct,
+        tflite_dtype=kernel.dtype if kernel else None,
+        tflite_max_distinct_per_channel=(kernel.max_distinct_per_channel
+                                         if kernel else None),
+        tflite_distinct=kernel.distinct if kernel else None,
+        tflite_sparsity=kernel.sparsity if kernel else None,
+        holds=bool(kernel) and kernel.max_distinct_per_channel <= count))
+  return checks
+
+
+def _file_kernel(contents, layer: str):
+  """The .tflite weight tensor that holds Keras layer `layer`'s kernel."""
+  for kernel in contents.kernels:
+    parts = set(kernel.name.replace(";", "/").split("/"))
+    if layer in parts or f"quant_{layer}" in parts:
+      return kernel
+  return None

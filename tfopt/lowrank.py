@@ -19,12 +19,17 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from tfopt import train
 from tfopt._keras import keras, require_keras2_model, require_layers
+from tfopt.config import LowRankConfig
+from tfopt.data import Dataset
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
            "LayerFactorization", "choose_rank", "factorize_kernel",
-           "factorize_conv_kernel", "check_layers", "apply_lowrank"]
+           "factorize_conv_kernel", "check_layers", "resolve_layers", "apply_lowrank",
+           "LowRankResult", "lowrank"]
 
 
 class LowRankError(TfoptError, ValueError):
@@ -302,3 +307,62 @@ def apply_lowrank(model: keras.Model, energy: Optional[float] = None,
   for original, copy in zip(model.layers, clone.layers):
     copy.set_weights(factors.get(original.name, original.get_weights()))
   return clone, report
+
+
+def resolve_layers(model: keras.Model, names) -> Optional[List[str]]:
+  """The layer names to factorize; "largest_dense" picks the biggest Dense.
+
+  Raises:
+    LowRankError: "largest_dense" in a model without a Dense layer.
+  """
+  if names is None:
+    return None
+  resolved = []
+  for name in names:
+    if name == "largest_dense":
+      dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+      if not dense:
+        raise LowRankError(f"Model {model.name!r} has no Dense layer.")
+      name = max(dense, key=lambda layer: layer.count_params()).name
+    resolved.append(name)
+  return resolved
+
+
+@dataclasses.dataclass
+class LowRankResult:
+  """A factorized, fine-tuned model, its layers, and validation accuracy around fine-tuning."""
+  model: keras.Model
+  layers: List[LayerFactorization]
+  val_accuracy_before_finetune: float
+  val_accuracy_after_finetune: float
+
+
+def lowrank(model: keras.Model, dataset: Dataset, config: LowRankConfig,
+            teacher: Optional[Teacher] = None, verbose: int = 2) -> LowRankResult:
+  """Factorizes a copy of `model` as `config` says, then fine-tunes it.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits; not modified.
+    dataset: training data for fine-tuning, validation data for the accuracy.
+    config: how ranks are chosen, which layers, fine-tuning settings.
+    teacher: if given (a tfopt.distill.Teacher or a Keras model), fine-tune
+      by distillation from it.
+
+  Raises:
+    LowRankError: a bad layer or rank, or no layer would get fewer parameters.
+  """
+  layers = (list(config.ranks) if config.ranks
+            else resolve_layers(model, config.layers))
+  factorized, table = apply_lowrank(model, energy=config.energy,
+                                    param_ratio=config.param_ratio,
+                                    ranks=config.ranks, layers=layers)
+  if not table:
+    raise LowRankError(
+        "No layer was factorized: at the chosen rank none would have fewer "
+        "parameters. Lower the energy or param_ratio, or give smaller ranks.")
+  before = train.accuracy(factorized, dataset.x_val, dataset.y_val)
+  if config.finetune_epochs:
+    fine_tune(factorized, dataset, config.finetune_epochs, config.batch_size,
+              config.learning_rate, teacher=teacher, verbose=verbose)
+  after = train.accuracy(factorized, dataset.x_val, dataset.y_val)
+  return LowRankResult(factorized, table, before, after)

@@ -17,10 +17,10 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import clone_model, get_layer, keras, require_keras2_model
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
-from tfopt.distill import fine_tune
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
@@ -61,13 +61,6 @@ class PruneResult:
   def overall_sparsity(self) -> float:
     return (sum(entry.zeros for entry in self.layers) /
             max(1, sum(entry.size for entry in self.layers)))
-
-
-def clone_model(model: keras.Model) -> keras.Model:
-  """A new model with the same architecture and a copy of the weights."""
-  clone = keras.models.clone_model(model)
-  clone.set_weights(model.get_weights())
-  return clone
 
 
 def pruning_schedule(config: PruneConfig, total_steps: int):
@@ -157,8 +150,7 @@ def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsi
 
 
 def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
-          teacher: Optional[keras.Model] = None, alpha: float = 0.5,
-          temperature: float = 2.0, verbose: int = 2,
+          teacher: Optional[Teacher] = None, verbose: int = 2,
           layer_targets: Optional[Dict[str, float]] = None) -> PruneResult:
   """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
 
@@ -166,9 +158,9 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
     model: a trained Keras 2 model that outputs logits; not modified.
     dataset: training data for fine-tuning, validation data for monitoring.
     config: target sparsity, schedule and fine-tuning settings.
-    teacher: if given, fine-tuning is distillation from it (see
-      tfopt.distill, with `alpha` and `temperature`) instead of plain
-      cross-entropy, which recovers more accuracy at high sparsity.
+    teacher: if given (a tfopt.distill.Teacher or a Keras model),
+      fine-tuning is distillation from it instead of plain cross-entropy,
+      which recovers more accuracy at high sparsity.
     verbose: Keras fit verbosity.
     layer_targets: {layer name: sparsity} to prune each named layer to its
       own target instead of config.target_sparsity everywhere (e.g. from
@@ -199,8 +191,7 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
       raise PruningError("Every layer target is 0: nothing to prune.")
   pruned = apply_pruning(model, pruning_schedule(config, total_steps), schedules)
   fine_tune(pruned, dataset, config.epochs, config.batch_size,
-            config.learning_rate, teacher=teacher, alpha=alpha,
-            temperature=temperature,
+            config.learning_rate, teacher=teacher,
             callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose)
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)

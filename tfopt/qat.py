@@ -20,17 +20,17 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
     cluster_utils)
 
-from tfopt._keras import keras, require_keras2_model
-from tfopt.config import QatConfig
+from tfopt._keras import clone_model, keras, require_keras2_model
+from tfopt.config import QAT_SCHEMES, QatConfig
 from tfopt.data import Dataset
-from tfopt.distill import fine_tune
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
-from tfopt.prune import clone_model
 
 __all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",
            "quantize_scope"]
 
-SCHEMES = ("qat", "pqat", "cqat", "pcqat")
+# The schemes a model can be trained with ("auto" in the config picks one).
+SCHEMES = tuple(scheme for scheme in QAT_SCHEMES if scheme != "auto")
 # The abbreviations in the report's row names.
 SCHEME_LABELS = {"qat": "QAT", "pqat": "PQAT", "cqat": "CQAT", "pcqat": "PCQAT"}
 
@@ -150,8 +150,7 @@ def quantize_scope():
 
 
 def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
-        scheme: str = "qat", teacher: Optional[keras.Model] = None,
-        alpha: float = 0.5, temperature: float = 2.0,
+        scheme: Optional[str] = None, teacher: Optional[Teacher] = None,
         verbose: int = 2) -> QatResult:
   """Fine-tunes a quantization-aware copy of `model` with `scheme`.
 
@@ -160,17 +159,20 @@ def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
       wrappers stripped); not modified.
     dataset: training data for fine-tuning, validation data for monitoring.
     config: epochs, batch size, learning rate.
-    scheme: one of SCHEMES (see choose_scheme).
-    teacher: if given, fine-tune by distillation from it.
+    scheme: one of SCHEMES (see choose_scheme); None: config.scheme, where
+      "auto" means plain qat (the pipeline picks from the run's history).
+    teacher: if given (a tfopt.distill.Teacher or a Keras model), fine-tune
+      by distillation from it.
 
   Returns:
     A QatResult whose model converts to an int8 .tflite with its learned
     ranges (tfopt.convert, mode "int8").
   """
+  if scheme is None:
+    scheme = "qat" if config.scheme == "auto" else config.scheme
   quantized = apply_qat(model, scheme)
   fine_tune(quantized, dataset, config.epochs, config.batch_size,
-            config.learning_rate, teacher=teacher, alpha=alpha,
-            temperature=temperature, verbose=verbose)
+            config.learning_rate, teacher=teacher, verbose=verbose)
   if scheme in ("cqat", "pcqat"):
     # Drops tfmot's centroid / index variables, keeping the clustered kernels
     # and the quantize wrappers whose ranges the converter needs.

@@ -1,40 +1,28 @@
-"""Resuming a run: which finished stages can be kept, and what they handed on.
+"""Resuming a run: which finished stages can be kept.
 
 A stage's key is a digest of everything its result depends on: tfopt's
-version, the data's content, the seed, the user's model, the config sections
-the stage reads, and the key of the stage before it. A change anywhere thus
-redoes that stage and every stage after it, and nothing before it.
+version, the data's content, the seed, the user's model, the settings the
+stage declares (Stage.settings: config sections, or single fields), and the
+key of the stage before it. A change anywhere thus redoes that stage and
+every stage after it, and nothing before it.
 
 A finished stage is kept when the manifest lists it at the same position with
 the same key and every file it wrote still has the sha256 the manifest holds.
-Its state (the run state fields it changed, as JSON) is then replayed instead
-of running it.
+The runner then replays its output (models, files, rows, record) from the
+manifest instead of running it.
 """
 
 import dataclasses
 import hashlib
 import json
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
 from tfopt import __version__
 
-__all__ = ["STAGE_SETTINGS", "data_fingerprint", "model_fingerprint", "stage_keys",
-           "to_json", "changed_fields", "kept_stage_count"]
-
-# Stage -> the PipelineConfig sections its result depends on. Fine-tuning
-# stages read distill's alpha and temperature; slim and the analyses measure
-# with the convert / evaluate settings.
-STAGE_SETTINGS = {
-    "teacher": ("teacher",), "distill": ("distill",), "scratch": ("distill",),
-    "prune": ("prune", "distill"), "slim": ("slim", "distill", "convert", "evaluate"),
-    "lowrank": ("lowrank", "distill"), "cluster": ("cluster", "distill"),
-    "qat": ("qat", "prune", "distill"), "binary": ("binary", "distill"),
-    "sensitivity": ("analysis", "prune", "distill", "evaluate"),
-    "bitwidth": ("analysis", "evaluate"), "sweep": ("analysis", "evaluate"),
-    "convert": ("convert",), "evaluate": ("evaluate",),
-}
+__all__ = ["data_fingerprint", "model_fingerprint", "settings_of", "stage_keys",
+           "to_json", "kept_stage_count"]
 
 
 def _digest(value) -> str:
@@ -61,9 +49,21 @@ def model_fingerprint(model) -> str:
   return digest.hexdigest()
 
 
-def stage_keys(config, names: Sequence[str], data: str,
-               model: Optional[str] = None, replicas: int = 1) -> List[str]:
-  """The key of each stage in `names` (in run order) for this config and data.
+def settings_of(config, stage) -> dict:
+  """{setting: value} for each of `stage.settings` ("section" or "section.field")."""
+  settings = {}
+  for setting in stage.settings:
+    value = config
+    for part in setting.split("."):
+      value = getattr(value, part)
+    settings[setting] = (dataclasses.asdict(value) if dataclasses.is_dataclass(value)
+                         else value)
+  return settings
+
+
+def stage_keys(config, stages: Sequence, data: str, model: Optional[str] = None,
+               replicas: int = 1) -> List[str]:
+  """The key of each stage (in run order) for this config and data.
 
   `replicas`: training replicas (the global batch, and so the result, depends
   on them).
@@ -72,10 +72,9 @@ def stage_keys(config, names: Sequence[str], data: str,
                       "seed": config.seed, "strategy": config.strategy,
                       "replicas": replicas})
   keys = []
-  for name in names:
-    settings = {section: dataclasses.asdict(getattr(config, section))
-                for section in STAGE_SETTINGS[name]}
-    previous = _digest({"stage": name, "previous": previous, "settings": settings})
+  for stage in stages:
+    previous = _digest({"stage": stage.name, "previous": previous,
+                        "settings": settings_of(config, stage)})
     keys.append(previous)
   return keys
 
@@ -93,11 +92,6 @@ def _json_default(value):
 def to_json(value):
   """`value` as plain JSON data (tuples become lists, numpy scalars numbers)."""
   return json.loads(json.dumps(value, default=_json_default))
-
-
-def changed_fields(before: Dict, after: Dict) -> Dict:
-  """The entries of snapshot `after` that differ from `before`."""
-  return {name: value for name, value in after.items() if before.get(name) != value}
 
 
 def kept_stage_count(manifest, names: Sequence[str], keys: Sequence[str],

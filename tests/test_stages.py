@@ -1,0 +1,201 @@
+"""The stage registry: one list of names, one interface, a toy stage added from outside."""
+
+import ast
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT, write_idx_dataset
+from tfopt import pipeline, resume
+from tfopt.config import (ConfigError, ConvertConfig, DataConfig, EvaluateConfig,
+                          PipelineConfig, TrainConfig)
+from tfopt.stages import registry
+from tfopt.stages.base import NewModel, Stage, StageOutput
+
+PACKAGE = REPO_ROOT / "tfopt"
+
+
+class KernelNormStage(Stage):
+  """A toy analysis defined here, outside tfopt: the L2 norm of each kernel."""
+  name = "kernel_norm"
+  settings = ("seed", "evaluate.batch_size")
+  report_fields = {"kernel_norms": dict}
+
+  def run(self, context):
+    model = context.current_model()
+    norms = {layer.name: float(np.linalg.norm(layer.kernel.numpy()))
+             for layer in model.layers if hasattr(layer, "kernel")}
+    return StageOutput(record={"norms": norms, "model": context.current.name})
+
+  def summarize(self, record, context):
+    return {"kernel_norms": record["norms"]}
+
+  def report_section(self, report):
+    norms = report.sections.get("kernel_norms")
+    return ["", "## Kernel norms", ""] + [f"- {name}: {value:.3f}"
+                                          for name, value in norms.items()] if norms else []
+
+
+class HalveStage(Stage):
+  """A toy compressing stage: every kernel halved; makes a model the next stage takes."""
+  name = "halve"
+  settings = ()
+
+  def run(self, context):
+    from tfopt._keras import clone_model  # pylint: disable=g-import-not-at-top
+    model = clone_model(context.current_model())
+    for layer in model.layers:
+      if hasattr(layer, "kernel"):
+        layer.kernel.assign(layer.kernel.numpy() / 2)
+    return StageOutput(models=[NewModel(context.current.then("halved", "halved"), model)])
+
+
+@pytest.fixture
+def toy_stages():
+  stages = [registry.register(KernelNormStage()), registry.register(HalveStage())]
+  yield stages
+  for stage in stages:
+    registry.unregister(stage.name)
+
+
+def tiny_config(tmp_path, stages):
+  write_idx_dataset(tmp_path / "data" / "mnist", train=200, test=40)
+  return PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig("student", epochs=1, batch_size=32), stages=stages,
+      output_dir=str(tmp_path / "out"), convert=ConvertConfig(representative_examples=10),
+      evaluate=EvaluateConfig(latency_warmup=1, latency_runs=2, latency_breakdown=False))
+
+
+def test_a_stage_defined_outside_tfopt_runs_in_a_chain_and_resumes(toy_stages, tmp_path):
+  config = tiny_config(tmp_path, ("teacher", "halve", "kernel_norm"))
+  first = pipeline.run(config)
+  assert [row.name for row in first.models] == [
+      "baseline float32", "baseline int8", "halved teacher int8"]
+  # The analysis measured the model the toy compressing stage made.
+  norms = first.kernel_norms
+  assert set(norms) == {"block1_conv", "block2_conv", "block3_conv", "logits"}
+  report = json.loads((tmp_path / "out" / "report.json").read_text())
+  assert report["kernel_norms"] == pytest.approx(norms)
+  assert "## Kernel norms" in (tmp_path / "out" / "report.md").read_text()
+  manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+  by_stage = {stage["stage"]: stage for stage in manifest["stages"]}
+  assert by_stage["halve"]["files"] == ["teacher_halved.keras"]
+  assert by_stage["kernel_norm"]["output"]["record"]["model"] == "teacher_halved"
+  again = pipeline.run(config)
+  assert again.resumed_stages == ["teacher", "halve", "kernel_norm", "convert", "evaluate"]
+  assert again.kernel_norms == norms and again.models == first.models
+  # A setting the toy stage declares redoes it and what follows, not what is before.
+  changed = pipeline.run(dataclasses.replace(config, evaluate=dataclasses.replace(
+      config.evaluate, batch_size=500)))
+  assert changed.resumed_stages == ["teacher", "halve"]
+
+
+def test_registry_names_are_what_stages_accepts_and_resume_keys(toy_stages):
+  names = registry.names()
+  assert names[:12] == ("teacher", "distill", "scratch", "prune", "slim", "lowrank",
+                        "cluster", "qat", "binary", "bitwidth", "sweep", "sensitivity")
+  assert names[-2:] == ("kernel_norm", "halve")
+  for name in names[1:]:
+    stages = ("teacher", "distill", name) if name == "scratch" else ("teacher", name)
+    config = PipelineConfig(stages=stages)
+    plan = registry.plan(config)
+    assert [stage.name for stage in plan] == list(config.stage_list()) + [
+        "convert", "evaluate"]
+    assert len(resume.stage_keys(config, plan, "data")) == len(plan)
+  with pytest.raises(ConfigError, match="a list of teacher, distill, .*, halve"):
+    PipelineConfig(stages=("teacher", "convert"))
+  registry.unregister("halve")
+  with pytest.raises(ConfigError, match="stages='teacher,halve' is invalid"):
+    PipelineConfig(stages=("teacher", "halve"))
+
+
+def test_the_cli_help_lists_the_registry():
+  from tfopt import cli  # pylint: disable=g-import-not-at-top
+  help_text = cli.FLAGS["stages"].help
+  assert all(name in help_text for name in registry.names())
+
+
+def test_settings_are_field_level_where_it_matters():
+  base = PipelineConfig(stages=("teacher", "distill", "prune", "sensitivity",
+                                "bitwidth", "sweep"))
+  plan = registry.plan(base)
+  keys = dict(zip([stage.name for stage in plan], resume.stage_keys(base, plan, "d")))
+  from tfopt.config import AnalysisConfig  # pylint: disable=g-import-not-at-top
+  other_bits = dataclasses.replace(base, analysis=AnalysisConfig(bits=(8,)))
+  changed = dict(zip([stage.name for stage in plan],
+                     resume.stage_keys(other_bits, plan, "d")))
+  # --bits changes bitwidth's key (and so every later key), not sensitivity's.
+  assert changed["sensitivity"] == keys["sensitivity"]
+  assert changed["bitwidth"] != keys["bitwidth"]
+
+
+def test_every_builtin_stage_is_one_module_with_one_stage(toy_stages):
+  for name, module in registry.BUILTIN.items():
+    stage = registry.get(name)
+    assert isinstance(stage, Stage) and stage.name == name
+    assert module == f"tfopt.stages.{name}"
+    assert type(stage).run is not Stage.run
+
+
+def _python_files():
+  return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_modules_and_functions_stay_small():
+  for path in _python_files():
+    lines = path.read_text().count("\n")
+    assert lines <= 520, f"{path.relative_to(REPO_ROOT)} has {lines} lines"
+    for node in ast.walk(ast.parse(path.read_text())):
+      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        length = node.end_lineno - node.lineno + 1
+        assert length <= 65, f"{path.name}:{node.name} has {length} lines"
+
+
+def _imports(path: pathlib.Path):
+  """The tfopt modules `path` imports (at any depth), as dotted names."""
+  found = set()
+  for node in ast.walk(ast.parse(path.read_text())):
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfopt"):
+      found.add(node.module)
+      found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    elif isinstance(node, ast.Import):
+      found.update(alias.name for alias in node.names if alias.name.startswith("tfopt"))
+  return found
+
+
+def test_nothing_imports_the_cli_and_the_library_has_no_import_cycle():
+  modules = {".".join(path.relative_to(REPO_ROOT).with_suffix("").parts): path
+             for path in _python_files()}
+  modules = {name.removesuffix(".__init__"): path for name, path in modules.items()}
+  edges = {name: {imported for imported in _imports(path) if imported in modules}
+           for name, path in modules.items()}
+  # pipeline.py is the entry point: only when run as __main__ it starts the CLI.
+  assert [name for name, imported in edges.items()
+          if "tfopt.cli" in imported and name != "tfopt.pipeline"] == []
+  top_level = {name: {imported for imported in _top_level_imports(path)
+                      if imported in modules}
+               for name, path in modules.items()}
+  for start in top_level:
+    seen, pending = set(), list(top_level[start])
+    while pending:
+      name = pending.pop()
+      assert name != start, f"import cycle through {start}"
+      if name not in seen:
+        seen.add(name)
+        pending.extend(top_level[name])
+
+
+def _top_level_imports(path: pathlib.Path):
+  """The tfopt modules imported at module level (not inside a function or guard)."""
+  found = set()
+  for node in ast.parse(path.read_text()).body:
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfopt"):
+      found.add(node.module)
+      found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    elif isinstance(node, ast.Import):
+      found.update(alias.name for alias in node.names if alias.name.startswith("tfopt"))
+  return found

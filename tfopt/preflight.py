@@ -1,0 +1,182 @@
+"""Everything checked before any training, so bad input fails fast and clean.
+
+Builder names, the output directory (never a user's files), the user's model
+and the data it asks for, and each stage's own checks (layer names, cluster
+counts) on the architecture that stage will see. Nothing here writes a file.
+"""
+
+import dataclasses
+import functools
+import os
+from typing import List
+
+from tfopt import artifacts, model_io, models
+from tfopt.config import DataConfig, PipelineConfig
+from tfopt.data import Dataset, load_dataset
+from tfopt.errors import TfoptError
+from tfopt.stages import registry
+from tfopt.stages.base import log
+
+__all__ = ["OutputDirError", "check_inputs", "check_output_dir", "files_below",
+           "data_for_model", "check_model_fits_data", "check_stages",
+           "make_output_dir"]
+
+
+class OutputDirError(TfoptError, ValueError):
+  """The output directory cannot be used without risking a user's files."""
+
+
+def check_inputs(config: PipelineConfig):
+  """Checks names, the output dir, the model and the data before any training.
+
+  Returns:
+    (config with the data settings the model asks for, the user's
+    model_io.LoadedModel or None, the Dataset).
+
+  Raises:
+    TfoptError: what is wrong and what to do.
+  """
+  if config.model is None:
+    models.get_builder(config.teacher.builder)
+  if "distill" in config.stages:
+    models.get_builder(config.distill.builder)
+  check_output_dir(config.output_dir)
+  user_model = None
+  if config.model is not None:
+    user_model = model_io.read_model(config.model, config.allow_unsafe_model)
+    config = dataclasses.replace(config, data=data_for_model(config.data,
+                                                            user_model.model))
+  dataset = load_dataset(config.data, seed=config.seed)
+  log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
+      f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images, "
+      f"{'x'.join(map(str, dataset.input_shape))}, pixels 0..255 -> "
+      f"{dataset.input_range[0]:g}..{dataset.input_range[1]:g}")
+  if user_model is not None:
+    check_model_fits_data(user_model, dataset)
+  check_stages(config, dataset, user_model.model if user_model else None)
+  return config, user_model, dataset
+
+
+def check_stages(config: PipelineConfig, dataset: Dataset, user_model=None):
+  """Runs each stage's preflight on the architecture it will see.
+
+  The first stage sees the user's model or the teacher builder's; a stage
+  that changes the architecture (distill) hands the next one its own. Models
+  are built only when a stage has something to check.
+  """
+  architecture = functools.lru_cache(maxsize=None)(
+      lambda: user_model or models.build_model(
+          config.teacher.builder, dataset.input_shape, dataset.num_classes))
+  for stage in registry.plan(config):
+    architecture = stage.preflight(config, dataset, architecture)
+
+
+def check_output_dir(output_dir: str):
+  """Refuses a directory holding files that an earlier tfopt run did not write.
+
+  Raises:
+    OutputDirError: the path is a file, or the directory has foreign files.
+  """
+  if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+    raise OutputDirError(f"--output_dir {output_dir!r} is a file; give a "
+                         "directory path.")
+  if not os.path.isdir(output_dir):
+    return
+  if not os.access(output_dir, os.W_OK | os.X_OK):
+    raise OutputDirError(f"Output directory {output_dir!r} is not writable; "
+                         "choose another --output_dir.")
+  manifest = artifacts.Manifest(output_dir)
+  foreign = sorted(name for name in files_below(output_dir)
+                   if name != artifacts.Manifest.FILENAME and not manifest.owns(name)
+                   and not os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX))
+  if foreign:
+    shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+    raise OutputDirError(
+        f"Output directory {output_dir!r} holds files tfopt did not write "
+        f"({shown}); tfopt never overwrites them. Choose a new --output_dir "
+        "or move those files away.")
+
+
+def files_below(directory: str) -> List[str]:
+  """Every file below `directory`, as "/"-separated relative paths."""
+  found = []
+  for root, _, files in os.walk(directory):
+    relative = os.path.relpath(root, directory)
+    found += [name if relative == "." else f"{relative}/{name}".replace(os.sep, "/")
+              for name in files]
+  return found
+
+
+def data_for_model(data: DataConfig, model) -> DataConfig:
+  """The data settings a given model asks for, where the user gave none.
+
+  Image size and color mode come from the model's input (they matter for
+  image folders; arrays are checked against them after loading); the input
+  range is (0, 255) when the model starts with Rescaling, else (0, 1).
+
+  Raises:
+    ModelLoadError: the model is not an image classifier tfopt can feed.
+  """
+  height, width, channels = model_io.image_input_shape(model)
+  changes = {}
+  if data.dataset == "folder":
+    if data.image_size is None and height and width:
+      changes["image_size"] = (int(height), int(width))
+    if data.color_mode is None:
+      changes["color_mode"] = "grayscale" if channels == 1 else "rgb"
+  if data.input_range is None:
+    detected = model_io.input_range_of(model)
+    changes["input_range"] = detected or (0.0, 1.0)
+    log("data: the model starts with Rescaling, so it is fed raw pixels 0..255"
+        if detected else "data: the model has no Rescaling at its input, so "
+        "pixels are scaled to 0..1; give --input_range if it expects another "
+        "range (e.g. -1,1)")
+  return dataclasses.replace(data, **changes)
+
+
+def check_model_fits_data(loaded: model_io.LoadedModel, dataset: Dataset):
+  """The user's model takes the data's images and has one output per class.
+
+  A Keras 3 rebuild is also checked against the original on test images.
+
+  Raises:
+    ModelLoadError: naming the mismatch and what to do.
+  """
+  model = loaded.model
+  expected = tuple(model.inputs[0].shape[1:])
+  if any(want not in (None, have) for want, have in zip(expected, dataset.input_shape)):
+    raise model_io.ModelLoadError(
+        f"The model takes {_shape_text(expected)} images but {dataset.name} "
+        f"images are {_shape_text(dataset.input_shape)}; give data of the "
+        "model's size" + (" (--image_size, --color_mode)" if dataset.name == "folder"
+                          else "") + ", or a model made for this data.")
+  classes = model.outputs[0].shape[-1]
+  if classes != dataset.num_classes:
+    raise model_io.ModelLoadError(
+        f"The model has {classes} outputs but the data has {dataset.num_classes} "
+        f"classes ({', '.join(dataset.class_names[:5])}"
+        f"{' ...' if dataset.num_classes > 5 else ''}); give the labels file "
+        "the model was trained with (one class per output, in order).")
+  if loaded.original is not None:
+    difference = model_io.outputs_match(loaded.original, model, dataset.x_test[:64])
+    log(f"teacher: the Keras 2 rebuild matches the Keras 3 model on 64 test "
+        f"images (max output difference {difference:.1e})")
+
+
+def _shape_text(shape) -> str:
+  return "x".join("?" if size is None else str(size) for size in shape)
+
+
+def make_output_dir(output_dir: str):
+  """Creates the output dir and removes the half-written files a killed run left."""
+  try:
+    os.makedirs(output_dir, exist_ok=True)
+  except OSError as error:
+    raise OutputDirError(f"Cannot create the output directory "
+                         f"{output_dir!r} ({error}); choose a writable "
+                         "--output_dir.") from error
+  for name in files_below(output_dir):
+    if os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX):
+      os.remove(os.path.join(output_dir, name))
+      log(f"resume: removed {name}, a file a killed run left half-written")
+

@@ -1,0 +1,228 @@
+"""What a stage is, what it gets and what it returns.
+
+A stage is one step of a run (train the teacher, prune, convert, ...). It
+subclasses `Stage`, lives in its own module under tfopt/stages/, and is listed
+once in `tfopt.stages.registry`. The runner (tfopt.runner) calls, in order:
+
+  check_chain(config, before)   when the config is made: can it follow `before`?
+  preflight(config, dataset, architecture)  before training: its layers exist?
+  run(context) -> StageOutput   the work: the models it made, what it measured
+  summarize(record, context)    after the run: its numbers for the report
+  report_section(report)        its Markdown section of report.md
+
+A stage never changes shared state: it reads the Context (config, data, the
+models made so far, earlier records) and returns a StageOutput; the runner
+saves the models, lists every file in the manifest and keeps the record, so
+that a rerun replays the stage from its record instead of running it.
+"""
+
+import dataclasses
+import io
+import os
+import types
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+
+from tfopt import artifacts, evaluate, models
+from tfopt._keras import keras, predict_top1
+from tfopt.config import PipelineConfig
+from tfopt.data import Dataset
+from tfopt.distill import Teacher
+from tfopt.report import ModelRow, Report
+
+__all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage"]
+
+
+def log(message: str):
+  print(f"[tfopt] {message}", flush=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+  """A Keras model a stage made: its name, its report label, its file stem.
+
+  family: "teacher" or "student"; steps: the (name suffix, report adjective)
+  of each compressing stage applied so far, in order; modes: the conversion
+  modes it gets (None: the run's --quant_modes); clusters: {layer: [shared
+  values, distinct kernel values in Keras]} of a clustered model.
+  """
+  name: str
+  label: str
+  stem: str
+  family: str = "teacher"
+  steps: Tuple[Tuple[str, str], ...] = ()
+  modes: Optional[Tuple[str, ...]] = None
+  clusters: Optional[Dict[str, Tuple[int, int]]] = None
+
+  def then(self, suffix: str, adjective: str, **changes) -> "ModelEntry":
+    """The entry of a model a compressing stage makes from this one."""
+    steps = self.steps + ((suffix, adjective),)
+    name = "_".join([self.family] + [step[0] for step in steps])
+    label = f"{', '.join(step[1] for step in steps)} {self.family}"
+    return ModelEntry(name, label, name, self.family, steps, **changes)
+
+  @property
+  def pruned(self) -> bool:
+    return any(suffix.endswith("pruned") for suffix, _ in self.steps)
+
+  def to_json(self) -> dict:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_json(cls, value: dict) -> "ModelEntry":
+    return cls(**dict(
+        value, steps=tuple(tuple(step) for step in value["steps"]),
+        modes=tuple(value["modes"]) if value["modes"] else None,
+        clusters=({layer: tuple(pair) for layer, pair in value["clusters"].items()}
+                  if value.get("clusters") else None)))
+
+
+@dataclasses.dataclass
+class NewModel:
+  """A model a stage made. current: the next stage compresses it."""
+  entry: ModelEntry
+  model: keras.Model
+  current: bool = True
+  extension: str = ".keras"  # quantization-aware models go to .h5
+
+
+@dataclasses.dataclass
+class StageOutput:
+  """What a stage returns; the runner saves and keeps it.
+
+  record: JSON-able numbers the stage measured (its report section's input).
+  tflite_files: report row -> (.tflite file in the output dir, Keras model).
+  rows: measured report rows.
+  """
+  models: List[NewModel] = dataclasses.field(default_factory=list)
+  record: dict = dataclasses.field(default_factory=dict)
+  tflite_files: Dict[str, Tuple[str, str]] = dataclasses.field(default_factory=dict)
+  rows: List[ModelRow] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """A read-only view of the run for one stage.
+
+  The models, entries, records, files and rows are those of the stages before
+  it. Files go through `write_bytes` / `save_model`: atomic, and listed in
+  the manifest under this stage.
+  """
+  stage: str
+  config: PipelineConfig
+  dataset: Dataset
+  output_dir: str
+  distribution: object  # tfopt.distribute.Distribution
+  user_model: object  # tfopt.model_io.LoadedModel, or None
+  entries: Tuple[ModelEntry, ...]
+  current: Optional[ModelEntry]
+  records: Mapping[str, dict]
+  tflite_files: Mapping[str, Tuple[str, str]]
+  rows: Tuple[ModelRow, ...]
+  models: Mapping[str, keras.Model]
+  manifest: artifacts.Manifest
+  cache: dict  # the runner's per-run cache: Keras top-1, .tflite contents
+
+  log = staticmethod(log)
+
+  def path(self, filename: str) -> str:
+    return os.path.join(self.output_dir, filename)
+
+  def current_model(self) -> keras.Model:
+    return self.models[self.current.name]
+
+  def teacher(self, use_teacher: bool = True) -> Optional[Teacher]:
+    """The run's teacher with distill's alpha and temperature, if `use_teacher`."""
+    if not use_teacher:
+      return None
+    distill = self.config.distill
+    return Teacher(self.models["teacher"], distill.alpha, distill.temperature)
+
+  def build(self, builder: str) -> keras.Model:
+    """A fresh model from `builder`, shaped for this run's data."""
+    return models.build_model(builder, self.dataset.input_shape,
+                              self.dataset.num_classes)
+
+  def per_replica(self, config):
+    """`config` with the global batch: its batch_size on each replica."""
+    return dataclasses.replace(
+        config, batch_size=self.distribution.global_batch(config.batch_size))
+
+  def write_bytes(self, filename: str, content: bytes) -> str:
+    path = artifacts.write_bytes_atomic(self.path(filename), content)
+    self.manifest.record(self.stage, path)
+    return path
+
+  def write_arrays(self, filename: str, arrays: List[np.ndarray]) -> str:
+    buffer = io.BytesIO()
+    np.savez(buffer, *arrays)
+    return self.write_bytes(filename, buffer.getvalue())
+
+  def save_model(self, filename: str, model: keras.Model) -> str:
+    path = artifacts.save_keras_atomic(model, self.path(filename))
+    self.manifest.record(self.stage, path)
+    return path
+
+  def entry(self, model_name: str) -> ModelEntry:
+    return next(entry for entry in self.entries if entry.name == model_name)
+
+  def row_of(self, model_name: str, mode: str = "int8") -> Optional[ModelRow]:
+    """The measured row of `model_name`'s file in `mode`, or None."""
+    label = self.entry(model_name).label
+    return next((row for row in self.rows if row.name == f"{label} {mode}"), None)
+
+  def keras_top1(self, model_name: str) -> np.ndarray:
+    """Test-set predictions of a Keras model, computed once per run."""
+    key = ("top1", model_name)
+    if key not in self.cache:
+      self.cache[key] = predict_top1(self.models[model_name], self.dataset.x_test,
+                                     self.config.evaluate.batch_size)
+    return self.cache[key]
+
+  def contents(self, row_name: str) -> evaluate.TFLiteContents:
+    """What is inside a row's .tflite file, read once per run."""
+    key = ("contents", row_name)
+    if key not in self.cache:
+      self.cache[key] = evaluate.inspect_tflite(self.path(self.tflite_files[row_name][0]))
+    return self.cache[key]
+
+
+class Stage:
+  """One pipeline stage. Subclasses set `name` and `settings` and override run().
+
+  settings: what the stage's result depends on, as PipelineConfig section
+    names ("prune") or fields ("analysis.bits"); the resume key digests them,
+    so a change there redoes this stage and every later one.
+  report_fields: the report.json keys the stage's summary fills, each with a
+    function giving its empty value (the key is there when the stage is not).
+  finishing: convert and evaluate, which end every run and are not named in
+    --stages.
+  """
+  name: str = ""
+  settings: Tuple[str, ...] = ()
+  report_fields: Mapping[str, Callable[[], object]] = types.MappingProxyType({})
+  finishing: bool = False
+
+  def check_chain(self, config: PipelineConfig, before: Tuple[str, ...]):
+    """Raises ConfigError when this stage cannot follow the stages `before`."""
+
+  def preflight(self, config: PipelineConfig, dataset: Dataset,
+                architecture: Callable[[], keras.Model]) -> Callable[[], keras.Model]:
+    """Checks settings against the model this stage will see, before training.
+
+    `architecture()` builds (once) an untrained model of the architecture the
+    stage receives; returns the same for the next stage.
+    """
+    return architecture
+
+  def run(self, context: Context) -> StageOutput:
+    raise NotImplementedError(f"stage {self.name!r} does not implement run()")
+
+  def summarize(self, record: dict, context: Context) -> dict:
+    """{report field: value} from this stage's record, once every file is measured."""
+    return {}
+
+  def report_section(self, report: Report) -> List[str]:
+    """This stage's Markdown lines in report.md (none by default)."""
+    return []

@@ -1,0 +1,42 @@
+"""distill: a student learns from the teacher (Hinton 2015, tfopt.distill).
+
+The student (`--student` builder) is trained by distillation under the run's
+tf.distribute strategy. Its initial weights are kept in
+student_initial_weights.npz, so the scratch control starts from the same ones.
+From here on, the stages compress the student.
+"""
+
+import functools
+
+from tfopt import distill, models
+from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput
+
+INITIAL_WEIGHTS_FILE = "student_initial_weights.npz"
+STUDENT = ModelEntry("student_distilled", "distilled student", "student_distilled",
+                     "student")
+
+
+class DistillStage(Stage):
+  name = "distill"
+  settings = ("distill",)
+
+  def preflight(self, config, dataset, architecture):
+    # Later stages see the student, not the teacher.
+    return functools.lru_cache(maxsize=None)(lambda: models.build_model(
+        config.distill.builder, dataset.input_shape, dataset.num_classes))
+
+  def run(self, context) -> StageOutput:
+    config = context.config.distill
+    context.log(f"distill: student {config.builder!r}, {config.epochs} epoch(s), "
+                f"temperature {config.temperature}, alpha {config.alpha}")
+    distribution = context.distribution
+    with distribution.scope():
+      student = context.build(config.builder)
+      context.write_arrays(INITIAL_WEIGHTS_FILE, student.get_weights())
+      distill.distill(distribution.in_scope(context.models["teacher"]), student,
+                      context.dataset, context.per_replica(config))
+    return StageOutput(models=[NewModel(STUDENT, distribution.plain(student))],
+                       record={"initial_weights": INITIAL_WEIGHTS_FILE})
+
+
+STAGE = DistillStage()

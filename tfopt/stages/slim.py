@@ -1,0 +1,81 @@
+"""slim: network slimming / filter pruning, whole conv channels removed.
+
+L1 on BatchNorm gamma, then --slim_prune_count steps that each remove more
+channels and fine-tune (tfopt.slim); after each step the model is converted
+to int8 and measured in LiteRT, so the report shows size, accuracy and
+latency falling step by step. Report: the step table and channels per conv.
+"""
+
+import os
+
+from tfopt import convert, evaluate, slim
+from tfopt.stages.base import NewModel, Stage, StageOutput
+
+
+class SlimStage(Stage):
+  name = "slim"
+  settings = ("slim", "distill", "convert", "evaluate")
+  report_fields = {"slim_steps": list, "slim_channels": list}
+
+  def preflight(self, config, dataset, architecture):
+    if config.slim.layers:
+      slim.prunable_convs(architecture(), config.slim.criterion, config.slim.layers)
+    return architecture
+
+  def run(self, context) -> StageOutput:
+    config = context.config.slim
+    context.log(f"slim: removing {config.rate:.0%} of the conv channels of "
+                f"{context.current.name} in {config.prune_count} step(s) "
+                f"({config.criterion}, {config.scope}), {config.sparsity_epochs} "
+                f"sparsity epoch(s) with L1 {config.l1_strength} on BN gamma, "
+                f"{config.finetune_epochs} fine-tuning epoch(s) per step")
+    result = slim.slim(context.current_model(), context.dataset, config,
+                       teacher=context.teacher(config.use_teacher))
+    for name, reason in result.skipped.items():
+      context.log(f"  skipped {name}: {reason}")
+    entry = context.current.then("slimmed", "slimmed")
+    steps = [_measure_step(context, entry.stem, step) for step in result.steps]
+    channels = [{"layer": name, "before": before, "after": result.steps[-1].channels[name]}
+                for name, before in result.channels_before.items()]
+    return StageOutput(models=[NewModel(entry, result.model)],
+                       record={"steps": steps, "channels": channels})
+
+  def summarize(self, record, context):
+    return {"slim_steps": record["steps"], "slim_channels": record["channels"]}
+
+  def report_section(self, report):
+    if not report.slim_steps:
+      return []
+    lines = ["", "## Slimming (channels removed, int8 measured in LiteRT after "
+             "each step's fine-tuning)", "",
+             "| step | rate | channels | params | MACs | int8 accuracy "
+             "| .tflite bytes | latency µs |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {step['step']} | {100 * step['rate']:.0f} % | {step['channels']:,} "
+              f"| {step['params']:,} | {step['macs']:,} | {100 * step['accuracy']:.2f} % "
+              f"| {step['tflite_bytes']:,} | {step['latency_us']:,.0f} |"
+              for step in report.slim_steps]
+    lines += ["", "| conv | channels before | after |", "|---|---|---|"]
+    return lines + [f"| {entry['layer']} | {entry['before']} | {entry['after']} |"
+                    for entry in report.slim_channels]
+
+
+def _measure_step(context, stem: str, step) -> dict:
+  """Converts one step's model to int8 and measures it in LiteRT."""
+  config, data = context.config.evaluate, context.dataset
+  path = context.write_bytes(f"{stem}_step{step.step}_int8.tflite", convert.to_tflite(
+      step.model, "int8", data.x_train, context.config.convert.representative_examples))
+  measured = dict(
+      step=step.step, rate=step.rate, channels=sum(step.channels.values()),
+      params=step.params, macs=step.macs, val_accuracy=step.val_accuracy,
+      accuracy=evaluate.accuracy(path, data.x_test, data.y_test,
+                                 config.num_threads, config.batch_size),
+      tflite_bytes=os.path.getsize(path),
+      latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
+                                     config.latency_warmup, config.latency_runs))
+  context.log(f"  step {step.step}: {measured['channels']} channels, {step.params:,} "
+              f"params, {step.macs:,} MACs, int8 accuracy {measured['accuracy']:.2%}, "
+              f"{measured['tflite_bytes']:,} B, {measured['latency_us']:,.0f} µs")
+  return measured
+
+
+STAGE = SlimStage()

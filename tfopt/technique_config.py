@@ -1,0 +1,287 @@
+"""The settings of each compression technique: one frozen dataclass each.
+
+Every field is validated in ``__post_init__`` (see tfopt.validate). The lists
+of allowed values here are the only copies: the technique modules import them.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from tfopt.validate import (require, require_fraction,
+                            require_positive_int, require_positive_number)
+
+__all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "LowRankConfig",
+           "CENTROID_INITS", "ClusterConfig", "BINARY_MODES", "BinaryConfig",
+           "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig"]
+
+GRANULARITIES = ("per_tensor", "per_channel")
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+  """Magnitude pruning with tfmot, polynomial schedule, then fine-tuning.
+
+  pruning_updates: how many times the masks are recomputed while sparsity
+    ramps from initial_sparsity to target_sparsity (over ramp_fraction of the
+    fine-tuning steps); the remaining steps fine-tune with fixed masks.
+  use_teacher: fine-tune by distillation from the teacher (when the pipeline
+    has one) rather than from the labels alone.
+  """
+  target_sparsity: float = 0.7
+  initial_sparsity: float = 0.0
+  epochs: int = 5
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  pruning_updates: int = 10
+  ramp_fraction: float = 0.5
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    require_fraction("target_sparsity", self.target_sparsity)
+    require_fraction("initial_sparsity", self.initial_sparsity)
+    require(self.initial_sparsity <= self.target_sparsity, "initial_sparsity",
+             self.initial_sparsity,
+             f"<= target_sparsity ({self.target_sparsity})")
+    require_positive_int("epochs", self.epochs)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+    require_positive_int("pruning_updates", self.pruning_updates)
+    require_fraction("ramp_fraction", self.ramp_fraction, low_open=True,
+                      high_open=False)
+
+
+SLIM_CRITERIA = ("bn_gamma", "l1", "l2")
+SLIM_SCOPES = ("global", "local")
+
+
+@dataclass(frozen=True)
+class SlimConfig:
+  """Network slimming / filter pruning: remove whole conv channels.
+
+  rate: share of the prunable channels removed by the last step, in [0, 1).
+  prune_count: steps to get there; step i removes rate * i / prune_count of
+    the original channels, then fine-tunes for finetune_epochs.
+  sparsity_epochs / l1_strength: training with an L1 penalty on BatchNorm
+    gamma before the first step (network slimming); 0 epochs skips it.
+  criterion: channel importance, bn_gamma (|gamma| of the BN after the conv),
+    l1 or l2 (norm of each filter, for convs without BN).
+  scope: local (the same rate in every layer; the default, robust across
+    architectures) or global (one threshold across layers, as in the network
+    slimming paper; raw |gamma| scales differ between layers, and on the
+    MobileNet-v1 student it cut the stem to its floor). min_channels is the
+    floor: every layer keeps at least this share of its channels, and one.
+  layers: the convs to consider (default: every conv that can be slimmed).
+  """
+  rate: float = 0.5
+  prune_count: int = 2
+  finetune_epochs: int = 2
+  sparsity_epochs: int = 2
+  l1_strength: float = 1e-4
+  criterion: str = "bn_gamma"
+  scope: str = "local"
+  min_channels: float = 0.1
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+
+  def __post_init__(self):
+    require_fraction("rate", self.rate)
+    require_positive_int("prune_count", self.prune_count)
+    require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
+             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+    require(isinstance(self.sparsity_epochs, int) and self.sparsity_epochs >= 0,
+             "sparsity_epochs", self.sparsity_epochs, "an integer >= 0")
+    require(isinstance(self.l1_strength, (int, float))
+             and not isinstance(self.l1_strength, bool) and self.l1_strength >= 0,
+             "l1_strength", self.l1_strength, "a number >= 0")
+    require(self.criterion in SLIM_CRITERIA, "criterion", self.criterion,
+             "one of " + ", ".join(SLIM_CRITERIA))
+    require(self.scope in SLIM_SCOPES, "scope", self.scope,
+             "one of " + ", ".join(SLIM_SCOPES))
+    require_fraction("min_channels", self.min_channels, low_open=True,
+                      high_open=False)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class LowRankConfig:
+  """Truncated-SVD factorization of Dense (and spatial SVD of Conv2D) layers.
+
+  Exactly one way to choose ranks: `energy` (share of sum(s**2) kept),
+  `param_ratio` (r (n + m) <= param_ratio * n * m), or `ranks` per layer.
+  layers: which layers to factorize; "largest_dense" (default) picks the Dense
+    layer with the most parameters, None means every layer where it saves.
+    With `ranks`, the layers are the keys of `ranks` and this is ignored.
+  """
+  energy: Optional[float] = None
+  param_ratio: Optional[float] = 0.25
+  ranks: Optional[Dict[str, int]] = None
+  layers: Optional[Tuple[str, ...]] = ("largest_dense",)
+  finetune_epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    given = [name for name in ("energy", "param_ratio", "ranks")
+             if getattr(self, name) is not None]
+    require(len(given) == 1, "energy/param_ratio/ranks", given,
+             "exactly one of them set")
+    if self.energy is not None:
+      require_fraction("energy", self.energy, low_open=True, high_open=False)
+    if self.param_ratio is not None:
+      require_fraction("param_ratio", self.param_ratio, low_open=True)
+    if self.ranks is not None:
+      require(isinstance(self.ranks, dict) and self.ranks and all(
+          isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1
+          for rank in self.ranks.values()), "ranks", self.ranks,
+               "a {layer name: integer rank >= 1} dict")
+    require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
+             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+CENTROID_INITS = ("kmeans_plus_plus", "linear", "density_based", "random")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+  """Weight sharing with tfmot: k shared values per kernel, then fine-tuning.
+
+  number_of_clusters: shared values per kernel (16 -> 4-bit indices).
+  centroid_init: how tfmot places the initial centroids. linear (evenly
+    spaced between min and max, Deep Compression's choice) compresses best:
+    on the teacher its int8 file gzips to 0.34x of plain int8, against
+    0.58x with kmeans_plus_plus, for a similar accuracy (BUILD_NOTES).
+  preserve_sparsity: keep a pruned model's zeros; None means yes exactly
+    when the model was pruned earlier in the run.
+  epochs / learning_rate: fine-tuning of the centroids (0 epochs: none).
+  layers: the layers to cluster (default: every Conv2D, DepthwiseConv2D and
+    Dense).
+  layer_clusters: {layer: clusters} for layers that get their own count
+    (e.g. fewer for a large Dense, more for the first conv); they are
+    clustered even when not in `layers`.
+  """
+  number_of_clusters: int = 16
+  centroid_init: str = "linear"
+  preserve_sparsity: Optional[bool] = None
+  epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-4
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+  layer_clusters: Optional[Dict[str, int]] = None
+
+  def __post_init__(self):
+    for name, clusters in [("number_of_clusters", self.number_of_clusters)] + [
+        (f"layer_clusters[{layer!r}]", value)
+        for layer, value in (self.layer_clusters or {}).items()]:
+      require(isinstance(clusters, int) and not isinstance(clusters, bool)
+               and 2 <= clusters <= 256, name, clusters, "an integer in [2, 256]")
+    require(self.centroid_init in CENTROID_INITS, "centroid_init",
+             self.centroid_init, "one of " + ", ".join(CENTROID_INITS))
+    require(self.preserve_sparsity in (None, True, False), "preserve_sparsity",
+             self.preserve_sparsity, "true, false or unset")
+    require(isinstance(self.epochs, int) and self.epochs >= 0, "epochs",
+             self.epochs, "an integer >= 0")
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+BINARY_MODES = ("bwn", "binaryconnect")
+
+
+@dataclass(frozen=True)
+class BinaryConfig:
+  """Binary weights (see tfopt.binary), trained from the current model.
+
+  mode: bwn (alpha * sign(w), alpha = mean |w| per output channel) or
+    binaryconnect (sign(w)).
+  layers: the Conv2D / Dense layers to binarize (default: all of them).
+  epochs / learning_rate: training with the straight-through estimator.
+  """
+  mode: str = "bwn"
+  epochs: int = 3
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+  layers: Optional[Tuple[str, ...]] = None
+
+  def __post_init__(self):
+    require(self.mode in BINARY_MODES, "mode", self.mode,
+             "one of " + ", ".join(BINARY_MODES))
+    require_positive_int("epochs", self.epochs)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+  """The analysis stages, which measure the current model and make no new one.
+
+  bits / granularities: the bit-width study (tfopt.bitwidth).
+  sweep_qualities: threshold multipliers q of the pruning sweep; every kernel
+    loses |w| < q * std(w) (tfopt.sweep.threshold_sweep).
+  sensitivity_sparsities: the sparsities each layer is pruned to, alone.
+  max_accuracy_drop: the sensitivity stage's budget, in percentage points of
+    validation accuracy per layer (0.3 = 0.3 pp).
+  sensitivity_target_sparsity: instead of the budget, reach this overall
+    sparsity, spread where the sensitivity curves say it costs least.
+  """
+  bits: Tuple[int, ...] = (8, 4, 2)
+  granularities: Tuple[str, ...] = ("per_tensor", "per_channel")
+  sweep_qualities: Tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.2, 1.4,
+                                        1.6, 1.8, 2.0)
+  sensitivity_sparsities: Tuple[float, ...] = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9,
+                                               0.95)
+  max_accuracy_drop: float = 0.3
+  sensitivity_target_sparsity: Optional[float] = None
+
+  def __post_init__(self):
+    if self.sensitivity_target_sparsity is not None:
+      require_fraction("sensitivity_target_sparsity",
+                        self.sensitivity_target_sparsity, low_open=True)
+    require(bool(self.bits) and all(isinstance(bits, int) and not isinstance(bits, bool)
+                                     and 1 <= bits <= 16 for bits in self.bits),
+             "bits", self.bits, "integers in [1, 16]")
+    require(bool(self.granularities) and set(self.granularities) <= {
+        "per_tensor", "per_channel"}, "granularities", self.granularities,
+             "per_tensor and/or per_channel")
+    require(bool(self.sweep_qualities) and all(
+        isinstance(value, (int, float)) and value >= 0 for value in self.sweep_qualities),
+             "sweep_qualities", self.sweep_qualities, "numbers >= 0")
+    require(bool(self.sensitivity_sparsities) and all(
+        isinstance(value, (int, float)) and 0 < value < 1
+        for value in self.sensitivity_sparsities), "sensitivity_sparsities",
+             self.sensitivity_sparsities, "numbers in (0, 1)")
+    require(isinstance(self.max_accuracy_drop, (int, float))
+             and not isinstance(self.max_accuracy_drop, bool)
+             and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
+             self.max_accuracy_drop, "percentage points in [0, 100]")
+
+
+QAT_SCHEMES = ("auto", "qat", "pqat", "cqat", "pcqat")
+
+
+@dataclass(frozen=True)
+class QatConfig:
+  """Quantization-aware training with tfmot (see tfopt.qat).
+
+  scheme: auto picks pcqat after prune and cluster, pqat after prune, cqat
+    after cluster, qat otherwise; or name one.
+  """
+  scheme: str = "auto"
+  epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-4
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    require(self.scheme in QAT_SCHEMES, "scheme", self.scheme,
+             "one of " + ", ".join(QAT_SCHEMES))
+    require_positive_int("epochs", self.epochs)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
