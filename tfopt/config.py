@@ -69,10 +69,10 @@ class DataConfig:
 
   def __post_init__(self):
     require(self.dataset in DATASETS, "dataset", self.dataset,
-             "one of " + ", ".join(DATASETS))
+            "one of " + ", ".join(DATASETS))
     if self.dataset == "folder":
       require(bool(self.data_dir), "data_dir", self.data_dir,
-               "the image folder's path when dataset is folder")
+              "the image folder's path when dataset is folder")
     else:
       for name in ("labels_file", "image_size", "color_mode"):
         if getattr(self, name) is not None:
@@ -84,7 +84,7 @@ class DataConfig:
                                       for value in size),
                "image_size", self.image_size, "two integers >= 1: height, width")
     require(self.color_mode in (None,) + COLOR_MODES, "color_mode",
-             self.color_mode, "grayscale or rgb")
+            self.color_mode, "grayscale or rgb")
     if self.input_range is not None:
       low_high = tuple(self.input_range)
       require(len(low_high) == 2 and all(isinstance(value, (int, float))
@@ -92,7 +92,7 @@ class DataConfig:
                and low_high[0] < low_high[1], "input_range", self.input_range,
                "two finite numbers low < high, e.g. 0,1 or 0,255 or -1,1")
     require_fraction("validation_fraction", self.validation_fraction,
-                      low_open=True)
+                     low_open=True)
     require_fraction("test_fraction", self.test_fraction, low_open=True)
     for name in ("max_train_examples", "max_test_examples"):
       if getattr(self, name) is not None:
@@ -109,7 +109,7 @@ class TrainConfig:
 
   def __post_init__(self):
     require(isinstance(self.builder, str) and self.builder, "builder",
-             self.builder, "a model builder name")
+            self.builder, "a model builder name")
     require_positive_int("epochs", self.epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
@@ -150,11 +150,11 @@ class ConvertConfig:
 
   def __post_init__(self):
     require(bool(self.modes) and all(mode in QUANT_MODES for mode in self.modes)
-             and len(set(self.modes)) == len(self.modes), "quant_modes",
-             ",".join(map(str, self.modes)),
-             "a list without repeats from " + ", ".join(QUANT_MODES))
+            and len(set(self.modes)) == len(self.modes), "quant_modes",
+            ",".join(map(str, self.modes)),
+            "a list without repeats from " + ", ".join(QUANT_MODES))
     require_positive_int("representative_examples",
-                          self.representative_examples)
+                         self.representative_examples)
 
 
 @dataclass(frozen=True)
@@ -173,7 +173,7 @@ class EvaluateConfig:
   def __post_init__(self):
     require_positive_int("num_threads", self.num_threads)
     require(isinstance(self.latency_warmup, int) and self.latency_warmup >= 0,
-             "latency_warmup", self.latency_warmup, "an integer >= 0")
+            "latency_warmup", self.latency_warmup, "an integer >= 0")
     require_positive_int("latency_runs", self.latency_runs)
     require_positive_int("batch_size", self.batch_size)
 
@@ -222,15 +222,15 @@ class PipelineConfig:
 
   def __post_init__(self):
     require(self.strategy in STRATEGIES, "strategy", self.strategy,
-             "one of " + ", ".join(STRATEGIES))
+            "one of " + ", ".join(STRATEGIES))
     require(self.model is None or (isinstance(self.model, str) and self.model.strip()),
-             "model", self.model, "a model file or SavedModel directory path")
+            "model", self.model, "a model file or SavedModel directory path")
     require(isinstance(self.output_dir, str) and self.output_dir.strip(),
-             "output_dir", self.output_dir, "a non-empty path")
+            "output_dir", self.output_dir, "a non-empty path")
     from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
     registry.check_chain(self)
     require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
-             "an integer >= 0")
+            "an integer >= 0")
 
   def to_dict(self):
     return dataclasses.asdict(self)

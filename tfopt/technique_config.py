@@ -40,14 +40,14 @@ class PruneConfig:
     require_fraction("target_sparsity", self.target_sparsity)
     require_fraction("initial_sparsity", self.initial_sparsity)
     require(self.initial_sparsity <= self.target_sparsity, "initial_sparsity",
-             self.initial_sparsity,
-             f"<= target_sparsity ({self.target_sparsity})")
+            self.initial_sparsity,
+            f"<= target_sparsity ({self.target_sparsity})")
     require_positive_int("epochs", self.epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
     require_positive_int("pruning_updates", self.pruning_updates)
     require_fraction("ramp_fraction", self.ramp_fraction, low_open=True,
-                      high_open=False)
+                     high_open=False)
 
 
 SLIM_CRITERIA = ("bn_gamma", "l1", "l2")
@@ -89,18 +89,18 @@ class SlimConfig:
     require_fraction("rate", self.rate)
     require_positive_int("prune_count", self.prune_count)
     require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
-             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+            "finetune_epochs", self.finetune_epochs, "an integer >= 0")
     require(isinstance(self.sparsity_epochs, int) and self.sparsity_epochs >= 0,
-             "sparsity_epochs", self.sparsity_epochs, "an integer >= 0")
+            "sparsity_epochs", self.sparsity_epochs, "an integer >= 0")
     require(isinstance(self.l1_strength, (int, float))
-             and not isinstance(self.l1_strength, bool) and self.l1_strength >= 0,
-             "l1_strength", self.l1_strength, "a number >= 0")
+            and not isinstance(self.l1_strength, bool) and self.l1_strength >= 0,
+            "l1_strength", self.l1_strength, "a number >= 0")
     require(self.criterion in SLIM_CRITERIA, "criterion", self.criterion,
-             "one of " + ", ".join(SLIM_CRITERIA))
+            "one of " + ", ".join(SLIM_CRITERIA))
     require(self.scope in SLIM_SCOPES, "scope", self.scope,
-             "one of " + ", ".join(SLIM_SCOPES))
+            "one of " + ", ".join(SLIM_SCOPES))
     require_fraction("min_channels", self.min_channels, low_open=True,
-                      high_open=False)
+                     high_open=False)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
 
@@ -128,7 +128,7 @@ class LowRankConfig:
     given = [name for name in ("energy", "param_ratio", "ranks")
              if getattr(self, name) is not None]
     require(len(given) == 1, "energy/param_ratio/ranks", given,
-             "exactly one of them set")
+            "exactly one of them set")
     if self.energy is not None:
       require_fraction("energy", self.energy, low_open=True, high_open=False)
     if self.param_ratio is not None:
@@ -139,7 +139,7 @@ class LowRankConfig:
           for rank in self.ranks.values()), "ranks", self.ranks,
                "a {layer name: integer rank >= 1} dict")
     require(isinstance(self.finetune_epochs, int) and self.finetune_epochs >= 0,
-             "finetune_epochs", self.finetune_epochs, "an integer >= 0")
+            "finetune_epochs", self.finetune_epochs, "an integer >= 0")
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
 
@@ -180,13 +180,13 @@ class ClusterConfig:
         (f"layer_clusters[{layer!r}]", value)
         for layer, value in (self.layer_clusters or {}).items()]:
       require(isinstance(clusters, int) and not isinstance(clusters, bool)
-               and 2 <= clusters <= 256, name, clusters, "an integer in [2, 256]")
+              and 2 <= clusters <= 256, name, clusters, "an integer in [2, 256]")
     require(self.centroid_init in CENTROID_INITS, "centroid_init",
-             self.centroid_init, "one of " + ", ".join(CENTROID_INITS))
+            self.centroid_init, "one of " + ", ".join(CENTROID_INITS))
     require(self.preserve_sparsity in (None, True, False), "preserve_sparsity",
-             self.preserve_sparsity, "true, false or unset")
+            self.preserve_sparsity, "true, false or unset")
     require(isinstance(self.epochs, int) and self.epochs >= 0, "epochs",
-             self.epochs, "an integer >= 0")
+            self.epochs, "an integer >= 0")
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
 
@@ -212,7 +212,7 @@ class BinaryConfig:
 
   def __post_init__(self):
     require(self.mode in BINARY_MODES, "mode", self.mode,
-             "one of " + ", ".join(BINARY_MODES))
+            "one of " + ", ".join(BINARY_MODES))
     require_positive_int("epochs", self.epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
@@ -243,7 +243,7 @@ class AnalysisConfig:
   def __post_init__(self):
     if self.sensitivity_target_sparsity is not None:
       require_fraction("sensitivity_target_sparsity",
-                        self.sensitivity_target_sparsity, low_open=True)
+                       self.sensitivity_target_sparsity, low_open=True)
     require(bool(self.bits) and all(isinstance(bits, int) and not isinstance(bits, bool)
                                      and 1 <= bits <= 16 for bits in self.bits),
              "bits", self.bits, "integers in [1, 16]")
@@ -258,9 +258,9 @@ class AnalysisConfig:
         for value in self.sensitivity_sparsities), "sensitivity_sparsities",
              self.sensitivity_sparsities, "numbers in (0, 1)")
     require(isinstance(self.max_accuracy_drop, (int, float))
-             and not isinstance(self.max_accuracy_drop, bool)
-             and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
-             self.max_accuracy_drop, "percentage points in [0, 100]")
+            and not isinstance(self.max_accuracy_drop, bool)
+            and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
+            self.max_accuracy_drop, "percentage points in [0, 100]")
 
 
 QAT_SCHEMES = ("auto", "qat", "pqat", "cqat", "pcqat")
@@ -281,7 +281,7 @@ class QatConfig:
 
   def __post_init__(self):
     require(self.scheme in QAT_SCHEMES, "scheme", self.scheme,
-             "one of " + ", ".join(QAT_SCHEMES))
+            "one of " + ", ".join(QAT_SCHEMES))
     require_positive_int("epochs", self.epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)

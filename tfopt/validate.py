@@ -7,7 +7,7 @@ The config dataclasses (tfopt.config, tfopt.technique_config) call these in
 from tfopt.errors import TfoptError
 
 __all__ = ["ConfigError", "require", "require_positive_int", "require_fraction",
-           "require_positive_number", "require_non_negative_int"]
+           "require_positive_number"]
 
 
 class ConfigError(TfoptError, ValueError):
@@ -21,7 +21,7 @@ def require(ok, name, value, allowed):
 
 def require_positive_int(name, value):
   require(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
-           name, value, "an integer >= 1")
+          name, value, "an integer >= 1")
 
 
 def require_fraction(name, value, low_open=False, high_open=True):
@@ -34,9 +34,5 @@ def require_fraction(name, value, low_open=False, high_open=True):
 
 def require_positive_number(name, value):
   require(isinstance(value, (int, float)) and not isinstance(value, bool)
-           and value > 0, name, value, "a number > 0")
+          and value > 0, name, value, "a number > 0")
 
-
-def require_non_negative_int(name, value):
-  require(isinstance(value, int) and not isinstance(value, bool) and value >= 0,
-          name, value, "an integer >= 0")
