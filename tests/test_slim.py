@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, models, slim
+from tfopt import channels, convert, evaluate, models, slim
 from tfopt._keras import keras
 from tfopt.artifacts import write_bytes_atomic
 from tfopt.config import ConfigError, SlimConfig
@@ -95,9 +95,9 @@ def test_removal_equals_zeroing_the_dense_rows_after_flatten():
 def test_removing_dead_channels_leaves_outputs_unchanged(builder):
   model = _randomized(builder)
   convs = slim.prunable_convs(model)[0]
-  graph = slim._graph(model)  # pylint: disable=protected-access
+  graph = channels.layer_graph(model)
   for name in convs[:-1]:
-    batch_norm = slim._following_bn(model, graph, name)  # pylint: disable=protected-access
+    batch_norm = channels.following_bn(model, graph, name)
     gamma, beta, mean, variance = batch_norm.get_weights()
     gamma[::3], beta[::3] = 0.0, -np.abs(beta[::3]) - 0.1
     batch_norm.set_weights([gamma, beta, mean, variance])

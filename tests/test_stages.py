@@ -155,10 +155,12 @@ def test_modules_and_functions_stay_small():
         assert length <= 65, f"{path.name}:{node.name} has {length} lines"
 
 
-def _imports(path: pathlib.Path):
-  """The tfopt modules `path` imports (at any depth), as dotted names."""
+def _imports(path: pathlib.Path, top_level_only: bool = False):
+  """The tfopt modules `path` imports, as dotted names: anywhere, or only at module
+  level (not inside a function or an `if __name__` guard)."""
+  tree = ast.parse(path.read_text())
   found = set()
-  for node in ast.walk(ast.parse(path.read_text())):
+  for node in (tree.body if top_level_only else ast.walk(tree)):
     if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfopt"):
       found.add(node.module)
       found.update(f"{node.module}.{alias.name}" for alias in node.names)
@@ -176,7 +178,7 @@ def test_nothing_imports_the_cli_and_the_library_has_no_import_cycle():
   # pipeline.py is the entry point: only when run as __main__ it starts the CLI.
   assert [name for name, imported in edges.items()
           if "tfopt.cli" in imported and name != "tfopt.pipeline"] == []
-  top_level = {name: {imported for imported in _top_level_imports(path)
+  top_level = {name: {imported for imported in _imports(path, top_level_only=True)
                       if imported in modules}
                for name, path in modules.items()}
   for start in top_level:
@@ -188,14 +190,3 @@ def test_nothing_imports_the_cli_and_the_library_has_no_import_cycle():
         seen.add(name)
         pending.extend(top_level[name])
 
-
-def _top_level_imports(path: pathlib.Path):
-  """The tfopt modules imported at module level (not inside a function or guard)."""
-  found = set()
-  for node in ast.parse(path.read_text()).body:
-    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfopt"):
-      found.add(node.module)
-      found.update(f"{node.module}.{alias.name}" for alias in node.names)
-    elif isinstance(node, ast.Import):
-      found.update(alias.name for alias in node.names if alias.name.startswith("tfopt"))
-  return found
