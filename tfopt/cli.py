@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from tfopt.config import ConfigError, PipelineConfig
+from tfopt.config import STRATEGIES, ConfigError, PipelineConfig
 from tfopt.errors import TfoptError
 from tfopt.stages import registry
 
@@ -44,7 +44,7 @@ flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
 flags.DEFINE_bool("force", False, "Redo every stage, even those an earlier run "
                   "into the same --output_dir finished with the same settings "
                   "(by default they are kept, after checking their files).")
-flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker"],
+flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                   "Where teacher, distill and prune train: one device, every "
                   "local GPU (mirrored), or the cluster in TF_CONFIG "
                   "(multi_worker, run the same command on every worker). "
