@@ -25,9 +25,12 @@ from tfopt._keras import keras
 from tfopt.artifacts import write_bytes_atomic
 from tfopt.macs import count_macs
 
-__all__ = ["Segment", "latency_breakdown"]
+__all__ = ["Segment", "AUTO_MAX_SEGMENTS", "latency_breakdown"]
 
 ROUNDS = 5
+# EvaluateConfig.latency_breakdown=None times models up to this many compute
+# layers: one conversion per segment makes deep backbones take many minutes.
+AUTO_MAX_SEGMENTS = 32
 
 
 @dataclasses.dataclass

@@ -101,7 +101,7 @@ flags.DEFINE_list("sweep_qualities", None, "Threshold multipliers q of the sweep
 flags.DEFINE_list("sensitivity_sparsities", None, "Sparsities each layer is pruned to, alone, in the sensitivity stage.")
 flags.DEFINE_float("max_accuracy_drop", None, f"Sensitivity stage budget: validation accuracy drop allowed per layer, in percentage points (default {_DEFAULT.analysis.max_accuracy_drop}).")
 flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reach this overall sparsity where the curves say it costs least, instead of the --max_accuracy_drop budget.")
-flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default true).")
+flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default: for models of at most 32 compute layers; --latency_breakdown forces it, --nolatency_breakdown skips it).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")

@@ -162,13 +162,17 @@ class EvaluateConfig:
   """How .tflite files are measured in LiteRT.
 
   latency_breakdown: also time every int8 model segment by segment (see
-    tfopt.breakdown), to show where its latency comes from.
+    tfopt.breakdown), to show where its latency comes from. Each segment
+    costs a conversion, so None (the default) does it for models of at most
+    breakdown.AUTO_MAX_SEGMENTS compute layers (tfopt's builders) and skips
+    it, with a log line, for deep ones (a MobileNetV2 backbone: 52 segments,
+    ~10 minutes); True or False forces it.
   """
   num_threads: int = 1
   latency_warmup: int = 20
   latency_runs: int = 200
   batch_size: int = 1000
-  latency_breakdown: bool = True
+  latency_breakdown: Optional[bool] = None
 
   def __post_init__(self):
     require_positive_int("num_threads", self.num_threads)
@@ -176,6 +180,8 @@ class EvaluateConfig:
             "latency_warmup", self.latency_warmup, "an integer >= 0")
     require_positive_int("latency_runs", self.latency_runs)
     require_positive_int("batch_size", self.batch_size)
+    require(self.latency_breakdown in (None, True, False), "latency_breakdown",
+            self.latency_breakdown, "true, false or unset (auto)")
 
 
 @dataclass(frozen=True)

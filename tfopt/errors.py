@@ -4,8 +4,12 @@ The CLI turns a TfoptError into one clear message and a non-zero exit code;
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["TfoptError"]
+__all__ = ["TfoptError", "ModelLoadError"]
 
 
 class TfoptError(Exception):
   """Bad input or an unmet check, with a message that says what to do."""
+
+
+class ModelLoadError(TfoptError, ValueError):
+  """A model file cannot be loaded (or carried over to Keras 2) as asked."""

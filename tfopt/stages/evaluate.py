@@ -39,9 +39,7 @@ class EvaluateStage(Stage):
                   f"{row.latency_us:,.0f} µs")
       rows.append(row)
       model = context.models[model_name]
-      wrapped = any(isinstance(layer, keras.layers.Wrapper) for layer in model.layers)
-      if (context.config.evaluate.latency_breakdown and row_name.endswith(" int8")
-          and not wrapped):
+      if row_name.endswith(" int8") and _wants_breakdown(context, row_name, model):
         breakdowns[row_name] = _breakdown(context, model)
     return StageOutput(rows=rows, record={"latency_breakdown": breakdowns})
 
@@ -88,6 +86,21 @@ def measure_row(context, row_name: str, filename: str, model_name: str) -> Model
       agreement=float(np.mean(tflite_top1 == context.keras_top1(model_name))),
       weight_sparsity=contents.weight_sparsity,
       input_dtype=contents.input_dtype, weight_dtypes=contents.weight_dtypes)
+
+
+def _wants_breakdown(context, row_name: str, model: keras.Model) -> bool:
+  """Whether to time `model` segment by segment (see EvaluateConfig)."""
+  asked = context.config.evaluate.latency_breakdown
+  if asked is False or any(isinstance(layer, keras.layers.Wrapper)
+                           for layer in model.layers):
+    return False
+  segments = len(count_macs(model))
+  if asked is None and segments > breakdown.AUTO_MAX_SEGMENTS:
+    context.log(f"evaluate: no latency breakdown of {row_name}: {segments} compute "
+                f"layers (more than {breakdown.AUTO_MAX_SEGMENTS}, one conversion "
+                "each); --latency_breakdown times it anyway")
+    return False
+  return True
 
 
 def _breakdown(context, model: keras.Model) -> list:

@@ -1,0 +1,182 @@
+"""Carrying a Keras 3 model over to Keras 2 (tf_keras), which tfmot needs.
+
+`rebuild_in_keras2` walks the Keras 3 graph and calls a tf_keras copy of each
+layer on the copied tensors, weights copied:
+
+- nested models (a `keras.applications` backbone used as a layer, a
+  Sequential augmentation block) are flattened into the one Keras 2 graph;
+- Keras 3 activations that tf_keras lacks or defines differently (silu,
+  hard_silu, hard_sigmoid = relu6(x + 3) / 6) map to equivalents, the last two
+  registered here as serializable tfopt activations;
+- scalar arithmetic written on tensors (MobileNetV3's `relu6(x + 3) / 6`)
+  becomes the same arithmetic on tf_keras tensors;
+- random augmentation layers, identities at inference, are left out.
+
+A layer that cannot be carried is named by its path (`backbone/layer`).
+tfopt.model_io checks the rebuild against the original on real images.
+"""
+
+import operator
+
+import tensorflow as tf
+
+from tfopt._keras import keras
+from tfopt.errors import ModelLoadError
+
+__all__ = ["CARRIED_LAYERS", "AUGMENTATION_LAYERS", "rebuild_in_keras2", "hard_silu",
+           "hard_sigmoid"]
+
+# Keras 3 layers whose config and weights carry over to tf_keras unchanged
+# (beyond the dtype policy and a few new keys that must be at their defaults).
+CARRIED_LAYERS = (
+    "InputLayer", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense",
+    "BatchNormalization", "ReLU", "Activation", "MaxPooling2D", "AveragePooling2D",
+    "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout",
+    "Rescaling", "Normalization", "Reshape", "ZeroPadding2D", "Cropping2D", "Add",
+    "Concatenate", "Multiply", "Subtract", "Average", "Maximum", "Softmax",
+    "LeakyReLU",
+)
+# Random augmentation: the identity at inference, so not carried.
+AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
+                       "RandomContrast", "RandomBrightness")
+# Keys Keras 3 added to layer configs; tf_keras accepts them only absent.
+_KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None,
+                     "lora_alpha": None, "synchronized": False}
+# Scalar arithmetic on tensors (Keras 3 ops, not layers).
+_OPERATORS = {"Add": operator.add, "Subtract": operator.sub, "Multiply": operator.mul,
+              "Divide": operator.truediv, "TrueDivide": operator.truediv}
+
+
+@keras.utils.register_keras_serializable(package="tfopt")
+def hard_sigmoid(x):
+  """Keras 3's hard_sigmoid, relu6(x + 3) / 6 (tf_keras's is 0.2 x + 0.5)."""
+  return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
+
+
+@keras.utils.register_keras_serializable(package="tfopt")
+def hard_silu(x):
+  """x * hard_sigmoid(x), MobileNetV3's hard swish."""
+  return x * hard_sigmoid(x)
+
+
+_ACTIVATIONS = {"silu": "swish", "hard_silu": hard_silu, "hard_swish": hard_silu,
+                "hard_sigmoid": hard_sigmoid}
+
+
+def rebuild_in_keras2(model3) -> keras.Model:
+  """The same network in tf_keras, weights copied, from a Keras 3 model.
+
+  Raises:
+    ModelLoadError: layers Keras 2 cannot carry (named by path), or a layer
+      used more than once.
+  """
+  foreign = _foreign_layers(model3, "")
+  if foreign:
+    raise ModelLoadError(
+        "These layers cannot be carried over from Keras 3 to Keras 2, which "
+        f"tfmot needs: {', '.join(foreign)}. Rebuild the model with standard "
+        f"layers (supported: {', '.join(CARRIED_LAYERS)}; nested models of them "
+        "are flattened), train or copy its weights, and save it again.")
+  inputs = [keras.Input(tuple(tensor.shape[1:]), dtype=tensor.dtype,
+                        name=tensor.name.replace(":", "_")) for tensor in model3.inputs]
+  outputs = _call_graph(model3, inputs, "", set())
+  return keras.Model(inputs, outputs, name=model3.name)
+
+
+def _is_model(layer) -> bool:
+  return type(layer).__name__ in ("Functional", "Sequential", "Model")
+
+
+def _foreign_layers(model3, prefix: str) -> list:
+  """"path (Class)" of every layer, at any depth, that cannot be carried."""
+  found = []
+  for layer in model3.layers:
+    kind = type(layer).__name__
+    if _is_model(layer):
+      found += _foreign_layers(layer, f"{prefix}{layer.name}/")
+    elif kind not in CARRIED_LAYERS + AUGMENTATION_LAYERS:
+      found.append(f"{prefix}{layer.name} ({kind})")
+  return found
+
+
+def _call_graph(model3, inputs: list, prefix: str, names: set):
+  """Calls copies of `model3`'s layers on `inputs`; returns the output copies."""
+  if type(model3).__name__ == "Sequential":  # a chain: each layer feeds the next
+    output = inputs[0]
+    for layer in model3.layers:
+      output = _call_layer(layer, [output], prefix, names)
+    return output
+  tensors = {id(tensor): copy for tensor, copy in zip(model3.inputs, inputs)}
+  for operation in model3.operations:
+    if type(operation).__name__ == "InputLayer":
+      continue
+    nodes = operation._inbound_nodes  # pylint: disable=protected-access
+    if len(nodes) > 1:
+      raise ModelLoadError(
+          f"Layer {prefix}{operation.name} is used more than once; shared "
+          "layers cannot be carried over to Keras 2 yet.")
+    arguments = tf.nest.map_structure(lambda value: tensors.get(id(value), value),
+                                      list(nodes[0].arguments.args))
+    outputs = _call_layer(operation, arguments, prefix, names)
+    for tensor, copy in zip(nodes[0].output_tensors, tf.nest.flatten(outputs)):
+      tensors[id(tensor)] = copy
+  outputs = [tensors[id(tensor)] for tensor in model3.outputs]
+  return outputs[0] if len(outputs) == 1 else outputs
+
+
+def _call_layer(layer, arguments: list, prefix: str, names: set):
+  """One Keras 3 operation applied, in Keras 2, to the copied `arguments`."""
+  kind = type(layer).__name__
+  if _is_model(layer):
+    inputs = arguments[0] if isinstance(arguments[0], (list, tuple)) else arguments
+    return _call_graph(layer, list(inputs), f"{prefix}{layer.name}/", names)
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  if not isinstance(layer, keras3.layers.Layer):
+    if kind not in _OPERATORS or len(arguments) != 2:
+      raise ModelLoadError(
+          f"Operation {prefix}{layer.name} ({kind}) on tensors cannot be carried "
+          "over to Keras 2; write it as a layer (e.g. keras.layers.Rescaling).")
+    return _OPERATORS[kind](*arguments)
+  if kind in AUGMENTATION_LAYERS:
+    return arguments[0]
+  config = _translated_config(layer, prefix)
+  config["name"] = _unique(config["name"], prefix, names)
+  copy = getattr(keras.layers, kind).from_config(config)
+  output = copy(arguments[0] if len(arguments) == 1 else arguments)
+  copy.set_weights(layer.get_weights())
+  return output
+
+
+def _unique(name: str, prefix: str, names: set) -> str:
+  """`name`, or prefixed with its backbone's name where it is taken already."""
+  if name in names:
+    name = f"{prefix.rstrip('/').replace('/', '_')}_{name}"
+  names.add(name)
+  return name
+
+
+def _translated_config(layer, prefix: str = "") -> dict:
+  """A Keras 3 layer config as tf_keras's from_config takes it."""
+  config = dict(layer.get_config())
+  dtype = config.get("dtype")
+  if isinstance(dtype, dict):  # Keras 3 DTypePolicy -> its name
+    config["dtype"] = dtype.get("config", {}).get("name", "float32")
+  for key in list(config):
+    if key.endswith("_initializer"):
+      del config[key]  # the weights are copied; initializers do not matter
+    elif (key.endswith(("_regularizer", "_constraint"))
+          and isinstance(config[key], dict)):
+      # Keras 3 wraps them with module / registered_name; tf_keras reads
+      # the plain {class_name, config} form.
+      config[key] = {"class_name": config[key]["class_name"],
+                     "config": config[key].get("config", {})}
+  if isinstance(config.get("activation"), str):
+    config["activation"] = _ACTIVATIONS.get(config["activation"], config["activation"])
+  for key, default in _KERAS3_ONLY_KEYS.items():
+    if key in config:
+      if config[key] != default:
+        raise ModelLoadError(
+            f"Layer {prefix}{layer.name} ({type(layer).__name__}) uses the Keras 3 "
+            f"option {key}={config[key]!r}, which Keras 2 does not have.")
+      del config[key]
+  return config
