@@ -38,3 +38,30 @@ def test_unknown_builder_lists_known_names():
     models.build_model("resnet9000", (28, 28, 1), 10)
   assert "resnet9000" in str(error.value)
   assert "mobilenet_v1" in str(error.value)
+
+
+def test_mobilenet_v2_and_resnet18_match_their_papers_at_imagenet_size():
+  # The published parameter counts (Keras counts BN's moving statistics too).
+  assert models.mobilenet_v2((224, 224, 3), 1000, width_multiplier=1.0).count_params() == (
+      3_538_984)
+  assert models.resnet18((224, 224, 3), 1000).count_params() == 11_699_112
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+@pytest.mark.parametrize("shape", [(28, 28, 1), (64, 64, 3), (224, 224, 3)])
+def test_folder_builders_take_any_size_and_channels(name, shape):
+  model = models.build_model(name, shape, 11)
+  assert model.input_shape == (None,) + shape and model.output_shape == (None, 11)
+  adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
+  assert len(adds) == (8 if name == "resnet18" else 10)
+  # Small inputs keep their resolution in the stem; large ones are reduced by 2 first.
+  stem = model.get_layer("stem_conv")
+  assert stem.strides == ((2, 2) if shape[0] >= models.SMALL_INPUT else (1, 1))
+
+
+def test_resnet18_projection_shortcuts_where_the_shape_changes():
+  model = models.resnet18((32, 32, 3), 10, width_multiplier=0.25)
+  shortcuts = [layer.name for layer in model.layers if layer.name.endswith("shortcut_conv")]
+  assert shortcuts == ["stage2_block1_shortcut_conv", "stage3_block1_shortcut_conv",
+                       "stage4_block1_shortcut_conv"]
+  assert model.get_layer("stage4_block2_2_conv").filters == 128

@@ -12,6 +12,7 @@ from absl import logging as absl_logging
 
 from tfopt.config import STRATEGIES, ConfigError, PipelineConfig
 from tfopt.errors import TfoptError
+from tfopt.models import BUILDERS
 from tfopt.stages import registry
 
 FLAGS = flags.FLAGS
@@ -54,10 +55,10 @@ flags.DEFINE_bool("quick", False, "A fast look: a small slice of the data and "
                   "one epoch per stage. Figures are not representative.")
 flags.DEFINE_bool("compare_scratch", False, "Also train the student from "
                   "scratch with the same epochs, as a control for distillation.")
-flags.DEFINE_string("teacher", None, f"Teacher builder: teacher, student or mobilenet_v1 (default {_DEFAULT.teacher.builder}).")
+flags.DEFINE_string("teacher", None, f"Teacher builder: {', '.join(BUILDERS)} (default {_DEFAULT.teacher.builder}).")
 flags.DEFINE_integer("teacher_epochs", None, f"Teacher training epochs (default {_DEFAULT.teacher.epochs}).")
 flags.DEFINE_float("teacher_learning_rate", None, f"Teacher peak learning rate (default {_DEFAULT.teacher.learning_rate}).")
-flags.DEFINE_string("student", None, f"Student builder (default {_DEFAULT.distill.builder}).")
+flags.DEFINE_string("student", None, f"Student builder: {', '.join(BUILDERS)} (default {_DEFAULT.distill.builder}).")
 flags.DEFINE_integer("distill_epochs", None, f"Distillation epochs (default {_DEFAULT.distill.epochs}).")
 flags.DEFINE_float("distill_learning_rate", None, f"Distillation peak learning rate (default {_DEFAULT.distill.learning_rate}).")
 flags.DEFINE_float("temperature", None, f"Distillation softmax temperature > 0 (default {_DEFAULT.distill.temperature}).")
