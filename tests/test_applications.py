@@ -100,11 +100,15 @@ def test_a_layer_that_cannot_be_carried_is_named_by_its_path(tmp_path):
     model_io.read_model(str(tmp_path / "m.keras"))
 
 
-def test_keras3_activations_keep_their_meaning():
-  from tfopt import keras3  # pylint: disable=g-import-not-at-top
+@pytest.mark.parametrize("activation", ["hard_silu", "hard_sigmoid", "silu"])
+def test_keras3_activations_keep_their_meaning_in_standard_layers(activation, tmp_path):
   import keras  # pylint: disable=g-import-not-at-top
-  values = np.linspace(-6, 6, 49).astype(np.float32)
-  np.testing.assert_allclose(np.asarray(keras3.hard_silu(values)),
-                             np.asarray(keras.activations.hard_silu(values)), atol=1e-6)
-  np.testing.assert_allclose(np.asarray(keras3.hard_sigmoid(values)),
-                             np.asarray(keras.activations.hard_sigmoid(values)), atol=1e-6)
+  inputs = keras.Input((SIZE, SIZE, 3))
+  x = keras.layers.Conv2D(4, 3)(inputs)
+  x = keras.layers.Activation(activation)(x)
+  x = keras.layers.GlobalAveragePooling2D()(x * 2.0 - 1.0)
+  keras.Model(inputs, keras.layers.Dense(3)(x)).save(str(tmp_path / "m.keras"))
+  model = model_io.load_model(str(tmp_path / "m.keras"), check_images=images() / 40)
+  kinds = {type(layer).__name__ for layer in model.layers}
+  assert kinds <= {"InputLayer", "Conv2D", "Activation", "Rescaling", "ReLU", "Multiply",
+                   "GlobalAveragePooling2D", "Dense"}

@@ -71,7 +71,10 @@ def layer_graph(model: keras.Model) -> _Graph:
                       "layer); channel removal cannot slice it for one call "
                       "only. Exclude the convs that feed it.")
     order.append(name)
-    inputs[name] = [inbound[0] for node in nodes for inbound in node]
+    # An inbound entry is [layer, node, tensor, kwargs]; constants (a
+    # TFOpLambda's scalar) are not layers.
+    inputs[name] = [inbound[0] for node in nodes for inbound in node
+                    if isinstance(inbound, (list, tuple))]
     for source in inputs[name]:
       consumers[source].append(name)
   return _Graph(order, inputs, consumers,

@@ -5,26 +5,25 @@ layer on the copied tensors, weights copied:
 
 - nested models (a `keras.applications` backbone used as a layer, a
   Sequential augmentation block) are flattened into the one Keras 2 graph;
-- Keras 3 activations that tf_keras lacks or defines differently (silu,
-  hard_silu, hard_sigmoid = relu6(x + 3) / 6) map to equivalents, the last two
-  registered here as serializable tfopt activations;
+- Keras 3 activations that tf_keras lacks or defines differently map to
+  standard layers: silu is tf_keras' swish; hard_sigmoid, relu6(x + 3) / 6
+  (tf_keras' own is 0.2 x + 0.5), and hard_silu, x * hard_sigmoid(x), become
+  Rescaling, ReLU(6) and Multiply layers;
 - scalar arithmetic written on tensors (MobileNetV3's `relu6(x + 3) / 6`)
-  becomes the same arithmetic on tf_keras tensors;
+  becomes Rescaling layers (x * scale + offset), so the model holds only
+  standard layers that tfmot, slimming and the converter know;
 - random augmentation layers, identities at inference, are left out.
 
 A layer that cannot be carried is named by its path (`backbone/layer`).
 tfopt.model_io checks the rebuild against the original on real images.
 """
 
-import operator
-
 import tensorflow as tf
 
 from tfopt._keras import keras
 from tfopt.errors import ModelLoadError
 
-__all__ = ["CARRIED_LAYERS", "AUGMENTATION_LAYERS", "rebuild_in_keras2", "hard_silu",
-           "hard_sigmoid"]
+__all__ = ["CARRIED_LAYERS", "AUGMENTATION_LAYERS", "rebuild_in_keras2"]
 
 # Keras 3 layers whose config and weights carry over to tf_keras unchanged
 # (beyond the dtype policy and a few new keys that must be at their defaults).
@@ -42,25 +41,20 @@ AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTran
 # Keys Keras 3 added to layer configs; tf_keras accepts them only absent.
 _KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None,
                      "lora_alpha": None, "synchronized": False}
-# Scalar arithmetic on tensors (Keras 3 ops, not layers).
-_OPERATORS = {"Add": operator.add, "Subtract": operator.sub, "Multiply": operator.mul,
-              "Divide": operator.truediv, "TrueDivide": operator.truediv}
+# Scalar arithmetic on tensors (Keras 3 ops, not layers), as Rescaling's
+# (scale, offset) for `tensor op constant` and for `constant op tensor`.
+_SCALAR_OPERATIONS = {
+    "Add": (lambda c: (1.0, c), lambda c: (1.0, c)),
+    "Subtract": (lambda c: (1.0, -c), lambda c: (-1.0, c)),
+    "Multiply": (lambda c: (c, 0.0), lambda c: (c, 0.0)),
+    "Divide": (lambda c: (1.0 / c, 0.0), None),
+    "TrueDivide": (lambda c: (1.0 / c, 0.0), None),
+}
 
 
-@keras.utils.register_keras_serializable(package="tfopt")
-def hard_sigmoid(x):
-  """Keras 3's hard_sigmoid, relu6(x + 3) / 6 (tf_keras's is 0.2 x + 0.5)."""
-  return tf.nn.relu6(x + 3.0) * (1.0 / 6.0)
-
-
-@keras.utils.register_keras_serializable(package="tfopt")
-def hard_silu(x):
-  """x * hard_sigmoid(x), MobileNetV3's hard swish."""
-  return x * hard_sigmoid(x)
-
-
-_ACTIVATIONS = {"silu": "swish", "hard_silu": hard_silu, "hard_swish": hard_silu,
-                "hard_sigmoid": hard_sigmoid}
+_ACTIVATIONS = {"silu": "swish"}
+# Activations carried as small graphs of standard layers.
+_DECOMPOSED = ("hard_sigmoid", "hard_silu", "hard_swish")
 
 
 def rebuild_in_keras2(model3) -> keras.Model:
@@ -132,19 +126,45 @@ def _call_layer(layer, arguments: list, prefix: str, names: set):
     return _call_graph(layer, list(inputs), f"{prefix}{layer.name}/", names)
   import keras as keras3  # pylint: disable=g-import-not-at-top
   if not isinstance(layer, keras3.layers.Layer):
-    if kind not in _OPERATORS or len(arguments) != 2:
-      raise ModelLoadError(
-          f"Operation {prefix}{layer.name} ({kind}) on tensors cannot be carried "
-          "over to Keras 2; write it as a layer (e.g. keras.layers.Rescaling).")
-    return _OPERATORS[kind](*arguments)
+    return _scalar_operation(layer, arguments, prefix, names)
   if kind in AUGMENTATION_LAYERS:
     return arguments[0]
+  if kind == "Activation" and layer.get_config()["activation"] in _DECOMPOSED:
+    return _decomposed_activation(layer.get_config()["activation"], arguments[0],
+                                  _unique(layer.name, prefix, names))
   config = _translated_config(layer, prefix)
   config["name"] = _unique(config["name"], prefix, names)
   copy = getattr(keras.layers, kind).from_config(config)
   output = copy(arguments[0] if len(arguments) == 1 else arguments)
   copy.set_weights(layer.get_weights())
   return output
+
+
+def _scalar_operation(operation, arguments: list, prefix: str, names: set):
+  """`tensor op constant` (or `constant op tensor`) as a Rescaling layer."""
+  kind = type(operation).__name__
+  tensor_first = len(arguments) == 2 and isinstance(arguments[1], (int, float))
+  constant_first = len(arguments) == 2 and isinstance(arguments[0], (int, float))
+  forms = _SCALAR_OPERATIONS.get(kind, (None, None))
+  form = forms[0] if tensor_first else forms[1] if constant_first else None
+  if form is None:
+    raise ModelLoadError(
+        f"Operation {prefix}{operation.name} ({kind}) on tensors cannot be carried "
+        "over to Keras 2; write it as a layer (e.g. keras.layers.Rescaling).")
+  scale, offset = form(float(arguments[1] if tensor_first else arguments[0]))
+  name = _unique(operation.name, prefix, names)
+  return keras.layers.Rescaling(scale, offset, name=name)(
+      arguments[0] if tensor_first else arguments[1])
+
+
+def _decomposed_activation(activation: str, x, name: str):
+  """hard_sigmoid(x) = relu6(x + 3) / 6 and hard_silu(x) = x * hard_sigmoid(x)."""
+  gate = keras.layers.Rescaling(1.0, 3.0, name=f"{name}_shift")(x)
+  gate = keras.layers.ReLU(6.0, name=f"{name}_relu6")(gate)
+  if activation == "hard_sigmoid":
+    return keras.layers.Rescaling(1.0 / 6.0, name=name)(gate)
+  gate = keras.layers.Rescaling(1.0 / 6.0, name=f"{name}_gate")(gate)
+  return keras.layers.Multiply(name=name)([x, gate])
 
 
 def _unique(name: str, prefix: str, names: set) -> str:

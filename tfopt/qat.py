@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cluster_preserve import (
     cluster_utils)
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+    default_8bit_quantize_registry)
 
 from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import QAT_SCHEMES, QatConfig
@@ -88,16 +90,27 @@ class OutputQuantizeConfig(tfmot.quantization.keras.QuantizeConfig):
 
 # Input preprocessing layers that get OutputQuantizeConfig.
 OUTPUT_ONLY_LAYERS = (keras.layers.Rescaling,)
+_REGISTRY = default_8bit_quantize_registry.Default8BitQuantizeRegistry()
+
+
+def _output_only(layer) -> bool:
+  """Input preprocessing, and weightless layers tfmot has no config for
+  (squeeze-excite Multiply, Normalization, swish Activation): their output
+  is fake-quantized, as the int8 file quantizes it."""
+  if isinstance(layer, OUTPUT_ONLY_LAYERS):
+    return True
+  return (not isinstance(layer, keras.layers.InputLayer) and not layer.trainable_weights
+          and not _REGISTRY.supports(layer))
 
 
 def _annotated(model: keras.Model) -> keras.Model:
   """A copy of `model` with every layer marked for QAT."""
-  if not any(isinstance(layer, OUTPUT_ONLY_LAYERS) for layer in model.layers):
+  if not any(_output_only(layer) for layer in model.layers):
     return tfmot.quantization.keras.quantize_annotate_model(clone_model(model))
 
   def annotate(layer):
     copy = layer.__class__.from_config(layer.get_config())
-    config = OutputQuantizeConfig() if isinstance(layer, OUTPUT_ONLY_LAYERS) else None
+    config = OutputQuantizeConfig() if _output_only(layer) else None
     return tfmot.quantization.keras.quantize_annotate_layer(copy, config)
 
   annotated = keras.models.clone_model(model, clone_function=annotate)
@@ -120,9 +133,11 @@ def apply_qat(model: keras.Model, scheme: str = "qat") -> keras.Model:
     with quantize_scope():
       return tfmot.quantization.keras.quantize_apply(
           annotated, scheme=_quantize_scheme(scheme))
-  except (ValueError, RuntimeError) as error:
+  except (ValueError, RuntimeError, TypeError, AttributeError, KeyError) as error:
+    # tfmot fails in these ways on a layer it has no quantize config for.
     raise QatError(f"tfmot cannot make {model.name!r} quantization-aware "
-                   f"({error}).") from error
+                   f"({str(error).splitlines()[0]}); leave qat out of --stages for "
+                   "this model (its post-training int8 file is still written).") from error
 
 
 def kernel_distinct(model: keras.Model, layers) -> dict:

@@ -32,6 +32,11 @@ class QatStage(Stage):
                         "pruned model: put prune before qat in --stages, or use "
                         "--qat_scheme qat (or auto).")
 
+  def preflight(self, config, dataset, architecture):
+    # tfmot refuses some layers (or activations): know it before training.
+    qat.apply_qat(architecture(), "qat")
+    return architecture
+
   def run(self, context) -> StageOutput:
     config, base = context.config.qat, context.current
     clustered = bool(base.clusters)
