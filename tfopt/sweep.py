@@ -14,15 +14,10 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from tfopt._keras import clone_model, keras, require_keras2_model
-from tfopt.errors import TfoptError
 from tfopt.train import accuracy
 
-__all__ = ["SweepError", "prunable_kernels", "magnitude_mask", "apply_masks",
+__all__ = ["prunable_kernels", "magnitude_mask", "apply_masks",
            "SweepPoint", "threshold_sweep"]
-
-
-class SweepError(TfoptError, ValueError):
-  """A sweep that cannot run as asked."""
 
 
 def prunable_kernels(model: keras.Model) -> Dict[str, int]:

@@ -196,13 +196,10 @@ class Stage:
     so a change there redoes this stage and every later one.
   report_fields: the report.json keys the stage's summary fills, each with a
     function giving its empty value (the key is there when the stage is not).
-  finishing: convert and evaluate, which end every run and are not named in
-    --stages.
   """
   name: str = ""
   settings: Tuple[str, ...] = ()
   report_fields: Mapping[str, Callable[[], object]] = types.MappingProxyType({})
-  finishing: bool = False
 
   def check_chain(self, config: PipelineConfig, before: Tuple[str, ...]):
     """Raises ConfigError when this stage cannot follow the stages `before`."""

@@ -13,7 +13,6 @@ from tfopt.stages.base import Stage, StageOutput
 class ConvertStage(Stage):
   name = "convert"
   settings = ("convert",)
-  finishing = True
 
   def run(self, context) -> StageOutput:
     config, files = context.config.convert, {}

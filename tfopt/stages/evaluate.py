@@ -28,7 +28,6 @@ class EvaluateStage(Stage):
   name = "evaluate"
   settings = ("evaluate",)
   report_fields = {"latency_breakdown": dict}
-  finishing = True
 
   def run(self, context) -> StageOutput:
     rows, breakdowns = [], {}
