@@ -7,10 +7,14 @@ head; and flat (`input_tensor=`). Saved as .keras, loaded through
 model_io, and checked against the Keras 3 original on images.
 """
 
+import functools
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, model_io, prune
+from tfopt import convert, evaluate, model_io, prune, slim
 from tfopt._keras import keras as keras2
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
@@ -43,11 +47,17 @@ def user_model(family: str, nested: bool = True, classes: int = 5):
   return keras.Model(inputs, keras.layers.Dense(classes)(x), name=f"users_{family}")
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_nested_backbone_is_flattened_with_the_same_outputs(family, tmp_path):
-  path = str(tmp_path / "model.keras")
+@functools.lru_cache(maxsize=None)
+def carried(family: str) -> model_io.LoadedModel:
+  """user_model(family) saved as .keras and read back (once per session)."""
+  path = os.path.join(tempfile.mkdtemp(), "model.keras")
   user_model(family).save(path)
-  loaded = model_io.read_model(path)
+  return model_io.read_model(path)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_nested_backbone_is_flattened_with_the_same_outputs(family):
+  loaded = carried(family)
   model_io.outputs_match(loaded.original, loaded.model, images())
   assert not any(isinstance(layer, keras2.Model) for layer in loaded.model.layers)
   backbone = next(layer for layer in loaded.original.layers if hasattr(layer, "layers"))
@@ -112,3 +122,68 @@ def test_keras3_activations_keep_their_meaning_in_standard_layers(activation, tm
   kinds = {type(layer).__name__ for layer in model.layers}
   assert kinds <= {"InputLayer", "Conv2D", "Activation", "Rescaling", "ReLU", "Multiply",
                    "GlobalAveragePooling2D", "Dense"}
+
+
+def _randomize_batch_norms(model, seed=0):
+  rng = np.random.default_rng(seed)
+  for layer in model.layers:
+    if isinstance(layer, keras2.layers.BatchNormalization):
+      size = layer.moving_mean.shape[0]
+      values = [rng.normal(1, 0.3, size), rng.normal(0, 0.3, size),
+                rng.normal(0, 0.1, size), rng.uniform(0.5, 1.5, size)]
+      layer.set_weights([value for value, present in zip(
+          values, [layer.scale, layer.center, True, True]) if present])
+
+
+def _silence(model, group, channels):
+  """Zeroes `channels` of a group everywhere: producers' filters and biases,
+  gamma and beta of every BatchNorm on them. They then carry zeros only."""
+  for name in group.producers:
+    layer = model.get_layer(name)
+    weights = layer.get_weights()
+    out = 1 if isinstance(layer, keras2.layers.SeparableConv2D) else 0
+    for weight in weights[out:]:
+      weight[..., channels] = 0
+    layer.set_weights(weights)
+  for name, positions, members in group.norms:
+    layer = model.get_layer(name)
+    weights = layer.get_weights()
+    for weight in weights[:int(layer.scale) + int(layer.center)]:
+      weight[positions[np.isin(members, channels)]] = 0
+    layer.set_weights(weights)
+
+
+def _randomized_copy(model):
+  copy = keras2.models.clone_model(model)
+  copy.set_weights(model.get_weights())
+  _randomize_batch_norms(copy)
+  return copy
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_dependency_groups_cover_the_convs_and_removal_is_exact(family):
+  model = _randomized_copy(carried(family).model)
+  convs = [layer.name for layer in model.layers if type(layer) is keras2.layers.Conv2D]
+  groups, skipped = slim.slimmable_groups(model, criterion="l2")
+  grouped = {name for group in groups for name in group.producers}
+  if family == "NASNetMobile":  # Adds of a Concatenate and one conv stay whole
+    assert len(grouped & set(convs)) >= 0.7 * len(convs) and skipped
+  else:  # residual Adds, squeeze-excite and concatenations all followed
+    assert set(convs) <= grouped and skipped == {}
+    assert any(len(group.producers) > 1 for group in groups) == (
+        family not in ("MobileNet", "DenseNet121"))
+  keep = {}
+  for group in groups:
+    dropped = np.arange(0, group.width, 3)
+    _silence(model, group, dropped)
+    keep.update({name: np.setdiff1d(np.arange(group.width), dropped)
+                 for name in group.producers})
+  small = slim.remove_channels(model, keep)
+  assert small.count_params() < 0.7 * model.count_params()
+  x = images(4)
+  np.testing.assert_allclose(small(x).numpy(), model(x).numpy(), atol=1e-5)
+  # Silencing is what makes removal exact: the same removal from live
+  # weights changes the outputs.
+  live = _randomized_copy(carried(family).model)
+  change = np.abs(slim.remove_channels(live, keep)(x).numpy() - live(x).numpy())
+  assert np.max(change) > 1e-3 * np.max(np.abs(live(x).numpy()))

@@ -142,16 +142,34 @@ def _residual_model():
   return keras.Model(inputs, layers.Dense(3, name="logits")(x))
 
 
-def test_residual_add_whose_branches_disagree_is_refused():
+def test_a_residual_add_couples_its_convs_into_one_group():
   model = _residual_model()
-  convs, skipped = slim.prunable_convs(model, criterion="l2")
-  assert convs == []
-  assert "Add 'add'" in skipped["branch"] and "Add 'add'" in skipped["stem"]
+  groups, skipped = slim.slimmable_groups(model, criterion="l2")
+  assert [group.producers for group in groups] == [["stem", "branch"]]
+  assert skipped == {}  # the classifier's Dense group is not reported
   with pytest.raises(slim.SlimError, match="Add 'add' would keep different"):
     slim.remove_channels(model, {"branch": [0, 1, 2]})
   # Both sides keeping the same channels is consistent, so it is allowed.
   small = slim.remove_channels(model, {"stem": [0, 2, 4], "branch": [0, 2, 4]})
   assert small.get_layer("logits").kernel.shape == (3, 3)
+  # A group is scored over its members: the mean of their filter norms.
+  scores = slim.group_importance(model, groups[0], "l2")
+  kernels = [model.get_layer(name).kernel.numpy().reshape(-1, 8) for name in ("stem", "branch")]
+  np.testing.assert_allclose(scores, np.mean(
+      [np.sqrt(np.mean(kernel ** 2, axis=0)) for kernel in kernels], axis=0), rtol=1e-6)
+
+
+def test_a_concatenate_added_to_one_conv_is_frozen_with_the_reason():
+  inputs = keras.Input((8, 8, 4))
+  left = layers.Conv2D(4, 1, name="left")(inputs)
+  right = layers.Conv2D(4, 1, name="right")(inputs)
+  both = layers.Conv2D(8, 1, name="both")(inputs)
+  added = layers.Add(name="add")([layers.Concatenate()([left, right]), both])
+  x = layers.GlobalAveragePooling2D()(added)
+  model = keras.Model(inputs, layers.Dense(3)(x))
+  groups, skipped = slim.slimmable_groups(model, criterion="l2")
+  assert groups == [] and list(skipped) == ["left (+2 coupled)"]
+  assert "Add 'add' adds channels out of step" in skipped["left (+2 coupled)"]
 
 
 def test_unsliceable_structures_are_refused_with_the_layer_named():
@@ -233,3 +251,19 @@ def test_slim_schedule_shrinks_step_by_step(dataset, trained_teacher):
   assert result.model.losses == []  # the L1 penalty is gone after training
   assert result.steps[-1].val_accuracy > 0.5  # it still classifies the glyphs
   assert trained_teacher.get_layer("block1_conv").filters == 16  # not modified
+
+
+def test_slim_halves_a_resnet_including_its_residual_stream(dataset):
+  model = models.build_model("resnet18", (28, 28, 1), 10)
+  config = SlimConfig(rate=0.5, prune_count=1, finetune_epochs=0, sparsity_epochs=0,
+                      scope="local", criterion="bn_gamma")
+  result = slim.slim(model, dataset, config, verbose=0)
+  convs = [layer.name for layer in model.layers if channels.is_conv(layer)]
+  assert sorted(result.channels_before) == sorted(convs) and result.skipped == {}
+  assert result.groups["stem_conv"] == ["stem_conv", "stage1_block1_2_conv",
+                                        "stage1_block2_2_conv"]
+  after = result.steps[0].channels
+  assert all(after[name] == result.channels_before[name] // 2 for name in convs)
+  assert result.steps[0].macs < 0.3 * sum(entry.macs for entry in slim.count_macs(model))
+  images = dataset.x_test[:8]
+  assert result.model(images).shape == (8, 10)

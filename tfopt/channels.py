@@ -18,8 +18,9 @@ from tfopt._keras import get_layer, keras, require_keras2_model
 from tfopt.errors import TfoptError
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
-__all__ = ["SlimError", "layers", "ZERO_PRESERVING", "functional_model", "layer_graph",
-           "is_conv", "following_bn", "propagate", "remove_channels"]
+__all__ = ["SlimError", "layers", "ZERO_PRESERVING", "MERGE", "functional_model",
+           "layer_graph", "is_conv", "is_producer", "is_per_channel", "following_bn",
+           "propagate", "remove_channels", "width"]
 
 layers = keras.layers
 
@@ -35,7 +36,7 @@ ZERO_PRESERVING = (layers.ReLU, layers.Dropout, layers.MaxPooling2D,
                     layers.AveragePooling2D, layers.GlobalAveragePooling2D,
                     layers.GlobalMaxPooling2D, layers.ZeroPadding2D,
                     layers.Flatten)
-_MERGE = (layers.Add, layers.Subtract, layers.Multiply, layers.Average,
+MERGE = (layers.Add, layers.Subtract, layers.Multiply, layers.Average,
           layers.Maximum, layers.Minimum)
 
 
@@ -86,9 +87,42 @@ def is_conv(layer) -> bool:
           and layer.data_format == "channels_last")
 
 
+def _is_separable(layer) -> bool:
+  return (type(layer) is layers.SeparableConv2D  # pylint: disable=unidiomatic-typecheck
+          and layer.data_format == "channels_last")
+
+
+def is_producer(layer) -> bool:
+  """A layer whose output channels can be removed: its filters or units."""
+  return (is_conv(layer) or _is_separable(layer)
+          or type(layer) is layers.Dense)  # pylint: disable=unidiomatic-typecheck
+
+
 def _elementwise_activation(layer) -> bool:
   name = keras.activations.serialize(layer.activation)
   return isinstance(name, str) and name not in ("softmax", "log_softmax")
+
+
+def _scalar_rescaling(layer) -> bool:
+  return isinstance(layer, layers.Rescaling) and all(
+      np.size(value) == 1 for value in (layer.scale, layer.offset))
+
+
+def _channels_kept_in_place(layer) -> bool:
+  """A Reshape that keeps the last axis: channel c stays channel c."""
+  if not isinstance(layer, layers.Reshape):
+    return False
+  before, after = _input_shapes(layer)[0], layer.output_shape
+  return before[-1] is not None and before[-1] == after[-1]
+
+
+def is_per_channel(layer) -> bool:
+  """Whether `layer` acts on each channel on its own, leaving it in place."""
+  if getattr(layer, "data_format", "channels_last") != "channels_last":
+    return False
+  return (isinstance(layer, _PER_CHANNEL) or _scalar_rescaling(layer)
+          or _channels_kept_in_place(layer)
+          or (isinstance(layer, layers.Activation) and _elementwise_activation(layer)))
 
 
 # --- which channels survive where ----------------------------------------------
@@ -106,8 +140,9 @@ def propagate(model: keras.Model, graph: _Graph,
   """
   kept_out: Dict[str, Optional[np.ndarray]] = {}
   plan = {}
+  by_name = {layer.name: layer for layer in model.layers}
   for name in graph.order:
-    layer = model.get_layer(name)
+    layer = by_name[name]
     sources = [kept_out[source] for source in graph.inputs[name]]
     incoming = sources[0] if sources else None
     outgoing = _carry(layer, sources, incoming, keep.get(name))
@@ -123,12 +158,12 @@ def _carry(layer, sources, incoming, own_keep):
   """Kept output channels of `layer` given its inputs' kept channels."""
   name = layer.name
   if own_keep is not None:
-    if not is_conv(layer):
+    if not is_producer(layer):
       raise SlimError(f"Layer {name!r} ({type(layer).__name__}) is not a "
-                      "channels-last, ungrouped Conv2D; only those have their "
-                      "filters removed.")
+                      "channels-last, ungrouped Conv2D or a Dense; only those "
+                      "have their filters removed.")
     return np.asarray(own_keep)
-  if isinstance(layer, _MERGE):
+  if isinstance(layer, MERGE):
     if any(not _same(sources[0], other) for other in sources[1:]):
       raise SlimError(f"The inputs of {type(layer).__name__} {name!r} would "
                       "keep different channels (a residual branch pruned on "
@@ -146,7 +181,7 @@ def _carry(layer, sources, incoming, own_keep):
         for kept, width, offset in zip(sources, widths, offsets)])
   if incoming is None:
     return None
-  if is_conv(layer) or isinstance(layer, (layers.Dense, LowRankDense,
+  if is_producer(layer) or isinstance(layer, (LowRankDense,
                                            SpatialSVDConv2D)):
     return None  # consumes the channels; its own outputs are all kept
   if isinstance(layer, layers.DepthwiseConv2D):
@@ -162,10 +197,7 @@ def _carry(layer, sources, incoming, own_keep):
     shape = [int(size) for size in _input_shapes(layer)[0][1:]]
     positions = np.arange(int(np.prod(shape[:-1])))[:, None] * shape[-1]
     return (positions + incoming[None, :]).reshape(-1)
-  if isinstance(layer, _PER_CHANNEL) or (
-      isinstance(layer, layers.Activation) and _elementwise_activation(layer)):
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-      raise SlimError(f"Layer {name!r} is channels_first.")
+  if is_per_channel(layer):
     return incoming
   raise SlimError(f"Removed channels flow into {type(layer).__name__} {name!r}, "
                   "which channel removal cannot slice; exclude the conv that "
@@ -210,14 +242,33 @@ def _sliced_weights(layer, incoming, outgoing, own_keep):
     return [kernel] + weights[1:]
   if isinstance(layer, layers.DepthwiseConv2D):
     return [weights[0][:, :, incoming, :]] + [bias[outgoing] for bias in weights[1:]]
+  if _is_separable(layer):
+    return _sliced_separable(layer, weights, incoming, own_keep)
   if isinstance(layer, layers.BatchNormalization):
     return [weight[incoming] for weight in weights]
+  if isinstance(layer, layers.Dense) and own_keep is not None:
+    kernel = weights[0] if incoming is None else weights[0][incoming]
+    return [kernel[:, own_keep]] + [bias[own_keep] for bias in weights[1:]]
   if isinstance(layer, (layers.Dense, LowRankDense)):
     return [weights[0][incoming]] + weights[1:]
   if isinstance(layer, SpatialSVDConv2D):
     return [weights[0][:, :, incoming, :]] + weights[1:]
   raise SlimError(f"Cannot slice the weights of {type(layer).__name__} "
                   f"{layer.name!r}.")
+
+
+def _sliced_separable(layer, weights, incoming, own_keep):
+  """SeparableConv2D: input channels leave the depthwise and pointwise kernels,
+  output channels the pointwise kernel and bias."""
+  depthwise, pointwise = weights[:2]
+  if incoming is not None:
+    depthwise = depthwise[:, :, incoming, :]
+    pointwise = pointwise[:, :, _expand_depthwise(incoming, layer.depth_multiplier), :]
+  biases = weights[2:]
+  if own_keep is not None:
+    pointwise = pointwise[..., own_keep]
+    biases = [bias[own_keep] for bias in biases]
+  return [depthwise, pointwise] + biases
 
 
 def remove_channels(model: keras.Model, keep: Dict[str, Sequence[int]]) -> keras.Model:
@@ -241,8 +292,7 @@ def remove_channels(model: keras.Model, keep: Dict[str, Sequence[int]]) -> keras
   plan = propagate(model, graph, keep)
   config = model.get_config()
   for entry in config["layers"]:
-    if entry["name"] in keep:
-      entry["config"]["filters"] = len(keep[entry["name"]])
+    _resize_config(entry, keep.get(entry["name"]), plan[entry["name"]][1])
   rebuilt = keras.Model.from_config(config)
   for name in graph.order:
     incoming, outgoing = plan[name]
@@ -251,15 +301,30 @@ def remove_channels(model: keras.Model, keep: Dict[str, Sequence[int]]) -> keras
   return rebuilt
 
 
+def _resize_config(entry, own_keep, outgoing):
+  """Writes a layer's new channel count into its config entry."""
+  config = entry["config"]
+  if own_keep is not None:
+    config["filters" if "filters" in config else "units"] = len(own_keep)
+  elif (entry["class_name"] == "Reshape" and outgoing is not None
+        and config["target_shape"][-1] != -1):
+    config["target_shape"] = list(config["target_shape"][:-1]) + [len(outgoing)]
+
+
+def width(layer) -> int:
+  """Output channels of a Conv2D / SeparableConv2D (filters) or Dense (units)."""
+  return int(layer.filters if hasattr(layer, "filters") else layer.units)
+
+
 def _checked_indices(model, name, indices) -> np.ndarray:
   layer = get_layer(model, name, SlimError)
-  if not is_conv(layer):
+  if not is_producer(layer):
     raise SlimError(f"Layer {name!r} is a {type(layer).__name__}; only "
-                    "channels-last, ungrouped Conv2D layers lose filters.")
+                    "channels-last, ungrouped Conv2D and Dense layers lose filters.")
   indices = np.unique(np.asarray(indices, dtype=np.int64))
-  if indices.size == 0 or indices[0] < 0 or indices[-1] >= layer.filters:
+  if indices.size == 0 or indices[0] < 0 or indices[-1] >= width(layer):
     raise SlimError(f"Channels to keep in {name!r} must be a non-empty set of "
-                    f"indices in [0, {layer.filters}); got {indices.tolist()}.")
+                    f"indices in [0, {width(layer)}); got {indices.tolist()}.")
   return indices
 
 

@@ -7,18 +7,20 @@ Filters for Efficient ConvNets"):
 
 1. Sparsity training (optional): an L1 penalty on BatchNorm gamma pushes the
    scale of unimportant channels towards zero.
-2. Importance of each output channel of a Conv2D: |gamma| of the BN that
-   follows it, or the L1 / L2 norm of its filter.
-3. Selection: the same rate in every layer (local) or one threshold across
-   layers (global), with a floor so that no layer is emptied.
+2. Channels are grouped by dependency (tfopt.channel_groups): convs coupled
+   through a residual Add, a squeeze-excite Multiply or a depthwise conv
+   form one group and lose the same channels. Importance of each channel of
+   a group: the mean |gamma| of every BN acting on it, or the mean L1 / L2
+   norm of its producers' filters.
+3. Selection: the same rate in every group (local) or one threshold across
+   groups (global), with a floor so that no group is emptied.
 4. Physical removal (tfopt.channels): the model is rebuilt from its config with fewer filters,
    and every layer the removed channels flow into is sliced to match: the
    BN entries, a DepthwiseConv2D's channels (and the BN after it, so a
    MobileNet-v1 pointwise channel takes the next depthwise channel with it),
    the next Conv2D's input channels, and the rows of a Dense after Flatten or
-   global pooling. What cannot be sliced consistently (a channel-mixing
-   Reshape, a residual Add whose inputs would keep different channels, a
-   channel reaching the model output) is refused with the layer named.
+   global pooling. Groups whose channels cannot be sliced (a channel-mixing
+   Reshape, a channel reaching the model output) are skipped with the reason.
 
 `slim()` runs 1-4 as an iterative schedule with fine-tuning after each step.
 """
@@ -33,12 +35,13 @@ from tfopt._keras import get_layer, keras, require_keras2_model
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
+from tfopt.channel_groups import ChannelGroup, channel_groups
 from tfopt.channels import (ZERO_PRESERVING, SlimError, following_bn, functional_model,
-                            is_conv, layer_graph, layers, propagate, remove_channels)
+                            is_conv, layer_graph, layers, remove_channels, width)
 from tfopt.macs import count_macs
 
-__all__ = ["SlimError", "SlimStep", "SlimResult", "prunable_convs",
-           "channel_importance", "select_channels", "remove_channels",
+__all__ = ["SlimError", "SlimStep", "SlimResult", "slimmable_groups", "prunable_convs",
+           "group_importance", "channel_importance", "select_channels", "remove_channels",
            "dead_channels", "with_bn_l1", "without_bn_l1", "slim"]
 
 
@@ -56,11 +59,16 @@ class SlimStep:
 
 @dataclasses.dataclass
 class SlimResult:
-  """What `slim` did: the final model, each step, and the skipped convs."""
+  """What `slim` did: the final model, each step, and the skipped groups.
+
+  channels_before and each step's channels are per layer that lost filters;
+  groups maps each slimmed group's name to its coupled layers.
+  """
   model: keras.Model
   channels_before: Dict[str, int]
   steps: List[SlimStep]
   skipped: Dict[str, str]
+  groups: Dict[str, List[str]] = dataclasses.field(default_factory=dict)
 
   @property
   def removed_fraction(self) -> float:
@@ -71,70 +79,96 @@ class SlimResult:
 
 # --- candidates and importance ----------------------------------------------
 
-def prunable_convs(model: keras.Model, criterion: str = "bn_gamma",
-                   names: Optional[Sequence[str]] = None):
-  """(prunable conv names, {skipped conv: why}) of a Keras 2 model.
+def slimmable_groups(model: keras.Model, criterion: str = "bn_gamma",
+                     names: Optional[Sequence[str]] = None):
+  """(groups that can be slimmed, {group label: why not}) of a Keras 2 model.
 
-  A conv is prunable when removing one of its filters can be carried through
-  the rest of the graph, it has at least two filters, and (for bn_gamma) a BN
-  follows it.
+  Channels are removed by group (tfopt.channel_groups): the convs coupled
+  through a residual Add or a squeeze-excite Multiply lose the same filters.
+  A group can be slimmed when it is not frozen and, for bn_gamma, a scaled
+  BatchNorm acts on its channels. `names` keeps only the groups that hold
+  one of those convs; a named conv whose group cannot be slimmed is an error.
 
   Raises:
     SlimError: a layer in `names` does not exist or cannot be slimmed.
   """
   model = functional_model(require_keras2_model(model))
-  graph = layer_graph(model)
-  candidates = names if names is not None else [
-      name for name in graph.order if is_conv(model.get_layer(name))]
-  prunable, skipped = [], {}
-  for name in candidates:
+  groups = channel_groups(model)
+  for group in groups:
+    if group.frozen is None and criterion == "bn_gamma" and not group.norms:
+      group.frozen = ("no BatchNormalization acts on its channels (use criterion "
+                      "l1 or l2).")
+  if names is not None:
+    groups = _named_groups(model, groups, names)
+  # A Dense-only group that cannot be slimmed (the classifier) is not news.
+  return ([group for group in groups if group.frozen is None],
+          {group.label: group.frozen for group in groups if group.frozen
+           and (names or any(is_conv(model.get_layer(name)) for name in group.producers))})
+
+
+def _named_groups(model, groups, names):
+  owner = {producer: group for group in groups for producer in group.producers}
+  chosen = []
+  for name in names:
     layer = get_layer(model, name, SlimError)
-    reason = _why_not_prunable(model, graph, layer, criterion)
-    if reason and names is not None:
-      raise SlimError(f"Layer {name!r} cannot be slimmed: {reason}")
-    if reason:
-      skipped[name] = reason
-    else:
-      prunable.append(name)
-  return prunable, skipped
+    if name not in owner:
+      raise SlimError(f"Layer {name!r} cannot be slimmed: it is a "
+                      f"{type(layer).__name__}, not a channels-last ungrouped "
+                      "Conv2D or a Dense.")
+    if owner[name].frozen:
+      raise SlimError(f"Layer {name!r} cannot be slimmed: {owner[name].frozen}")
+    if owner[name] not in chosen:
+      chosen.append(owner[name])
+  return chosen
 
 
-def _why_not_prunable(model, graph, layer, criterion) -> Optional[str]:
-  if not is_conv(layer):
-    return f"it is a {type(layer).__name__}, not a channels-last ungrouped Conv2D."
-  if layer.filters < 2:
-    return "it has a single filter."
-  if criterion == "bn_gamma" and following_bn(model, graph, layer.name) is None:
-    return "no BatchNormalization follows it (use criterion l1 or l2)."
-  try:
-    propagate(model, graph, {layer.name: np.arange(layer.filters - 1)})
-  except SlimError as error:
-    return str(error)
-  return None
+def prunable_convs(model: keras.Model, criterion: str = "bn_gamma",
+                   names: Optional[Sequence[str]] = None):
+  """(layers that lose filters, {group label: why not}): slimmable_groups' producers."""
+  groups, skipped = slimmable_groups(model, criterion, names)
+  return [name for group in groups for name in group.producers], skipped
+
+
+def group_importance(model: keras.Model, group: ChannelGroup,
+                     criterion: str = "bn_gamma") -> np.ndarray:
+  """One score per channel of `group`; larger is more important.
+
+  bn_gamma: the mean |gamma| over every BatchNorm acting on the channel.
+  l1 / l2: the mean over the group's producers of each filter's mean |w| /
+  RMS (normalized by the filter size so scores compare across layers).
+  """
+  model = functional_model(model)
+  if criterion == "bn_gamma":
+    if not group.norms:
+      raise SlimError(f"No BatchNormalization acts on the channels of {group.label}; "
+                      "use criterion l1 or l2.")
+    total, count = np.zeros(group.width), np.zeros(group.width)
+    for name, positions, channels in group.norms:
+      np.add.at(total, channels, np.abs(model.get_layer(name).gamma.numpy()[positions]))
+      np.add.at(count, channels, 1)
+    return total / np.maximum(count, 1)
+  if criterion not in ("l1", "l2"):
+    raise SlimError(f"criterion={criterion!r} is invalid: it must be bn_gamma, "
+                    "l1 or l2.")
+  scores = []
+  for name in group.producers:
+    kernel = model.get_layer(name).kernel.numpy()
+    filters = kernel.reshape(-1, kernel.shape[-1])
+    scores.append(np.mean(np.abs(filters), axis=0) if criterion == "l1"
+                  else np.sqrt(np.mean(filters ** 2, axis=0)))
+  return np.mean(scores, axis=0)
 
 
 def channel_importance(model: keras.Model, name: str,
                        criterion: str = "bn_gamma") -> np.ndarray:
-  """One score per output channel of conv `name`; larger is more important.
-
-  bn_gamma: |gamma| of the BN after it. l1 / l2: mean |w| / RMS of each
-  filter (normalized by the filter size so scores compare across layers).
-  """
+  """One score per output channel of conv `name` (scored over its whole group)."""
   model = functional_model(model)
-  layer = model.get_layer(name)
-  if criterion == "bn_gamma":
-    batch_norm = following_bn(model, layer_graph(model), name)
-    if batch_norm is None:
-      raise SlimError(f"No BatchNormalization follows conv {name!r}; use "
-                      "criterion l1 or l2.")
-    return np.abs(batch_norm.gamma.numpy())
-  filters = layer.kernel.numpy().reshape(-1, layer.filters)
-  if criterion == "l1":
-    return np.mean(np.abs(filters), axis=0)
-  if criterion == "l2":
-    return np.sqrt(np.mean(filters ** 2, axis=0))
-  raise SlimError(f"criterion={criterion!r} is invalid: it must be bn_gamma, "
-                  "l1 or l2.")
+  group = next((group for group in channel_groups(model)
+                if name in group.producers), None)
+  if group is None:
+    raise SlimError(f"Layer {name!r} is not a Conv2D or Dense whose channels "
+                    "can be scored.")
+  return group_importance(model, group, criterion)
 
 
 def _floor(channels: int, min_channels: float) -> int:
@@ -202,8 +236,11 @@ def dead_channels(model: keras.Model) -> Dict[str, np.ndarray]:
   model = functional_model(require_keras2_model(model))
   graph = layer_graph(model)
   dead = {}
-  for name in prunable_convs(model)[0]:
+  for group in slimmable_groups(model)[0]:
+    name = group.name
     batch_norm = following_bn(model, graph, name)
+    if len(group.producers) > 1 or batch_norm is None:
+      continue  # a channel of a coupled group lives on in its other members
     beta = (batch_norm.beta.numpy() if batch_norm.center
             else np.zeros(batch_norm.gamma.shape))
     channels = np.flatnonzero((batch_norm.gamma.numpy() == 0) & (beta <= 0))
@@ -255,12 +292,13 @@ def _with_gamma_regularizer(model: keras.Model, regularizer, names) -> keras.Mod
 
 def with_bn_l1(model: keras.Model, strength: float,
                convs: Optional[Sequence[str]] = None) -> keras.Model:
-  """A copy whose BNs after `convs` (default: all prunable) carry L1(strength) on gamma."""
+  """A copy whose BNs on the channels of `convs` (default: every slimmable
+  group) carry L1(strength) on gamma."""
   model = functional_model(require_keras2_model(model))
-  graph = layer_graph(model)
-  convs = prunable_convs(model)[0] if convs is None else convs
-  names = {following_bn(model, graph, name).name for name in convs
-           if following_bn(model, graph, name) is not None}
+  groups = slimmable_groups(model)[0]
+  if convs is not None:
+    groups = [group for group in groups if set(group.producers) & set(convs)]
+  names = {name for group in groups for name, _, _ in group.norms}
   return _with_gamma_regularizer(model, keras.regularizers.L1(strength), names)
 
 
@@ -274,7 +312,7 @@ def without_bn_l1(model: keras.Model) -> keras.Model:
 # --- the iterative schedule ------------------------------------------------------
 
 def _channels(model, names) -> Dict[str, int]:
-  return {name: int(model.get_layer(name).filters) for name in names}
+  return {name: width(model.get_layer(name)) for name in names}
 
 
 def _val_accuracy(model, dataset) -> float:
@@ -300,10 +338,11 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
     SlimError: nothing can be slimmed, or a named layer cannot be.
   """
   model = functional_model(require_keras2_model(model))
-  convs, skipped = prunable_convs(model, config.criterion, config.layers)
-  if not convs:
+  groups, skipped = slimmable_groups(model, config.criterion, config.layers)
+  if not groups:
     raise SlimError(f"Model {model.name!r} has no conv that can be slimmed: "
                     + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
+  convs = [name for group in groups for name in group.producers]
   teacher = teacher if config.use_teacher else None
   train = dict(batch_size=config.batch_size, learning_rate=config.learning_rate,
                teacher=teacher, verbose=verbose)
@@ -316,15 +355,25 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
   steps = []
   for step in range(1, config.prune_count + 1):
     rate = config.rate * step / config.prune_count
-    scores = {name: channel_importance(current, name, config.criterion)
-              for name in convs}
+    # Group widths change after each step; the channels each group holds now
+    # are scored, against its original width.
+    scores = {group.name: group_importance(current, _regrouped(current, group),
+                                           config.criterion) for group in groups}
     keep = select_channels(scores, rate=rate, scope=config.scope,
-                           min_channels=config.min_channels, original=original)
-    current = remove_channels(current, keep)
+                           min_channels=config.min_channels,
+                           original={group.name: group.width for group in groups})
+    current = remove_channels(current, {name: keep[group.name] for group in groups
+                                        for name in group.producers})
     if config.finetune_epochs:
       fine_tune(current, dataset, config.finetune_epochs, **train)
     steps.append(SlimStep(
         step, rate, _channels(current, convs), int(current.count_params()),
         sum(entry.macs for entry in count_macs(current)),
         _val_accuracy(current, dataset), current))
-  return SlimResult(current, original, steps, skipped)
+  return SlimResult(current, original, steps, skipped,
+                    {group.name: group.producers for group in groups})
+
+
+def _regrouped(model, group: ChannelGroup) -> ChannelGroup:
+  """`group` as found in `model` (a slimmed copy: same names, fewer channels)."""
+  return next(found for found in channel_groups(model) if found.name == group.name)

@@ -1,5 +1,8 @@
 """slim: network slimming / filter pruning, whole conv channels removed.
 
+Channels are removed by dependency group (tfopt.channel_groups): the convs
+of a residual stream or a squeeze-excite block lose the same channels.
+
 L1 on BatchNorm gamma, then --slim_prune_count steps that each remove more
 channels and fine-tune (tfopt.slim); after each step the model is converted
 to int8 and measured in LiteRT, so the report shows size, accuracy and
@@ -35,7 +38,9 @@ class SlimStage(Stage):
       context.log(f"  skipped {name}: {reason}")
     entry = context.current.then("slimmed", "slimmed")
     steps = [_measure_step(context, entry.stem, step) for step in result.steps]
-    channels = [{"layer": name, "before": before, "after": result.steps[-1].channels[name]}
+    group_of = {name: group for group, names in result.groups.items() for name in names}
+    channels = [{"layer": name, "group": group_of.get(name, name), "before": before,
+                 "after": result.steps[-1].channels[name]}
                 for name, before in result.channels_before.items()]
     return StageOutput(models=[NewModel(entry, result.model)],
                        record={"steps": steps, "channels": channels})
@@ -54,8 +59,11 @@ class SlimStage(Stage):
               f"| {step['params']:,} | {step['macs']:,} | {100 * step['accuracy']:.2f} % "
               f"| {step['tflite_bytes']:,} | {step['latency_us']:,.0f} |"
               for step in report.slim_steps]
-    lines += ["", "| conv | channels before | after |", "|---|---|---|"]
-    return lines + [f"| {entry['layer']} | {entry['before']} | {entry['after']} |"
+    lines += ["", "Layers of one group (coupled through a residual Add, squeeze-excite "
+              "Multiply, ...) keep the same channels.", "",
+              "| layer | group | channels before | after |", "|---|---|---|---|"]
+    return lines + [f"| {entry['layer']} | {entry.get('group', entry['layer'])} "
+                    f"| {entry['before']} | {entry['after']} |"
                     for entry in report.slim_channels]
 
 
