@@ -45,8 +45,12 @@ def test_food11_layout_reads_labels_from_names_and_keeps_the_splits(tmp_path):
       "train": 12, "val": 6, "test": 6}
   assert folder.images["train"].shape[1:] == (10, 12, 3)
   # The label in the name is the class: red images are class 0.
-  red = folder.images["train"][folder.labels["train"] == 0]
+  red = folder.images["train"].pixels(np.flatnonzero(folder.labels["train"] == 0))
+  assert red.dtype == np.uint8
   assert red[..., 0].mean() > 150 and red[..., 1].mean() < 60
+  # Indexed like an array, the files read as float32 in the input range.
+  as_array = folder.images["train"][folder.labels["train"] == 0]
+  np.testing.assert_allclose(as_array, red / 255.0, atol=1e-6)
 
 
 def test_labels_file_names_the_classes(tmp_path):
@@ -64,7 +68,7 @@ def test_class_subfolders_sorted_and_test_split_held_out(tmp_path):
   assert dataset.class_names == ["cat", "dog", "owl"]
   assert len(dataset.x_test) == 3 and len(dataset.x_val) == 3
   assert len(dataset.x_train) == 9
-  assert dataset.x_train.dtype == np.float32 and dataset.x_train.max() <= 1.0
+  assert dataset.x_train.dtype == np.float32 and dataset.x_train[:].max() <= 1.0
 
 
 def test_size_color_and_input_range_are_applied(tmp_path):
@@ -73,8 +77,9 @@ def test_size_color_and_input_range_are_applied(tmp_path):
                                     color_mode="grayscale", input_range=(-1.0, 1.0)))
   assert dataset.input_shape == (8, 8, 1)
   assert dataset.input_range == (-1.0, 1.0)
-  assert -1.0 <= dataset.x_train.min() and dataset.x_train.max() <= 1.0
-  assert dataset.x_train.min() < -0.5  # black stays near -1
+  images = dataset.x_train[:]
+  assert -1.0 <= images.min() and images.max() <= 1.0
+  assert images.min() < -0.5  # black stays near -1
 
 
 def test_gray_images_stay_one_channel(tmp_path):

@@ -54,11 +54,12 @@ def keras3_model(color_folder, tmp_path_factory):
   keras3.utils.set_random_seed(0)
   model = _keras3_classifier((16, 16, 3), 3)
   model.compile("adam", "sparse_categorical_crossentropy")
-  model.fit(folder.images["train"].astype("float32"), folder.labels["train"],
+  train, test = folder.images["train"], folder.images["test"]
+  model.fit(train.pixels(np.arange(len(train))).astype("float32"), folder.labels["train"],
             epochs=8, batch_size=16, verbose=0)
   path = str(tmp_path_factory.mktemp("model") / "users_model.keras")
   model.save(path)
-  predicted = np.argmax(model.predict(folder.images["test"].astype("float32"),
+  predicted = np.argmax(model.predict(test.pixels(np.arange(len(test))).astype("float32"),
                                       verbose=0), axis=-1)
   return path, float(np.mean(predicted == folder.labels["test"]))
 

@@ -91,7 +91,15 @@ def kernel_of(layer) -> np.ndarray:
   return getattr(layer, kernel_attribute(layer)).numpy()
 
 
-def predict_top1(model, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+def predict_logits(model, images, batch_size: int = 1000) -> np.ndarray:
+  """model.predict on an array, or on image files streamed through tf.data."""
+  from tfopt import image_files  # pylint: disable=g-import-not-at-top
+  if not image_files.is_image_files(images):
+    return model.predict(images, batch_size=batch_size, verbose=0)
+  with image_files.reading_errors():
+    return model.predict(images.tf_dataset(min(batch_size, 256)), verbose=0)
+
+
+def predict_top1(model, images, batch_size: int = 1000) -> np.ndarray:
   """The top-1 class a model that outputs logits (or probabilities) gives each image."""
-  logits = model.predict(images, batch_size=batch_size, verbose=0)
-  return np.argmax(logits, axis=-1)
+  return np.argmax(predict_logits(model, images, batch_size), axis=-1)

@@ -32,6 +32,9 @@ flags.DEFINE_list("image_size", None, "Image folders: HEIGHT,WIDTH to resize to 
                   "(default: the model's input size, else the images' own).")
 flags.DEFINE_string("color_mode", None, "Image folders: grayscale or rgb (default: "
                     "the model's channels, else rgb unless all images are gray).")
+flags.DEFINE_bool("augment", None, "Image folders: random horizontal flip and "
+                  "translation of the training images (default: on for folders; "
+                  "--noaugment for digits or text, which a flip changes).")
 flags.DEFINE_list("input_range", None, "LOW,HIGH: the model input that pixels 0 "
                   "and 255 become, e.g. 0,1 or 0,255 or -1,1 (default: 0,255 for a "
                   "model that starts with Rescaling, else 0,1).")
@@ -180,7 +183,7 @@ def config_from_flags() -> PipelineConfig:
       # --image_size 64 means 64x64.
       changes.setdefault("data", {})[flag_name] = (
           values * 2 if flag_name == "image_size" and len(values) == 1 else values)
-  for flag_name in ("labels_file", "color_mode"):
+  for flag_name in ("labels_file", "color_mode", "augment"):
     if FLAGS[flag_name].value is not None:
       changes.setdefault("data", {})[flag_name] = FLAGS[flag_name].value
   if FLAGS.quant_modes is not None:

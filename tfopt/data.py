@@ -23,6 +23,7 @@ import numpy as np
 from tfopt import image_folder
 from tfopt.config import DataConfig
 from tfopt.errors import TfoptError
+from tfopt.image_files import is_image_files
 
 __all__ = ["DataError", "Dataset", "load_dataset", "read_idx", "DATA_DIR_ENV"]
 
@@ -51,6 +52,10 @@ class DataError(TfoptError, ValueError):
 class Dataset:
   """Images as float32 NHWC in the model's input range, integer labels.
 
+  x_train / x_val / x_test are numpy arrays, or for image folders
+  tfopt.image_files.ImageFiles: the same shape and indexing, decoded from
+  disk when read (train.fit_inputs streams them through tf.data).
+
   Pixel value p (0..255) is stored as low + p / 255 * (high - low), with
   (low, high) = input_range; (0, 1) unless a model asks for another range.
   The validation split comes from the training set unless the data has its
@@ -66,6 +71,7 @@ class Dataset:
   class_names: list
   source: str
   input_range: Tuple[float, float] = (0.0, 1.0)
+  augment: bool = False
 
   @property
   def input_shape(self) -> Tuple[int, ...]:
@@ -74,6 +80,17 @@ class Dataset:
   @property
   def num_classes(self) -> int:
     return len(self.class_names)
+
+  def describe(self) -> str:
+    """Split sizes, image shape, pixel range, and how folder images are read."""
+    text = (f"{len(self.x_train)} train / {len(self.x_val)} validation / "
+            f"{len(self.x_test)} test images, {'x'.join(map(str, self.input_shape))}, "
+            f"pixels 0..255 -> {self.input_range[0]:g}..{self.input_range[1]:g}")
+    if is_image_files(self.x_train):
+      text += (", decoded from disk per batch" + (" (kept in memory after the first "
+               "epoch)" if self.x_train.cached else ""))
+    return text + (", training images randomly flipped and translated"
+                   if self.augment else "")
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -184,6 +201,8 @@ def _download(name: str) -> Tuple[dict, str]:
 def _check_arrays(arrays: dict, num_classes: int, source: str):
   for split in ("train", "test"):
     images, labels = arrays["x_" + split], arrays["y_" + split]
+    if is_image_files(images):  # checked by the folder reader; labels below
+      images = np.zeros((len(images), 1, 1, 1), np.uint8)
     if (images.ndim not in (3, 4) or labels.ndim != 1
         or len(images) != len(labels) or not len(images)):
       raise DataError(f"{source}: x_{split} has shape {images.shape} and "
@@ -209,9 +228,11 @@ def _flat_labels(labels: np.ndarray) -> np.ndarray:
   return labels.reshape(-1) if labels.ndim == 2 and labels.shape[1] == 1 else labels
 
 
-def _to_float_images(images: np.ndarray,
-                     input_range: Tuple[float, float]) -> np.ndarray:
-  """uint8 pixels (or floats in [0, 1]) -> float32 in input_range."""
+def _to_float_images(images, input_range: Tuple[float, float]):
+  """uint8 pixels (or floats in [0, 1]) -> float32 in input_range; image
+  files stay on disk, read in that range."""
+  if is_image_files(images):
+    return images.with_range(input_range)
   if images.ndim == 3:
     images = images[..., np.newaxis]
   if images.dtype == np.uint8:
@@ -223,6 +244,11 @@ def _to_float_images(images: np.ndarray,
                       f"values in [{unit.min()}, {unit.max()}].")
   low, high = input_range
   return unit if (low, high) == (0, 1) else unit * np.float32(high - low) + np.float32(low)
+
+
+def _take(images, indices):
+  """images[indices]; image files give the chosen files, still undecoded."""
+  return images.subset(indices) if is_image_files(images) else images[indices]
 
 
 def _load_folder(config: DataConfig, seed: int) -> Tuple[dict, str, list]:
@@ -240,8 +266,8 @@ def _load_folder(config: DataConfig, seed: int) -> Tuple[dict, str, list]:
                       "to hold out a test split.")
     for key in ("x", "y"):
       whole = arrays[f"{key}_train"]
-      arrays[f"{key}_test"], arrays[f"{key}_train"] = (whole[order[:test_count]],
-                                                       whole[order[test_count:]])
+      arrays[f"{key}_test"], arrays[f"{key}_train"] = (_take(whole, order[:test_count]),
+                                                       _take(whole, order[test_count:]))
   return arrays, f"{config.data_dir} ({folder.layout})", folder.class_names
 
 
@@ -284,18 +310,19 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
                       f"on after a validation fraction of "
                       f"{config.validation_fraction}.")
     train_index, val_index = order[val_count:], order[:val_count]
-    x_val, y_val = x_train[val_index], y_train[val_index]
-  test_count = config.max_test_examples or len(arrays["x_test"])
+    x_val, y_val = _take(x_train, val_index), y_train[val_index]
+  test_count = min(config.max_test_examples or len(arrays["x_test"]), len(arrays["x_test"]))
   input_range = tuple(float(value) for value in (config.input_range or (0.0, 1.0)))
   return Dataset(
       name=config.dataset,
-      x_train=_to_float_images(x_train[train_index], input_range),
+      x_train=_to_float_images(_take(x_train, train_index), input_range),
       y_train=y_train[train_index].astype(np.int32),
       x_val=_to_float_images(x_val, input_range),
       y_val=y_val.astype(np.int32),
-      x_test=_to_float_images(arrays["x_test"][:test_count], input_range),
+      x_test=_to_float_images(_take(arrays["x_test"], np.arange(test_count)), input_range),
       y_test=arrays["y_test"][:test_count].astype(np.int32),
       class_names=class_names,
       source=source,
       input_range=input_range,
+      augment=config.dataset == "folder" and config.augment is not False,
   )

@@ -15,7 +15,7 @@ import tensorflow as tf
 from tfopt._keras import keras, require_keras2_model
 from tfopt.config import DistillConfig
 from tfopt.data import Dataset
-from tfopt.train import classifier_loss, make_optimizer
+from tfopt.train import classifier_loss, fit, make_optimizer
 
 __all__ = ["Teacher", "as_teacher", "Distiller", "distill", "fine_tune"]
 
@@ -182,10 +182,7 @@ def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
       optimizer=make_optimizer(config.learning_rate, config.epochs,
                                len(dataset.x_train), config.batch_size),
       metrics=["accuracy"])
-  return distiller.fit(dataset.x_train, dataset.y_train,
-                       batch_size=config.batch_size, epochs=config.epochs,
-                       validation_data=(dataset.x_val, dataset.y_val),
-                       verbose=verbose)
+  return fit(distiller, dataset, config.epochs, config.batch_size, verbose=verbose)
 
 
 def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
@@ -211,6 +208,4 @@ def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int
     trainer = Distiller(model, teacher.model, alpha=teacher.alpha,
                         temperature=teacher.temperature)
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-  return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
-                     epochs=epochs, validation_data=(dataset.x_val, dataset.y_val),
-                     callbacks=list(callbacks), verbose=verbose)
+  return fit(trainer, dataset, epochs, batch_size, callbacks, verbose)

@@ -4,7 +4,7 @@ The CLI turns a TfoptError into one clear message and a non-zero exit code;
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["TfoptError", "ModelLoadError"]
+__all__ = ["TfoptError", "ModelLoadError", "ImageFolderError"]
 
 
 class TfoptError(Exception):
@@ -13,3 +13,7 @@ class TfoptError(Exception):
 
 class ModelLoadError(TfoptError, ValueError):
   """A model file cannot be loaded (or carried over to Keras 2) as asked."""
+
+
+class ImageFolderError(TfoptError, ValueError):
+  """An image folder cannot be read as a labelled data set."""

@@ -16,10 +16,14 @@ or else from the folder names (sorted, as
 ``keras.utils.image_dataset_from_directory`` orders them) or the labels
 found in the training names.
 
-Every problem names the file: unreadable images, empty classes, labels
-outside the known classes, image sizes that differ without a target size.
+Only the files' headers are read here (size and color mode); pixels are
+decoded when a batch needs them (tfopt.image_files), so a folder of any size
+fits in memory. Every problem names the file: unreadable images, empty
+classes, labels outside the known classes, image sizes that differ without a
+target size.
 """
 
+import concurrent.futures
 import dataclasses
 import os
 from typing import Dict, List, Optional, Tuple
@@ -27,7 +31,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 from PIL import Image
 
-from tfopt.errors import TfoptError
+from tfopt.errors import ImageFolderError
+from tfopt.image_files import GRAY_MODES, ImageFiles, unreadable
 
 __all__ = ["ImageFolderError", "FolderData", "load_image_folder", "IMAGE_EXTENSIONS"]
 
@@ -38,13 +43,9 @@ SPLIT_FOLDERS = {"train": ("training", "train"),
 COLOR_MODES = ("grayscale", "rgb")
 
 
-class ImageFolderError(TfoptError, ValueError):
-  """An image folder cannot be read as a labelled data set."""
-
-
 @dataclasses.dataclass
 class FolderData:
-  """uint8 NHWC images and int labels per split ("val" may be missing)."""
+  """Images (ImageFiles: decoded on demand) and int labels per split ("val" may be missing)."""
   images: Dict[str, np.ndarray]
   labels: Dict[str, np.ndarray]
   class_names: List[str]
@@ -150,61 +151,40 @@ def _label_index(path: str, label: str, class_names: List[str], numeric: bool,
       f"{source}). Add it to the labels file, or move the file away.")
 
 
-def _read_image(path: str) -> np.ndarray:
-  """One image as uint8 (H, W, 1) or (H, W, 3)."""
+def _header(path: str) -> Tuple[Tuple[int, int], bool]:
+  """((height, width), whether gray) from the file's header; nothing is decoded."""
   try:
     with Image.open(path) as image:
-      image.load()
-      grayscale = image.mode in ("1", "L", "I", "I;16", "F", "LA")
-      image = image.convert("L" if grayscale else "RGB")
-      pixels = np.asarray(image, dtype=np.uint8)
-  except (OSError, ValueError, Image.DecompressionBombError) as error:
-    raise ImageFolderError(f"{path} is not a readable image ({error}); "
-                           "replace or remove it.") from error
-  return pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
+      width, height = image.size
+      return (height, width), image.mode in GRAY_MODES
+  except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    raise unreadable(path, error) from error
 
 
-def _fit(pixels: np.ndarray, size: Tuple[int, int],
-         color_mode: str) -> np.ndarray:
-  """Converts one image to `color_mode` and resizes it (bilinear) to `size`."""
-  channels = 1 if color_mode == "grayscale" else 3
-  if pixels.shape[-1] != channels:
-    mode = "L" if channels == 1 else "RGB"
-    pixels = np.asarray(Image.fromarray(pixels.squeeze(-1) if pixels.shape[-1] == 1
-                                        else pixels).convert(mode), dtype=np.uint8)
-    pixels = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
-  if pixels.shape[:2] != tuple(size):
-    image = Image.fromarray(pixels.squeeze(-1) if channels == 1 else pixels)
-    # The same resize as examples/edge_infer.py, so deployment sees what
-    # training saw.
-    pixels = np.asarray(image.resize((size[1], size[0]), Image.BILINEAR), dtype=np.uint8)
-    pixels = pixels[..., np.newaxis] if pixels.ndim == 2 else pixels
-  return pixels
-
-
-def _read_split(files: List[str], size: Optional[Tuple[int, int]],
+def _scan_split(files: List[str], size: Optional[Tuple[int, int]],
                 color_mode: Optional[str], first: Tuple[str, tuple]
-                ) -> Tuple[np.ndarray, str]:
-  """The images of one split, converted and resized alike, and the color mode.
+                ) -> Tuple[ImageFiles, str]:
+  """One split as ImageFiles (headers read, pixels not), and the color mode.
 
   A color_mode of None becomes rgb unless every image is gray.
 
   `first` is (file, (height, width)) of the image that fixed the size when
   `size` was not given; the images of every split must match it.
   """
-  raw = [_read_image(path) for path in files]
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    headers = list(pool.map(_header, files))
   if size is None:
-    reference, expected = first if first else (files[0], raw[0].shape[:2])
-    for path, pixels in zip(files, raw):
-      if pixels.shape[:2] != tuple(expected):
+    reference, expected = first if first else (files[0], headers[0][0])
+    for path, (shape, _) in zip(files, headers):
+      if shape != tuple(expected):
         raise ImageFolderError(
-            f"{path} is {pixels.shape[1]}x{pixels.shape[0]} pixels but "
+            f"{path} is {shape[1]}x{shape[0]} pixels but "
             f"{reference} is {expected[1]}x{expected[0]}: give --image_size "
             "HEIGHT,WIDTH (or a model) to resize them all to one size.")
     size = expected
   if color_mode is None:
-    color_mode = "rgb" if any(pixels.shape[-1] == 3 for pixels in raw) else "grayscale"
-  return np.stack([_fit(pixels, size, color_mode) for pixels in raw]), color_mode
+    color_mode = "grayscale" if all(gray for _, gray in headers) else "rgb"
+  return ImageFiles(files, size, color_mode), color_mode
 
 
 def load_image_folder(root: str, labels_file: Optional[str] = None,
@@ -256,7 +236,7 @@ def load_image_folder(root: str, labels_file: Optional[str] = None,
     files = [path for path, _ in entries]
     # The training split decides the color mode and (without image_size)
     # the size; the other splits follow it.
-    images[split], color_mode = _read_split(files, image_size, color_mode, first)
+    images[split], color_mode = _scan_split(files, image_size, color_mode, first)
     first = first or (files[0], images[split].shape[1:3])
   splits = ("no split folders" if split_dirs["train"] == root else ", ".join(
       os.path.basename(path) + "/" for path in split_dirs.values()))

@@ -47,10 +47,7 @@ def check_inputs(config: PipelineConfig):
     config = dataclasses.replace(config, data=data_for_model(config.data,
                                                             user_model.model))
   dataset = load_dataset(config.data, seed=config.seed)
-  log(f"data: {dataset.name} from {dataset.source}: {len(dataset.x_train)} train, "
-      f"{len(dataset.x_val)} validation, {len(dataset.x_test)} test images, "
-      f"{'x'.join(map(str, dataset.input_shape))}, pixels 0..255 -> "
-      f"{dataset.input_range[0]:g}..{dataset.input_range[1]:g}")
+  log(f"data: {dataset.name} from {dataset.source}: {dataset.describe()}")
   if user_model is not None:
     check_model_fits_data(user_model, dataset)
   check_stages(config, dataset, user_model.model if user_model else None)

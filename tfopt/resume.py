@@ -31,13 +31,24 @@ def _digest(value) -> str:
 
 
 def data_fingerprint(dataset) -> str:
-  """A digest of the images, labels, splits, class names and input range."""
+  """A digest of the images, labels, splits, class names and input range.
+
+  Arrays are hashed whole; image folders by their file names, sizes and
+  contents (nothing is decoded).
+  """
   digest = hashlib.sha256()
   for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
-    array = np.ascontiguousarray(getattr(dataset, name))
+    value = getattr(dataset, name)
+    if hasattr(value, "fingerprint"):  # image files: names, sizes and contents
+      digest.update(name.encode())
+      value.fingerprint(digest)
+      continue
+    array = np.ascontiguousarray(value)
     digest.update(f"{name}{array.shape}{array.dtype}".encode())
     digest.update(memoryview(array).cast("B"))
-  digest.update(json.dumps([dataset.class_names, list(dataset.input_range)]).encode())
+  # Augmentation is named only when on, so digests of earlier runs still hold.
+  digest.update(json.dumps([dataset.class_names, list(dataset.input_range)]
+                           + (["augment"] if dataset.augment else [])).encode())
   return digest.hexdigest()
 
 

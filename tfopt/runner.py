@@ -202,10 +202,7 @@ def write_report(state: Run, plan: list) -> Report:
       dataset=data.name, test_examples=len(data.x_test),
       baseline="baseline float32", models=list(state.rows),
       baseline_source=_baseline_source(state),
-      data_source=(f"{data.source}, {len(data.x_train)} train / {len(data.x_val)} "
-                   f"validation / {len(data.x_test)} test images, "
-                   f"{'x'.join(map(str, data.input_shape))}, pixels 0..255 -> "
-                   f"{data.input_range[0]:g}..{data.input_range[1]:g}"),
+      data_source=f"{data.source}, {data.describe()}",
       keras_accuracy={name: float(np.mean(context.keras_top1(name) == data.y_test))
                       for name in state.models},
       sections=sections, stages=dict(state.seconds), resumed_stages=list(state.resumed),

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import get_layer, keras, predict_top1, require_keras2_model
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
@@ -316,8 +316,7 @@ def _channels(model, names) -> Dict[str, int]:
 
 
 def _val_accuracy(model, dataset) -> float:
-  logits = model.predict(dataset.x_val, batch_size=1000, verbose=0)
-  return float(np.mean(np.argmax(logits, axis=-1) == dataset.y_val))
+  return float(np.mean(predict_top1(model, dataset.x_val) == dataset.y_val))
 
 
 def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,

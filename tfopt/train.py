@@ -1,14 +1,16 @@
 """Plain supervised training, shared by the teacher and the scratch control."""
 
 import math
+from typing import Sequence
 
 import numpy as np
 
-from tfopt._keras import keras
+from tfopt._keras import keras, predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
+from tfopt.image_files import is_image_files, reading_errors
 
-__all__ = ["make_optimizer", "classifier_loss", "train_classifier", "accuracy"]
+__all__ = ["make_optimizer", "classifier_loss", "train_classifier", "fit", "accuracy"]
 
 
 def make_optimizer(learning_rate: float, epochs: int, num_examples: int,
@@ -41,14 +43,31 @@ def train_classifier(model: keras.Model, dataset: Dataset, config: TrainConfig,
       optimizer=make_optimizer(config.learning_rate, config.epochs,
                                len(dataset.x_train), config.batch_size),
       loss=classifier_loss(), metrics=["accuracy"])
-  return model.fit(dataset.x_train, dataset.y_train,
-                   batch_size=config.batch_size, epochs=config.epochs,
-                   validation_data=(dataset.x_val, dataset.y_val),
-                   verbose=verbose)
+  return fit(model, dataset, config.epochs, config.batch_size, verbose=verbose)
 
 
-def accuracy(model: keras.Model, images: np.ndarray, labels: np.ndarray,
+def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        verbose: int = 2) -> keras.callbacks.History:
+  """trainer.fit on the training split, validated on the validation split.
+
+  Arrays are fed as they are. Image files stream through tf.data: shuffled
+  each epoch, decoded in parallel, augmented when dataset.augment; an image
+  that cannot be decoded stops the fit with an ImageFolderError naming it.
+  """
+  if not is_image_files(dataset.x_train):
+    return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
+                       epochs=epochs, validation_data=(dataset.x_val, dataset.y_val),
+                       callbacks=list(callbacks), verbose=verbose)
+  train = dataset.x_train.tf_dataset(batch_size, dataset.y_train, shuffle=True,
+                                     augment=dataset.augment)
+  validation = dataset.x_val.tf_dataset(batch_size, dataset.y_val)
+  with reading_errors():
+    return trainer.fit(train, epochs=epochs, validation_data=validation,
+                       callbacks=list(callbacks), verbose=verbose)
+
+
+def accuracy(model: keras.Model, images, labels: np.ndarray,
              batch_size: int = 1000) -> float:
   """Top-1 accuracy of a Keras model that outputs logits."""
-  logits = model.predict(images, batch_size=batch_size, verbose=0)
-  return float(np.mean(np.argmax(logits, axis=-1) == labels))
+  return float(np.mean(predict_top1(model, images, batch_size) == labels))
