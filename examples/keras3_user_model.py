@@ -74,6 +74,12 @@ def build_transfer(input_shape, classes) -> keras.Model:
   """A MobileNetV2 backbone nested as one layer, as the transfer-learning guide does."""
   base = keras.applications.MobileNetV2(include_top=False, weights=None,
                                         input_shape=input_shape, alpha=0.5)
+  # weights=None: no ImageNet download here, so the backbone trains from
+  # scratch; with Keras' BN momentum of 0.999 a short run would leave its
+  # moving statistics near their initial values (poor inference accuracy).
+  for layer in base.layers:
+    if isinstance(layer, keras.layers.BatchNormalization):
+      layer.momentum = 0.9
   inputs = keras.Input(input_shape)
   x = keras.layers.RandomFlip("horizontal")(inputs)
   x = keras.layers.Rescaling(1 / 127.5, offset=-1)(x)

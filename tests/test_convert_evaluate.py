@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from tfopt import convert, evaluate, train
+from tfopt._keras import keras
 from tfopt.artifacts import write_bytes_atomic
 
 
@@ -106,3 +107,22 @@ def test_conversion_errors(trained_teacher):
   for mode in convert.CALIBRATED_MODES:
     with pytest.raises(convert.ConversionError, match="representative"):
       convert.to_tflite(trained_teacher, mode)
+
+
+def test_quantization_debugger_ranks_the_layer_that_loses_precision_first():
+  from tfopt import quant_debug  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", name="good_conv")(inputs)
+  x = keras.layers.Flatten()(keras.layers.ReLU()(x))
+  x = keras.layers.Dense(16, name="bad_dense")(x)
+  model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+  kernel = model.get_layer("bad_dense").kernel.numpy()
+  kernel[0, :] = 200.0  # one huge weight per column: its int8 scale rounds the rest away
+  model.get_layer("bad_dense").kernel.assign(kernel)
+  images = np.random.default_rng(0).random((64, 8, 8, 3)).astype(np.float32)
+  errors = quant_debug.int8_layer_errors(model, images, 64, 32)
+  assert errors[0].layer == "bad_dense" and errors[0].op == "FULLY_CONNECTED"
+  assert errors[0].rmse_over_scale > quant_debug.ROUNDING_ONLY * 1.5
+  assert [error.rmse_over_scale for error in errors] == sorted(
+      (error.rmse_over_scale for error in errors), reverse=True)
+  assert "good_conv" in {error.layer for error in errors}

@@ -105,6 +105,7 @@ flags.DEFINE_list("sweep_qualities", None, "Threshold multipliers q of the sweep
 flags.DEFINE_list("sensitivity_sparsities", None, "Sparsities each layer is pruned to, alone, in the sensitivity stage.")
 flags.DEFINE_float("max_accuracy_drop", None, f"Sensitivity stage budget: validation accuracy drop allowed per layer, in percentage points (default {_DEFAULT.analysis.max_accuracy_drop}).")
 flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reach this overall sparsity where the curves say it costs least, instead of the --max_accuracy_drop budget.")
+flags.DEFINE_bool("quantization_debug", None, "List the layers that lose the most precision in each int8 file (TF Lite's QuantizationDebugger; default: for files that agree with their Keras model on under 99 % of the test images).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default: for models of at most 32 compute layers; --latency_breakdown forces it, --nolatency_breakdown skips it).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8 (default int8).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
@@ -139,6 +140,7 @@ _OVERRIDES = {
     "max_accuracy_drop": ("analysis", "max_accuracy_drop"),
     "sensitivity_target_sparsity": ("analysis", "sensitivity_target_sparsity"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
+    "quantization_debug": ("evaluate", "quantization_debug"),
     "num_threads": ("evaluate", "num_threads"),
     "latency_runs": ("evaluate", "latency_runs"),
 }

@@ -175,12 +175,18 @@ class EvaluateConfig:
     breakdown.AUTO_MAX_SEGMENTS compute layers (tfopt's builders) and skips
     it, with a log line, for deep ones (a MobileNetV2 backbone: 52 segments,
     ~10 minutes); True or False forces it.
+  quantization_debug: per int8 file, the layers that lose the most precision
+    (TF Lite's QuantizationDebugger, see tfopt.quant_debug). None (the
+    default): for files that agree with their Keras model on fewer than
+    99 % (stages.evaluate.AGREEMENT_TARGET) of the test images; True: every
+    int8 file; False: never.
   """
   num_threads: int = 1
   latency_warmup: int = 20
   latency_runs: int = 200
   batch_size: int = 1000
   latency_breakdown: Optional[bool] = None
+  quantization_debug: Optional[bool] = None
 
   def __post_init__(self):
     require_positive_int("num_threads", self.num_threads)
@@ -188,8 +194,9 @@ class EvaluateConfig:
             "latency_warmup", self.latency_warmup, "an integer >= 0")
     require_positive_int("latency_runs", self.latency_runs)
     require_positive_int("batch_size", self.batch_size)
-    require(self.latency_breakdown in (None, True, False), "latency_breakdown",
-            self.latency_breakdown, "true, false or unset (auto)")
+    for name in ("latency_breakdown", "quantization_debug"):
+      require(getattr(self, name) in (None, True, False), name, getattr(self, name),
+              "true, false or unset (auto)")
 
 
 @dataclass(frozen=True)

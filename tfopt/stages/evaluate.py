@@ -3,9 +3,11 @@
 Ends every run. Per file: top-1 accuracy on the whole test set, raw and gzip
 bytes, median latency at batch 1, agreement with its Keras model, weight
 sparsity and dtypes read back from the file; per int8 file of a model without
-wrappers, where its latency comes from, segment by segment (tfopt.breakdown).
-Report: the comparison table (rendered by tfopt.report) and the latency
-breakdown.
+wrappers, where its latency comes from, segment by segment (tfopt.breakdown),
+and, where it disagrees with its Keras model on more than 1 % of the test
+images, which layers lose precision (tfopt.quant_debug). Report: the
+comparison table (rendered by tfopt.report), the latency breakdown and the
+precision losses.
 """
 
 import dataclasses
@@ -13,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfopt import artifacts, breakdown, evaluate
+from tfopt import artifacts, breakdown, evaluate, quant_debug
 from tfopt._keras import keras
 from tfopt.macs import count_macs
 from tfopt.report import ModelRow
@@ -22,15 +24,16 @@ from tfopt.stages.base import Stage, StageOutput
 # Variables of tfmot's quantize wrappers that are ranges and counters, not
 # parameters of the network.
 _QUANTIZER_VARIABLES = ("_min:0", "_max:0", "optimizer_step:0")
+AGREEMENT_TARGET = 0.99  # int8 vs its Keras model, below which layers are debugged
 
 
 class EvaluateStage(Stage):
   name = "evaluate"
   settings = ("evaluate",)
-  report_fields = {"latency_breakdown": dict}
+  report_fields = {"latency_breakdown": dict, "precision_loss": dict}
 
   def run(self, context) -> StageOutput:
-    rows, breakdowns = [], {}
+    rows, breakdowns, losses = [], {}, {}
     for row_name, (filename, model_name) in context.tflite_files.items():
       row = measure_row(context, row_name, filename, model_name)
       context.log(f"evaluate: {row_name}: accuracy {row.accuracy:.2%}, "
@@ -40,29 +43,56 @@ class EvaluateStage(Stage):
       model = context.models[model_name]
       if row_name.endswith(" int8") and _wants_breakdown(context, row_name, model):
         breakdowns[row_name] = _breakdown(context, model)
-    return StageOutput(rows=rows, record={"latency_breakdown": breakdowns})
+      if row_name.endswith(" int8") and _wants_debug(context, row, model):
+        losses[row_name] = _precision_loss(context, model)
+    return StageOutput(rows=rows, record={"latency_breakdown": breakdowns,
+                                          "precision_loss": losses})
 
   def summarize(self, record, context):
-    return {"latency_breakdown": record["latency_breakdown"]}
+    return {"latency_breakdown": record["latency_breakdown"],
+            "precision_loss": record.get("precision_loss", {})}
 
   def report_section(self, report):
-    if not report.latency_breakdown:
-      return []
-    lines = ["", "## Where latency comes from (int8, LiteRT)", "",
-             "Each segment runs from one compute layer to the next (its BN, "
-             "activation and pooling included), timed as the difference between "
-             "prefixes of the model converted on their own; small segments can "
-             "read slightly negative from timing noise.", ""]
-    for name, segments in report.latency_breakdown.items():
-      total = segments[-1]["cumulative_us"] if segments else 0.0
-      lines += [f"**{name}** ({total:,.1f} µs in this measurement)", "",
-                "| segment | kind | MACs | µs | share |", "|---|---|---|---|---|"]
-      lines += [f"| {segment['layer']} | {segment['kind']} | {segment['macs']:,} "
-                f"| {segment['latency_us']:.1f} "
-                f"| {100 * segment['latency_us'] / total if total else 0:.0f} % |"
-                for segment in segments]
-      lines.append("")
-    return lines
+    return _breakdown_section(report) + _precision_section(report)
+
+
+def _breakdown_section(report) -> list:
+  if not report.latency_breakdown:
+    return []
+  lines = ["", "## Where latency comes from (int8, LiteRT)", "",
+           "Each segment runs from one compute layer to the next (its BN, "
+           "activation and pooling included), timed as the difference between "
+           "prefixes of the model converted on their own; small segments can "
+           "read slightly negative from timing noise.", ""]
+  for name, segments in report.latency_breakdown.items():
+    total = segments[-1]["cumulative_us"] if segments else 0.0
+    lines += [f"**{name}** ({total:,.1f} µs in this measurement)", "",
+              "| segment | kind | MACs | µs | share |", "|---|---|---|---|---|"]
+    lines += [f"| {segment['layer']} | {segment['kind']} | {segment['macs']:,} "
+              f"| {segment['latency_us']:.1f} "
+              f"| {100 * segment['latency_us'] / total if total else 0:.0f} % |"
+              for segment in segments]
+    lines.append("")
+  return lines
+
+
+def _precision_section(report) -> list:
+  if not report.precision_loss:
+    return []
+  lines = ["", "## Layers that lose precision in int8 (TF Lite QuantizationDebugger)", "",
+           "Each op runs in int8 and in float on the same input; RMSE / scale is its own "
+           f"error in quantization steps ({quant_debug.ROUNDING_ONLY:.2f} is plain rounding). "
+           "Listed for int8 files that agree with their Keras model on fewer than "
+           f"{AGREEMENT_TARGET:.0%} of the test images (or with --quantization_debug).", ""]
+  for name, layers in report.precision_loss.items():
+    agreement = next((row.agreement for row in report.models if row.name == name), None)
+    lines += [f"**{name}**" + (f" (agrees on {agreement:.2%})" if agreement is not None
+                               else ""), "",
+              "| layer | op | RMSE / scale | max abs error |", "|---|---|---|---|"]
+    lines += [f"| {layer['layer']} | {layer['op']} | {layer['rmse_over_scale']:.2f} "
+              f"| {layer['max_abs_error']:.3g} |" for layer in layers]
+    lines.append("")
+  return lines
 
 
 def measure_row(context, row_name: str, filename: str, model_name: str) -> ModelRow:
@@ -100,6 +130,25 @@ def _wants_breakdown(context, row_name: str, model: keras.Model) -> bool:
                 "each); --latency_breakdown times it anyway")
     return False
   return True
+
+
+def _wants_debug(context, row: ModelRow, model: keras.Model) -> bool:
+  asked = context.config.evaluate.quantization_debug
+  if asked is False or (asked is None and row.agreement >= AGREEMENT_TARGET):
+    return False
+  if any(isinstance(layer, keras.layers.Wrapper) for layer in model.layers):
+    context.log(f"evaluate: {row.name} is quantization-aware; the debugger takes "
+                "float models only")
+    return False
+  context.log(f"evaluate: {row.name} agrees with its Keras model on {row.agreement:.2%}; "
+              "finding the layers that lose precision (QuantizationDebugger)")
+  return True
+
+
+def _precision_loss(context, model: keras.Model) -> list:
+  errors = quant_debug.int8_layer_errors(
+      model, context.dataset.x_train, context.config.convert.representative_examples)
+  return [dataclasses.asdict(error) for error in errors]
 
 
 def _breakdown(context, model: keras.Model) -> list:
