@@ -86,3 +86,12 @@ def test_bad_settings_are_refused(trained_teacher):
     ClusterConfig(layer_clusters={"fc": 300})
   with pytest.raises(cluster.ClusteringError, match="no layer 'nope'"):
     cluster.apply_clustering(trained_teacher, 8, layer_clusters={"nope": 4})
+
+
+def test_depthwise_kernels_are_left_to_themselves_as_tfmot_does():
+  from tfopt import models  # pylint: disable=g-import-not-at-top
+  mobilenet = models.build_model("mobilenet_v1", (28, 28, 1), 10)
+  chosen = cluster.check_layers(mobilenet, 16)
+  assert "block1_pw" in chosen and not any(name.endswith("_dw") for name in chosen)
+  with pytest.raises(cluster.ClusteringError, match="does not cluster DepthwiseConv2D"):
+    cluster.check_layers(mobilenet, 16, names=["block1_dw"])

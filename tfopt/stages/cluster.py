@@ -34,7 +34,13 @@ class ClusterStage(Stage):
         f"{context.current.name} ({config.centroid_init} init"
         + (", zeros of the pruned model kept" if preserve else "")
         + f"), {config.epochs} fine-tuning epoch(s) of the centroids")
-    result = cluster.cluster(context.current_model(), context.dataset, config,
+    model = context.current_model()
+    depthwise = [layer.name for layer in model.layers
+                 if type(layer).__name__ == "DepthwiseConv2D"]
+    if depthwise and config.layers is None:
+      context.log(f"  {len(depthwise)} DepthwiseConv2D kernel(s) keep their values: "
+                  "tfmot does not cluster depthwise kernels")
+    result = cluster.cluster(model, context.dataset, config,
                              teacher=context.teacher(config.use_teacher),
                              preserve_sparsity=preserve)
     for kernel in result.kernels:
