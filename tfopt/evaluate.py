@@ -126,8 +126,13 @@ class TFLiteClassifier:
       raise TFLiteError(f"{self.path} takes images of shape {expected}, got "
                         f"{tuple(images.shape[1:])}: give the data set the "
                         "model was made for.")
+    # Large images run in smaller batches: at most ~64 MB of float32 at a time.
+    batch_size = max(1, min(batch_size, _BATCH_BYTES // (4 * int(np.prod(expected)))))
     return np.concatenate([self.run(images[start:start + batch_size])
                            for start in range(0, len(images), batch_size)])
+
+
+_BATCH_BYTES = 64 << 20
 
 
 def top1(path: str, images: np.ndarray, num_threads: int = 1,
