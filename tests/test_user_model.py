@@ -199,3 +199,17 @@ def test_every_qat_scheme_takes_a_model_that_starts_with_rescaling(tmp_path, sch
   tflite.write_bytes(convert.to_tflite(quantized, "int8"))  # no calibration needed
   contents = evaluate.inspect_tflite(str(tflite))
   assert contents.input_dtype == "int8" and set(contents.weight_dtypes) == {"int8"}
+
+
+def test_a_trained_model_with_another_class_order_gets_a_warning(trained_teacher, dataset,
+                                                                 capsys):
+  from tfopt import preflight  # pylint: disable=g-import-not-at-top
+  from tfopt._keras import keras as keras2  # pylint: disable=g-import-not-at-top
+  preflight._warn_if_near_chance(trained_teacher, dataset)  # pylint: disable=protected-access
+  assert "WARNING" not in capsys.readouterr().out
+  # The same model with its outputs rolled by one class: labels in another order.
+  shift = keras2.layers.Dense(10, use_bias=False, trainable=False)
+  shifted = keras2.Model(trained_teacher.inputs, shift(trained_teacher.outputs[0]))
+  shift.set_weights([np.roll(np.eye(10, dtype=np.float32), 1, axis=1)])
+  preflight._warn_if_near_chance(shifted, dataset)  # pylint: disable=protected-access
+  assert "probably in another class order" in capsys.readouterr().out

@@ -10,7 +10,10 @@ import functools
 import os
 from typing import List
 
+import numpy as np
+
 from tfopt import artifacts, model_io, models
+from tfopt._keras import predict_top1
 from tfopt.config import DataConfig, PipelineConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.errors import TfoptError
@@ -158,6 +161,20 @@ def check_model_fits_data(loaded: model_io.LoadedModel, dataset: Dataset):
     difference = model_io.outputs_match(loaded.original, model, dataset.x_test[:64])
     log(f"teacher: the Keras 2 rebuild matches the Keras 3 model on 64 test "
         f"images (max output difference {difference:.1e})")
+  _warn_if_near_chance(model, dataset)
+
+
+def _warn_if_near_chance(model, dataset, count: int = 500):
+  """A trained model near chance on the data usually has its classes in another order."""
+  images, labels = dataset.x_val[:count], dataset.y_val[:count]
+  correct = float(np.mean(predict_top1(model, images) == labels))
+  chance = 1 / dataset.num_classes
+  if dataset.num_classes > 2 and correct < 2 * chance:
+    log(f"teacher: WARNING: your model gets {correct:.1%} of {len(labels)} validation "
+        f"images right (chance: {chance:.1%}). If it is trained, its outputs are "
+        "probably in another class order than the data's "
+        f"({', '.join(dataset.class_names[:4])}, ...): give --labels_file with its "
+        "classes in output order, or check --input_range.")
 
 
 def _shape_text(shape) -> str:
