@@ -166,3 +166,26 @@ def test_kill_9_mid_run_then_resume(tmp_path):
   assert [stage["stage"] for stage in manifest_of(output_dir)["stages"]] == STAGES
   assert_manifest_is_true(output_dir)
   assert not [name for name in os.listdir(output_dir) if name.startswith(TEMPORARY_PREFIX)]
+
+
+def test_a_second_run_into_a_held_output_dir_stops_at_once(first_run, tmp_path):
+  from tfopt import preflight  # pylint: disable=g-import-not-at-top
+  data_dir, output_dir, _ = copy_run(first_run, tmp_path)
+  before = {entry["path"]: entry["sha256"] for entry in manifest_of(output_dir)["artifacts"]}
+  with preflight.output_dir_lock(str(output_dir)):  # this process plays the first run
+    command = [sys.executable, "-m", "tfopt.pipeline", "--quick", "--compare_scratch",
+               "--stages=teacher,distill,prune", f"--data_dir={data_dir}",
+               f"--output_dir={output_dir}", "--force"]
+    second = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode == 2
+    assert f"Another tfopt run (process {os.getpid()} on" in second.stderr
+    assert "Traceback" not in second.stderr
+    with pytest.raises(pipeline.OutputDirError, match="Another tfopt run"):
+      pipeline.run(quick_config(data_dir, output_dir), force=True)
+  # Nothing was touched; released, the directory takes a run again.
+  assert {entry["path"]: entry["sha256"]
+          for entry in manifest_of(output_dir)["artifacts"]} == before
+  assert_manifest_is_true(output_dir)
+  assert pipeline.run(quick_config(data_dir, output_dir)).resumed_stages == STAGES
+  assert not (output_dir / ".tfopt.lock.owner").exists()

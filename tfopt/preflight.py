@@ -5,11 +5,16 @@ and the data it asks for, and each stage's own checks (layer names, cluster
 counts) on the architecture that stage will see. Nothing here writes a file.
 """
 
+import contextlib
 import dataclasses
 import functools
+import json
 import os
+import socket
+import time
 from typing import List
 
+import filelock
 import numpy as np
 
 from tfopt import artifacts, model_io, models
@@ -22,7 +27,7 @@ from tfopt.stages.base import log
 
 __all__ = ["OutputDirError", "check_inputs", "check_output_dir", "files_below",
            "data_for_model", "check_model_fits_data", "check_stages",
-           "make_output_dir"]
+           "make_output_dir", "output_dir_lock", "remove_half_written", "LOCK_FILES"]
 
 
 class OutputDirError(TfoptError, ValueError):
@@ -87,7 +92,8 @@ def check_output_dir(output_dir: str):
                          "choose another --output_dir.")
   manifest = artifacts.Manifest(output_dir)
   foreign = sorted(name for name in files_below(output_dir)
-                   if name != artifacts.Manifest.FILENAME and not manifest.owns(name)
+                   if name != artifacts.Manifest.FILENAME and name not in LOCK_FILES
+                   and not manifest.owns(name)
                    and not os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX))
   if foreign:
     shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
@@ -181,14 +187,60 @@ def _shape_text(shape) -> str:
   return "x".join("?" if size is None else str(size) for size in shape)
 
 
+LOCK_FILES = (".tfopt.lock", ".tfopt.lock.owner")  # in the output dir while a run holds it
+
+
+@contextlib.contextmanager
+def output_dir_lock(output_dir: str):
+  """Holds the output dir for one run: a second run into it stops at once.
+
+  An exclusive OS lock (filelock: fcntl on Linux) on .tfopt.lock, released
+  by the OS if the process dies, so a killed run never blocks the next; who
+  holds it is written beside it for the message.
+
+  Raises:
+    OutputDirError: another run holds the directory.
+  """
+  lock = filelock.FileLock(os.path.join(output_dir, LOCK_FILES[0]))
+  owner = os.path.join(output_dir, LOCK_FILES[1])
+  try:
+    lock.acquire(timeout=0)
+  except filelock.Timeout as error:
+    raise OutputDirError(
+        f"Another tfopt run ({_owner_text(owner)}) is writing into {output_dir!r}; "
+        "wait for it to finish, or choose another --output_dir.") from error
+  try:
+    with open(owner, "w", encoding="utf-8") as stream:
+      json.dump({"pid": os.getpid(), "host": socket.gethostname(),
+                 "started": time.strftime("%Y-%m-%d %H:%M:%S")}, stream)
+    yield
+  finally:
+    if os.path.exists(owner):
+      os.remove(owner)
+    lock.release()
+
+
+def _owner_text(owner: str) -> str:
+  try:
+    with open(owner, encoding="utf-8") as stream:
+      found = json.load(stream)
+    return f"process {found['pid']} on {found['host']}, started {found['started']}"
+  except (OSError, ValueError, KeyError):
+    return "process unknown"
+
+
 def make_output_dir(output_dir: str):
-  """Creates the output dir and removes the half-written files a killed run left."""
+  """Creates the output dir (or says why it cannot)."""
   try:
     os.makedirs(output_dir, exist_ok=True)
   except OSError as error:
     raise OutputDirError(f"Cannot create the output directory "
                          f"{output_dir!r} ({error}); choose a writable "
                          "--output_dir.") from error
+
+
+def remove_half_written(output_dir: str):
+  """Removes the half-written files a killed run left (under the lock only)."""
   for name in files_below(output_dir):
     if os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX):
       os.remove(os.path.join(output_dir, name))

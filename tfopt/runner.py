@@ -143,6 +143,13 @@ def _run(config: PipelineConfig, force: bool,
   started = time.perf_counter()
   config, user_model, dataset = preflight.check_inputs(config)
   preflight.make_output_dir(config.output_dir)
+  with preflight.output_dir_lock(config.output_dir):
+    preflight.check_output_dir(config.output_dir)  # again: a run may have just ended
+    preflight.remove_half_written(config.output_dir)
+    return _locked_run(config, force, distribution, user_model, dataset, started)
+
+
+def _locked_run(config, force, distribution, user_model, dataset, started) -> Report:
   state = Run(config, dataset, distribution, user_model,
               artifacts.Manifest(config.output_dir))
   plan = registry.plan(config)
