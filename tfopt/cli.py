@@ -247,5 +247,14 @@ def main(argv):
   return 0
 
 
+def parse_flags(argv):
+  """absl's flag parsing, with one `tfopt: error:` line and exit 2 on a bad flag."""
+  try:
+    return FLAGS(argv)
+  except flags.Error as error:
+    print(f"tfopt: error: {error}. See --help for the flags.", file=sys.stderr)
+    sys.exit(2)
+
+
 def run_main():
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -198,6 +198,7 @@ class KernelStats:
   zeros: int
   distinct: int
   max_distinct_per_channel: int
+  scales: int = 0  # quantization scales: 0 float, 1 per tensor, else per channel
 
   @property
   def sparsity(self) -> float:
@@ -270,7 +271,8 @@ def _kernel_stats(interpreter, op_name: str, detail: dict) -> KernelStats:
       dtype=np.dtype(detail["dtype"]).name, size=int(values.size),
       zeros=int(np.sum(values == _zero_point_array(zero_points, values, detail))),
       distinct=int(np.unique(values).size),
-      max_distinct_per_channel=max(int(np.unique(row).size) for row in channels))
+      max_distinct_per_channel=max(int(np.unique(row).size) for row in channels),
+      scales=int(np.size(detail["quantization_parameters"]["scales"])))
 
 
 def _zero_point_array(zero_points: np.ndarray, values: np.ndarray,

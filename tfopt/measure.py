@@ -60,8 +60,8 @@ def measure_file(path: str, data: DataConfig, num_threads: int = 1,
                                      runs=latency_runs))
 
 
-def _parser() -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog="python -m tfopt.measure", description=__doc__,
+def _parser(prog: str = "python -m tfopt.measure") -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("model", help="a .tflite file, or a deploy/ bundle directory")
   parser.add_argument("--dataset", default="mnist", choices=DATASETS)
@@ -86,8 +86,8 @@ def _input_range(text: Optional[str]) -> Optional[Tuple[float, ...]]:
                      "0,1 or -1,1.") from error
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-  args = _parser().parse_args(argv)
+def main(argv: Optional[List[str]] = None, prog: str = "python -m tfopt.measure") -> int:
+  args = _parser(prog).parse_args(argv)
   try:
     if args.num_threads < 1 or args.latency_runs < 1:
       raise TfoptError("--num_threads and --latency_runs must be integers >= 1.")

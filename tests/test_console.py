@@ -1,0 +1,69 @@
+"""The `tfopt` command: subcommands, and `tfopt inspect` read back from real files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from conftest import REPO_ROOT
+from tfopt import console, convert
+from tfopt._keras import clone_model
+from tfopt.artifacts import write_bytes_atomic
+
+
+def test_help_lists_the_subcommands_and_unknown_ones_are_refused(capsys):
+  assert console.main(["--help"]) == 0
+  out = capsys.readouterr().out
+  assert all(name in out for name in ("compress", "measure", "inspect"))
+  assert console.main(["squash"]) == 2
+  assert "unknown subcommand 'squash'" in capsys.readouterr().err
+
+
+def _shaped(trained_teacher):
+  """The model with a half-zero logits kernel and 4 values per block1_conv filter."""
+  model = clone_model(trained_teacher)
+  dense = model.get_layer("logits").kernel.numpy()
+  dense[::2] = 0.0
+  model.get_layer("logits").kernel.assign(dense)
+  conv = model.get_layer("block1_conv").kernel.numpy()
+  levels = np.array([-0.2, -0.05, 0.05, 0.2], np.float32)
+  conv[...] = levels[np.arange(conv.size).reshape(conv.shape) % 4]
+  model.get_layer("block1_conv").kernel.assign(conv)
+  return model
+
+
+def test_inspect_reads_sparsity_and_distinct_values_back(trained_teacher, dataset, tmp_path,
+                                                         capsys):
+  model = _shaped(trained_teacher)
+  path = write_bytes_atomic(str(tmp_path / "shaped_int8.tflite"), convert.to_tflite(
+      model, "int8", dataset.x_train, 50))
+  assert console.main(["inspect", path, "--json"]) == 0
+  found = json.loads(capsys.readouterr().out)
+  assert found["input_dtype"] == "int8" and found["ops"]["CONV_2D"] == 3
+  kernels = {kernel["name"].split("/")[1]: kernel for kernel in found["kernels"]
+             if kernel["name"].count("/") >= 2}
+  fc = next(kernel for name, kernel in kernels.items() if name == "logits")
+  assert fc["dtype"] == "int8" and abs(fc["sparsity"] - 0.5) < 0.01
+  conv = next(kernel for name, kernel in kernels.items() if name.startswith("block1_conv"))
+  assert conv["max_distinct_per_channel"] <= 4 and conv["scales"] == conv["shape"][0]
+  assert console.main(["inspect", path]) == 0
+  table = capsys.readouterr().out
+  row = next(line for line in table.splitlines() if line.endswith("logits/MatMul"))
+  assert "per channel (10)" in row and f"{100 * fc['sparsity']:.1f}%" in row
+
+
+def test_the_console_script_runs_as_a_module(tmp_path):
+  completed = subprocess.run([sys.executable, "-m", "tfopt", "inspect",
+                              str(tmp_path / "missing.tflite")],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert completed.returncode == 2 and "is not a file" in completed.stderr
+  helped = subprocess.run([sys.executable, "-m", "tfopt", "compress", "--help"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert helped.returncode == 0 and "--stages" in helped.stdout
+
+
+def test_a_bad_flag_is_one_error_line_and_exit_2(capsys):
+  assert console.main(["compress", "--bogus_flag=1"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("tfopt: error: Unknown command line flag 'bogus_flag'")

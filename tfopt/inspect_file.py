@@ -1,0 +1,79 @@
+"""`tfopt inspect FILE.tflite`: what a .tflite file holds, read back from it.
+
+    tfopt inspect runs/mnist/student_pruned_int8.tflite
+    tfopt inspect model.tflite --json
+
+Input and output types, op counts, and for every conv / fully-connected
+weight tensor its dtype, quantization (per tensor or per channel), sparsity
+(zeros: stored values equal to the zero-point) and distinct values (in the
+whole tensor and in the fullest output channel, the unit weight sharing
+keeps). The same numbers the report's tables are made of
+(tfopt.evaluate.inspect_tflite).
+"""
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import List, Optional
+
+from tfopt import artifacts, evaluate
+from tfopt.errors import TfoptError
+
+__all__ = ["describe", "main"]
+
+
+def describe(path: str) -> dict:
+  """The file's contents as plain data (what --json prints)."""
+  if not os.path.isfile(path):
+    raise TfoptError(f"{path!r} is not a file; give a .tflite file.")
+  contents = evaluate.inspect_tflite(path)
+  return dict(file=path, bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
+              input_dtype=contents.input_dtype, output_dtype=contents.output_dtype,
+              ops=contents.ops, weight_params=contents.weight_params,
+              weight_sparsity=contents.weight_sparsity,
+              kernels=[dict(dataclasses.asdict(kernel), sparsity=kernel.sparsity)
+                       for kernel in contents.kernels])
+
+
+def _quantization(kernel: dict) -> str:
+  if kernel["scales"] == 0:
+    return "float"
+  return "per tensor" if kernel["scales"] == 1 else f"per channel ({kernel['scales']})"
+
+
+def as_text(found: dict) -> str:
+  ops = ", ".join(f"{name} {count}" for name, count in sorted(found["ops"].items()))
+  lines = [f"{found['file']}: {found['bytes']:,} B ({found['gzip_bytes']:,} B gzip), "
+           f"{found['input_dtype']} in, {found['output_dtype']} out",
+           f"ops: {ops}",
+           f"weights: {found['weight_params']:,} in {len(found['kernels'])} tensors, "
+           f"{found['weight_sparsity']:.1%} zeros", "",
+           f"{'op':<18} {'dtype':<8} {'quantization':<18} {'shape':<18} {'zeros':>7} "
+           f"{'distinct':>9} {'per channel':>11}  tensor"]
+  for kernel in found["kernels"]:
+    shape = "x".join(map(str, kernel["shape"]))
+    lines.append(f"{kernel['op']:<18} {kernel['dtype']:<8} {_quantization(kernel):<18} "
+                 f"{shape:<18} {kernel['sparsity']:>6.1%} {kernel['distinct']:>9,} "
+                 f"{kernel['max_distinct_per_channel']:>11,}  {kernel['name']}")
+  return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+  parser = argparse.ArgumentParser(prog="tfopt inspect", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("file", help="a .tflite file")
+  parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  args = parser.parse_args(argv)
+  try:
+    found = describe(args.file)
+  except TfoptError as error:
+    print(f"tfopt: error: {error}", file=sys.stderr)
+    return 2
+  print(json.dumps(found, indent=2) if args.json else as_text(found))
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
