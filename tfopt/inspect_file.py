@@ -55,7 +55,7 @@ def as_text(found: dict) -> str:
   for kernel in found["kernels"]:
     shape = "x".join(map(str, kernel["shape"]))
     lines.append(f"{kernel['op']:<18} {kernel['dtype']:<8} {_quantization(kernel):<18} "
-                 f"{shape:<18} {kernel['sparsity']:>6.1%} {kernel['distinct']:>9,} "
+                 f"{shape:<18} {kernel['sparsity']:>7.1%} {kernel['distinct']:>9,} "
                  f"{kernel['max_distinct_per_channel']:>11,}  {kernel['name']}")
   return "\n".join(lines)
 
