@@ -97,3 +97,10 @@ def test_mobilenet_student_prunes_and_converts(dataset, tmp_path):
   contents = evaluate.inspect_tflite(path)
   assert contents.ops.get("DEPTHWISE_CONV_2D") == 4
   assert contents.weight_sparsity > 0.3
+
+
+def test_small_kernels_are_held_to_the_sparsity_tfmot_can_reach():
+  # 32 weights at 0.7: tfmot keeps round(9.6) = 10, so 22 zeros (0.6875) is the target.
+  assert prune.reachable_zeros(32, 0.7) == 22
+  assert prune.reachable_zeros(10_000, 0.7) == 7_000
+  assert prune.reachable_zeros(4, 0.99) == 3  # never fewer than one weight kept

@@ -31,6 +31,13 @@ __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
 SPARSITY_TOLERANCE = 0.01
 
 
+def reachable_zeros(size: int, target: float) -> int:
+  """The zeros tfmot leaves in a `size`-weight tensor at `target` sparsity: it
+  keeps max(1, round(size * (1 - target))) weights (pruning_impl._update_mask),
+  so a 32-weight kernel at 0.7 keeps 10 and ends at 0.6875."""
+  return size - max(1, int(np.round(size * (1 - target))))
+
+
 class PruningError(TfoptError, RuntimeError):
   """Pruning did not reach its target, or cannot run with these settings."""
 
@@ -199,7 +206,8 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
   targets = layer_targets or {}
   short = [entry for entry in table
            if entry.sparsity < targets.get(entry.layer, config.target_sparsity)
-           - SPARSITY_TOLERANCE]
+           - SPARSITY_TOLERANCE and entry.zeros < reachable_zeros(
+               entry.size, targets.get(entry.layer, config.target_sparsity))]
   if short:
     details = ", ".join(
         f"{entry.layer}/{entry.weight} {entry.sparsity:.3f} < "
