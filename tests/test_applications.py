@@ -187,3 +187,45 @@ def test_dependency_groups_cover_the_convs_and_removal_is_exact(family):
   live = _randomized_copy(carried(family).model)
   change = np.abs(slim.remove_channels(live, keep)(x).numpy() - live(x).numpy())
   assert np.max(change) > 1e-3 * np.max(np.abs(live(x).numpy()))
+
+
+def _keras2_transfer_model(alpha=0.35):
+  """The TF 2.x transfer-learning tutorial's model, in Keras 2 (tf_keras)."""
+  base = keras2.applications.MobileNetV2(include_top=False, weights=None, alpha=alpha,
+                                         input_shape=(SIZE, SIZE, 3))
+  inputs = keras2.Input((SIZE, SIZE, 3))
+  x = keras2.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+  x = keras2.layers.GlobalAveragePooling2D()(base(x, training=False))
+  # A nested Sequential head whose Dense has a name the backbone uses too.
+  head = keras2.Sequential([keras2.Input((x.shape[-1],)),
+                            keras2.layers.Dense(16, activation="relu", name="Conv1"),
+                            keras2.layers.Dense(5)], name="head")
+  return keras2.Model(inputs, head(x), name="users_keras2_transfer")
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_keras2_nested_backbone_is_flattened(suffix, tmp_path):
+  path = str(tmp_path / f"model{suffix}")
+  _keras2_transfer_model().save(path)
+  loaded = model_io.read_model(path)
+  assert "nested models flattened" in loaded.source
+  assert not any(isinstance(layer, keras2.Model) for layer in loaded.model.layers)
+  assert model_io.outputs_match(loaded.original, loaded.model, images()) < 1e-4
+  assert {"Conv1", "head_Conv1"} <= {layer.name for layer in loaded.model.layers}
+  assert loaded.model.count_params() == loaded.original.count_params()
+  groups, skipped = slim.slimmable_groups(loaded.model, criterion="l2")
+  convs = {layer.name for layer in loaded.model.layers
+           if type(layer) is keras2.layers.Conv2D}
+  assert convs <= {name for group in groups for name in group.producers} and not skipped
+
+
+def test_a_shared_nested_backbone_is_refused_by_name(tmp_path):
+  inner_inputs = keras2.Input((SIZE, SIZE, 3))
+  backbone = keras2.Model(inner_inputs, keras2.layers.Conv2D(4, 3)(inner_inputs),
+                          name="twin")
+  inputs = keras2.Input((SIZE, SIZE, 3))
+  both = keras2.layers.Add()([backbone(inputs), backbone(inputs * 0.5)])
+  x = keras2.layers.GlobalAveragePooling2D()(both)
+  keras2.Model(inputs, keras2.layers.Dense(3)(x)).save(str(tmp_path / "m.h5"))
+  with pytest.raises(model_io.ModelLoadError, match="'twin' is called 2 times"):
+    model_io.read_model(str(tmp_path / "m.h5"))

@@ -13,7 +13,8 @@ from tfopt.errors import TfoptError
 
 __all__ = ["keras", "KerasVersionError", "require_keras2_model", "get_layer",
            "require_layers", "clone_model", "kernel_attribute", "kernel_of",
-           "predict_top1"]
+           "predict_top1", "predict_logits", "is_inbound_ref", "map_inbound_refs",
+           "inbound_layer_names"]
 
 
 class KerasVersionError(TfoptError, TypeError):
@@ -78,6 +79,36 @@ def clone_model(model):
   clone = keras.models.clone_model(model)
   clone.set_weights(model.get_weights())
   return clone
+
+
+def is_inbound_ref(item) -> bool:
+  """[layer name, node index, tensor index(, kwargs)] in a Keras 2 model config."""
+  return (isinstance(item, list) and len(item) >= 3 and isinstance(item[0], str)
+          and isinstance(item[1], int) and isinstance(item[2], int))
+
+
+def map_inbound_refs(data, function):
+  """`data` (a config's inbound node, any nesting) with `function` applied to
+  each reference, the references in a call's kwargs included (a TFOpLambda
+  `x * y` reads y from there); constants are left as they are. A
+  TFOpLambda's node is one bare reference, a Conv2D's a list of one."""
+  if is_inbound_ref(data):
+    return function(list(data[:3]) + [map_inbound_refs(extra, function)
+                                       for extra in data[3:]])
+  if isinstance(data, list):
+    return [map_inbound_refs(item, function) for item in data]
+  if isinstance(data, dict):
+    return {key: map_inbound_refs(value, function) for key, value in data.items()}
+  return data
+
+
+def inbound_layer_names(node) -> list:
+  """The names of the layers a config's inbound node reads, in order."""
+  if is_inbound_ref(node):
+    return [node[0]] + [name for extra in node[3:] for name in inbound_layer_names(extra)]
+  items = node if isinstance(node, list) else list(node.values()) if isinstance(
+      node, dict) else []
+  return [name for item in items for name in inbound_layer_names(item)]
 
 
 def kernel_attribute(layer) -> str:

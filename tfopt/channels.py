@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import get_layer, keras, require_keras2_model
+from tfopt._keras import get_layer, inbound_layer_names, keras, require_keras2_model
 from tfopt.errors import TfoptError
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
@@ -72,10 +72,9 @@ def layer_graph(model: keras.Model) -> _Graph:
                       "layer); channel removal cannot slice it for one call "
                       "only. Exclude the convs that feed it.")
     order.append(name)
-    # An inbound entry is [layer, node, tensor, kwargs]; constants (a
-    # TFOpLambda's scalar) are not layers.
-    inputs[name] = [inbound[0] for node in nodes for inbound in node
-                    if isinstance(inbound, (list, tuple))]
+    # References are [layer, node, tensor, kwargs]; constants (a TFOpLambda's
+    # scalar) are not layers.
+    inputs[name] = [source for node in nodes for source in inbound_layer_names(node)]
     for source in inputs[name]:
       consumers[source].append(name)
   return _Graph(order, inputs, consumers,

@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import numpy as np
 
 from tfopt._keras import keras
+from tfopt import keras2_flatten
 from tfopt.errors import ModelLoadError
 from tfopt.keras3 import CARRIED_LAYERS, rebuild_in_keras2
 
@@ -37,8 +38,10 @@ __all__ = ["ModelLoadError", "LoadedModel", "saved_keras_version", "read_model",
 class LoadedModel:
   """A user's model as Keras 2, and where it came from.
 
-  original: the Keras 3 model it was rebuilt from (None for Keras 2 files);
-  check it against `model` with outputs_match once real inputs are at hand.
+  original: the model it was rebuilt from: a Keras 3 model, or a Keras 2
+  model with nested models (flattened); None when `model` is the file's
+  own. Check it against `model` with outputs_match once real inputs are at
+  hand.
   """
   model: keras.Model
   source: str
@@ -133,15 +136,15 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
     raise ModelLoadError(f"Model {path!r} does not exist.")
   try:
     if os.path.isdir(path):
-      return LoadedModel(_read_saved_model(path, allow_unsafe), "Keras 2 SavedModel")
+      return _flattened(_read_saved_model(path, allow_unsafe), "Keras 2 SavedModel")
     version = saved_keras_version(path)
     kind = os.path.splitext(path)[1]
     if version == "2":
       kwargs = {} if path.endswith(".h5") else {"safe_mode": not allow_unsafe}
       if path.endswith(".h5") and not allow_unsafe:
         _refuse_h5_lambda(path)
-      return LoadedModel(keras.models.load_model(path, compile=False, **kwargs),
-                         f"Keras 2 {kind}")
+      return _flattened(keras.models.load_model(path, compile=False, **kwargs),
+                        f"Keras 2 {kind}")
     import keras as keras3  # pylint: disable=g-import-not-at-top
     original = keras3.saving.load_model(path, compile=False,
                                         safe_mode=not allow_unsafe)
@@ -154,6 +157,14 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
     raise ModelLoadError(f"Cannot load {path}: {error}.{hint}") from error
   return LoadedModel(rebuild_in_keras2(original),
                      f"Keras {version} {kind}, rebuilt in Keras 2", original)
+
+
+def _flattened(model: keras.Model, source: str) -> LoadedModel:
+  """A Keras 2 model as it is, or with its nested models spliced in."""
+  if not keras2_flatten.has_nested_models(model):
+    return LoadedModel(model, source)
+  return LoadedModel(keras2_flatten.flatten_nested_models(model),
+                     f"{source}, nested models flattened", model)
 
 
 def _refuse_h5_lambda(path: str):

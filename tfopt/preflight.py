@@ -165,7 +165,8 @@ def check_model_fits_data(loaded: model_io.LoadedModel, dataset: Dataset):
         "the model was trained with (one class per output, in order).")
   if loaded.original is not None:
     difference = model_io.outputs_match(loaded.original, model, dataset.x_test[:64])
-    log(f"teacher: the Keras 2 rebuild matches the Keras 3 model on 64 test "
+    what = "Keras 3 model" if "Keras 3" in loaded.source else "nested original"
+    log(f"teacher: the Keras 2 rebuild matches the {what} on 64 test "
         f"images (max output difference {difference:.1e})")
   _warn_if_near_chance(model, dataset)
 
