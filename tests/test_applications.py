@@ -87,8 +87,7 @@ def test_prune_and_int8_on_a_carried_backbone(family, tmp_path):
                  labels[:16], [str(index) for index in range(5)], "random pixels")
   result = prune.prune(model, data, PruneConfig(target_sparsity=0.5, epochs=1,
                                                  batch_size=32), verbose=0)
-  assert result.layers and all(entry.zeros >= prune.reachable_zeros(entry.size, 0.5)
-                               for entry in result.layers)
+  assert result.layers and all(prune.reached(entry, 0.5) for entry in result.layers)
   int8 = tmp_path / "model_int8.tflite"
   int8.write_bytes(convert.to_tflite(result.model, "int8", x_train, 8))
   contents = evaluate.inspect_tflite(str(int8))

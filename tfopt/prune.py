@@ -23,12 +23,19 @@ from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
-__all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule",
-           "apply_pruning", "strip_pruning", "measure_sparsity", "prune",
-           "clone_model"]
+__all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule", "reached",
+           "reachable_zeros", "apply_pruning", "strip_pruning", "measure_sparsity",
+           "prune", "clone_model"]
 
 # Rounding leaves small layers a fraction of a weight under the target.
 SPARSITY_TOLERANCE = 0.01
+
+
+def reached(entry: "LayerSparsity", target: float) -> bool:
+  """Whether a pruned tensor is at `target`, allowing tfmot's rounding (small
+  tensors) and ties at the threshold (a weight or so in large ones)."""
+  return (entry.sparsity >= target - SPARSITY_TOLERANCE
+          or entry.zeros >= reachable_zeros(entry.size, target))
 
 
 def reachable_zeros(size: int, target: float) -> int:
@@ -205,9 +212,7 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
   table = measure_sparsity(stripped, weight_names)
   targets = layer_targets or {}
   short = [entry for entry in table
-           if entry.sparsity < targets.get(entry.layer, config.target_sparsity)
-           - SPARSITY_TOLERANCE and entry.zeros < reachable_zeros(
-               entry.size, targets.get(entry.layer, config.target_sparsity))]
+           if not reached(entry, targets.get(entry.layer, config.target_sparsity))]
   if short:
     details = ", ".join(
         f"{entry.layer}/{entry.weight} {entry.sparsity:.3f} < "

@@ -152,7 +152,9 @@ def group_importance(model: keras.Model, group: ChannelGroup,
                     "l1 or l2.")
   scores = []
   for name in group.producers:
-    kernel = model.get_layer(name).kernel.numpy()
+    layer = model.get_layer(name)  # a SeparableConv2D's filters are its pointwise ones
+    kernel = getattr(layer, "pointwise_kernel", None)
+    kernel = (layer.kernel if kernel is None else kernel).numpy()
     filters = kernel.reshape(-1, kernel.shape[-1])
     scores.append(np.mean(np.abs(filters), axis=0) if criterion == "l1"
                   else np.sqrt(np.mean(filters ** 2, axis=0)))
