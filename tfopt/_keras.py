@@ -128,7 +128,8 @@ def predict_logits(model, images, batch_size: int = 1000) -> np.ndarray:
   if not image_files.is_image_files(images):
     return model.predict(images, batch_size=batch_size, verbose=0)
   with image_files.reading_errors():
-    return model.predict(images.tf_dataset(min(batch_size, 256)), verbose=0)
+    batch = image_files.bounded_batch(images.shape[1:], batch_size)
+    return model.predict(images.tf_dataset(batch), verbose=0)
 
 
 def predict_top1(model, images, batch_size: int = 1000) -> np.ndarray:

@@ -126,13 +126,10 @@ class TFLiteClassifier:
       raise TFLiteError(f"{self.path} takes images of shape {expected}, got "
                         f"{tuple(images.shape[1:])}: give the data set the "
                         "model was made for.")
-    # Large images run in smaller batches: at most ~64 MB of float32 at a time.
-    batch_size = max(1, min(batch_size, _BATCH_BYTES // (4 * int(np.prod(expected)))))
+    from tfopt.image_files import bounded_batch  # pylint: disable=g-import-not-at-top
+    batch_size = bounded_batch(expected, batch_size)  # photos: smaller batches
     return np.concatenate([self.run(images[start:start + batch_size])
                            for start in range(0, len(images), batch_size)])
-
-
-_BATCH_BYTES = 64 << 20
 
 
 def top1(path: str, images: np.ndarray, num_threads: int = 1,

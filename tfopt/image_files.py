@@ -28,10 +28,21 @@ from PIL import Image
 
 from tfopt.errors import ImageFolderError
 
-__all__ = ["ImageFiles", "CACHE_BYTES", "reading_errors", "is_image_files",
+__all__ = ["ImageFiles", "CACHE_BYTES", "reading_errors", "is_image_files", "bounded_batch",
            "read_image", "fit_image", "unreadable", "GRAY_MODES"]
 
 CACHE_BYTES = 1 << 30  # decoded uint8 pixels kept in memory per split, at most
+BATCH_BYTES = 32 << 20  # float32 input per inference batch, at most
+
+
+def bounded_batch(image_shape, batch_size: int) -> int:
+  """`batch_size`, lowered so a batch of float32 inputs stays under BATCH_BYTES.
+
+  Inference on 224x224 photos in batches of 1000 holds gigabytes of
+  activations; MNIST-sized images keep their batch of 1000.
+  """
+  per_image = 4 * int(np.prod([int(size) for size in image_shape]))
+  return max(1, min(batch_size, BATCH_BYTES // max(1, per_image)))
 _THREADS = max(2, os.cpu_count() or 2)
 _failures = []  # decode errors met inside tf.data, re-raised by reading_errors
 
