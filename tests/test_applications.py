@@ -177,7 +177,10 @@ def _randomized_copy(model):
   return copy
 
 
-@pytest.mark.parametrize("family", FAMILIES)
+# NASNetMobile and DenseNet121 (120+ groups) take 5-20 s each: `pytest -m slow`.
+@pytest.mark.parametrize("family", [
+    pytest.param(family, marks=pytest.mark.slow) if family in ("NASNetMobile", "DenseNet121")
+    else family for family in FAMILIES])
 def test_dependency_groups_cover_the_convs_and_removal_is_exact(family):
   model = _randomized_copy(carried(family).model)
   convs = [layer.name for layer in model.layers if type(layer) is keras2.layers.Conv2D]
