@@ -190,3 +190,14 @@ def test_nothing_imports_the_cli_and_the_library_has_no_import_cycle():
         seen.add(name)
         pending.extend(top_level[name])
 
+
+
+@pytest.mark.parametrize("after", ["bitwidth", "sweep", "prune", "cluster", "sensitivity",
+                                   "slim", "lowrank", "binary"])
+def test_nothing_that_touches_the_model_can_follow_qat(after):
+  # teacher,...,qat,bitwidth used to end in a traceback when bitwidth cloned the
+  # quantization-aware model; now it is refused before anything runs.
+  with pytest.raises(ConfigError, match=f"{after} cannot follow qat.*before qat"):
+    PipelineConfig(stages=("teacher", "qat", after))
+  PipelineConfig(stages=("teacher", after, "qat"))  # the other way round is fine
+  PipelineConfig(stages=("teacher", "distill", "qat", "scratch"))

@@ -38,6 +38,8 @@ BUILTIN = {
     "evaluate": "tfopt.stages.evaluate",
 }
 FINISHING = ("convert", "evaluate")
+# Stages that may follow qat: they do not touch the latest (quantization-aware) model.
+AFTER_QAT = ("scratch",)
 
 _added: Dict[str, object] = {}  # stages registered at run time, by name
 _loaded: Dict[str, object] = {}
@@ -104,4 +106,8 @@ def check_chain(config):
   require(stages[0] == "teacher", "stages", shown, "a list that starts with teacher")
   chain = config.stage_list()
   for position, name in enumerate(chain):
+    if "qat" in chain[:position] and name not in FINISHING + AFTER_QAT:
+      raise ConfigError(f"stages={shown} is invalid: {name} cannot follow qat, whose "
+                        "quantization-aware model is the last step before the int8 "
+                        f"file; put {name} before qat in --stages.")
     get(name).check_chain(config, chain[:position])
