@@ -358,8 +358,9 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
     rate = config.rate * step / config.prune_count
     # Group widths change after each step; the channels each group holds now
     # are scored, against its original width.
-    scores = {group.name: group_importance(current, _regrouped(current, group),
-                                           config.criterion) for group in groups}
+    now = {found.name: found for found in channel_groups(current)}
+    scores = {group.name: group_importance(current, now[group.name], config.criterion)
+              for group in groups}
     keep = select_channels(scores, rate=rate, scope=config.scope,
                            min_channels=config.min_channels,
                            original={group.name: group.width for group in groups})
@@ -373,8 +374,3 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
         _val_accuracy(current, dataset), current))
   return SlimResult(current, original, steps, skipped,
                     {group.name: group.producers for group in groups})
-
-
-def _regrouped(model, group: ChannelGroup) -> ChannelGroup:
-  """`group` as found in `model` (a slimmed copy: same names, fewer channels)."""
-  return next(found for found in channel_groups(model) if found.name == group.name)
