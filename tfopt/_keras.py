@@ -14,7 +14,7 @@ from tfopt.errors import TfoptError
 __all__ = ["keras", "KerasVersionError", "require_keras2_model", "get_layer",
            "require_layers", "clone_model", "kernel_attribute", "kernel_of",
            "predict_top1", "predict_logits", "is_inbound_ref", "map_inbound_refs",
-           "inbound_layer_names"]
+           "inbound_refs", "inbound_layer_names"]
 
 
 class KerasVersionError(TfoptError, TypeError):
@@ -102,19 +102,27 @@ def map_inbound_refs(data, function):
   return data
 
 
-def inbound_layer_names(node) -> list:
-  """The names of the layers a config's inbound node reads, in order."""
+def inbound_refs(node) -> list:
+  """Every reference in a config's inbound node, in order (kwargs' after their call's)."""
   if is_inbound_ref(node):
-    return [node[0]] + [name for extra in node[3:] for name in inbound_layer_names(extra)]
+    return [node] + [ref for extra in node[3:] for ref in inbound_refs(extra)]
   items = node if isinstance(node, list) else list(node.values()) if isinstance(
       node, dict) else []
-  return [name for item in items for name in inbound_layer_names(item)]
+  return [ref for item in items for ref in inbound_refs(item)]
+
+
+def inbound_layer_names(node) -> list:
+  """The names of the layers a config's inbound node reads, in order."""
+  return [ref[0] for ref in inbound_refs(node)]
 
 
 def kernel_attribute(layer) -> str:
   """The name of a conv / Dense layer's kernel attribute."""
-  return ("depthwise_kernel" if isinstance(layer, keras.layers.DepthwiseConv2D)
-          else "kernel")
+  if isinstance(layer, keras.layers.DepthwiseConv2D):
+    return "depthwise_kernel"
+  if isinstance(layer, keras.layers.SeparableConv2D):
+    return "pointwise_kernel"  # its filters; the depthwise part is per input channel
+  return "kernel"
 
 
 def kernel_of(layer) -> np.ndarray:

@@ -24,14 +24,15 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from tfopt._keras import keras, require_keras2_model
-from tfopt.channels import (MERGE, SlimError, functional_model,
-                            is_per_channel, is_producer, layer_graph, propagate)
+from tfopt.channels import (MERGE, SlimError, functional_model, input_shapes,
+                            is_per_channel, is_producer, layer_graph,
+                            normalizes_channels, propagate)
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
 __all__ = ["ChannelGroup", "channel_groups"]
 
 layers = keras.layers
-# A BatchNorm and, for each channel of its input, (group name, group channel).
+# (BatchNorm name, its channel positions, the group channel at each position)
 Norm = Tuple[str, np.ndarray, np.ndarray]
 
 
@@ -49,7 +50,7 @@ class ChannelGroup:
   name: str
   producers: List[str]
   width: int
-  norms: List[Tuple[str, np.ndarray, np.ndarray]]
+  norms: List[Norm]
   frozen: Optional[str] = None
 
   @property
@@ -101,11 +102,6 @@ def _width(shape) -> int:
   return int(shape[-1]) if shape and shape[-1] is not None else 0
 
 
-def _input_shapes(layer) -> list:
-  shape = layer.input_shape
-  return shape if isinstance(shape, list) else [shape]
-
-
 class _Tracer:
   """Walks the graph once, giving every layer output a channel signature."""
 
@@ -131,7 +127,7 @@ class _Tracer:
     sources = [self.signatures[source] for source in self.graph.inputs[layer.name]]
     if not sources:
       return []
-    shapes = _input_shapes(layer)
+    shapes = input_shapes(layer)
     if len(shapes) != len(sources):
       return [self.spaces.new(_width(shape), frozen=f"{layer.name!r} has inputs "
                               "channel removal cannot follow.") for shape in shapes]
@@ -151,7 +147,7 @@ class _Tracer:
                              "them, whose filters are not removed.")
     if isinstance(layer, layers.DepthwiseConv2D) and layer.data_format == "channels_last":
       return np.repeat(inputs[0], layer.depth_multiplier, axis=0)
-    if isinstance(layer, layers.BatchNormalization) and self._last_axis(layer):
+    if isinstance(layer, layers.BatchNormalization) and normalizes_channels(layer):
       if layer.scale:
         self.norms.append((name, inputs[0]))
       return inputs[0]
@@ -160,17 +156,11 @@ class _Tracer:
     if isinstance(layer, MERGE):
       return self._merge(layer, inputs)
     if isinstance(layer, layers.Concatenate) and layer.axis in (-1, len(
-        _input_shapes(layer)[0]) - 1):
+        input_shapes(layer)[0]) - 1):
       return np.concatenate(inputs, axis=0)
     if isinstance(layer, layers.Flatten) and layer.data_format == "channels_last":
       return np.tile(inputs[0], (width // max(1, len(inputs[0])), 1))
     return self._unknown(layer, inputs, width)
-
-  @staticmethod
-  def _last_axis(layer) -> bool:
-    rank = len(_input_shapes(layer)[0])
-    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    return [axis % rank for axis in axes] == [rank - 1]
 
   def _merge(self, layer, inputs):
     kind = f"{type(layer).__name__} {layer.name!r}"

@@ -20,7 +20,8 @@ from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
 __all__ = ["SlimError", "layers", "ZERO_PRESERVING", "MERGE", "functional_model",
            "layer_graph", "is_conv", "is_producer", "is_per_channel", "following_bn",
-           "propagate", "remove_channels", "width"]
+           "propagate", "remove_channels", "width", "input_shapes",
+           "normalizes_channels"]
 
 layers = keras.layers
 
@@ -111,7 +112,7 @@ def _channels_kept_in_place(layer) -> bool:
   """A Reshape that keeps the last axis: channel c stays channel c."""
   if not isinstance(layer, layers.Reshape):
     return False
-  before, after = _input_shapes(layer)[0], layer.output_shape
+  before, after = input_shapes(layer)[0], layer.output_shape
   return before[-1] is not None and before[-1] == after[-1]
 
 
@@ -173,7 +174,7 @@ def _carry(layer, sources, incoming, own_keep):
     if layer.axis not in (-1, 3):
       raise SlimError(f"Concatenate {name!r} joins along axis {layer.axis}, "
                       "not channels; exclude the convs that feed it.")
-    widths = [int(shape[-1]) for shape in _input_shapes(layer)]
+    widths = [int(shape[-1]) for shape in input_shapes(layer)]
     offsets = np.cumsum([0] + widths[:-1])
     return np.concatenate([
         (np.arange(width) if kept is None else kept) + offset
@@ -186,14 +187,12 @@ def _carry(layer, sources, incoming, own_keep):
   if isinstance(layer, layers.DepthwiseConv2D):
     return _expand_depthwise(incoming, layer.depth_multiplier)
   if isinstance(layer, layers.BatchNormalization):
-    rank = len(_input_shapes(layer)[0])
-    axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
-    if [axis % rank for axis in axes] != [rank - 1]:
+    if not normalizes_channels(layer):
       raise SlimError(f"BatchNormalization {name!r} normalizes axis "
                       f"{layer.axis}, not the channels.")
     return incoming
   if isinstance(layer, layers.Flatten):
-    shape = [int(size) for size in _input_shapes(layer)[0][1:]]
+    shape = [int(size) for size in input_shapes(layer)[0][1:]]
     positions = np.arange(int(np.prod(shape[:-1])))[:, None] * shape[-1]
     return (positions + incoming[None, :]).reshape(-1)
   if is_per_channel(layer):
@@ -209,9 +208,17 @@ def _same(first, second) -> bool:
   return np.array_equal(first, second)
 
 
-def _input_shapes(layer) -> list:
+def input_shapes(layer) -> list:
+  """The shapes of a layer's inputs, always as a list."""
   shape = layer.input_shape
   return shape if isinstance(shape, list) else [shape]
+
+
+def normalizes_channels(layer) -> bool:
+  """A BatchNormalization over the last (channel) axis only."""
+  rank = len(input_shapes(layer)[0])
+  axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
+  return [axis % rank for axis in axes] == [rank - 1]
 
 
 def following_bn(model, graph, name):

@@ -23,7 +23,7 @@ from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite",
-           "representative_dataset", "is_quantization_aware"]
+           "representative_dataset", "is_quantization_aware", "converter_for"]
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -66,7 +66,14 @@ def _needs_calibration(model: keras.Model) -> bool:
 def to_tflite(model: keras.Model, mode: str = "float32",
               representative_images: Optional[np.ndarray] = None,
               representative_count: int = 500) -> bytes:
-  """Converts a Keras 2 model to a .tflite flatbuffer.
+  """Converts a Keras 2 model to a .tflite flatbuffer (see converter_for)."""
+  return converter_for(model, mode, representative_images, representative_count).convert()
+
+
+def converter_for(model: keras.Model, mode: str = "float32",
+                  representative_images: Optional[np.ndarray] = None,
+                  representative_count: int = 500) -> tf.lite.TFLiteConverter:
+  """The TFLite converter set up for `mode`, as to_tflite uses it.
 
   Args:
     model: the model to convert (pruning / clustering wrappers stripped).
@@ -76,7 +83,7 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     representative_count: how many of them to use.
 
   Returns:
-    The .tflite file's bytes.
+    The converter, ready for .convert() (or for TF Lite's QuantizationDebugger).
 
   Raises:
     ConversionError: unknown mode, or a calibrated mode without images.
@@ -109,4 +116,4 @@ def to_tflite(model: keras.Model, mode: str = "float32",
   if mode == "int16x8":
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-  return converter.convert()
+  return converter

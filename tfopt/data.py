@@ -54,7 +54,7 @@ class Dataset:
 
   x_train / x_val / x_test are numpy arrays, or for image folders
   tfopt.image_files.ImageFiles: the same shape and indexing, decoded from
-  disk when read (train.fit_inputs streams them through tf.data).
+  disk when read (train.fit streams them through tf.data).
 
   Pixel value p (0..255) is stored as low + p / 255 * (high - low), with
   (low, high) = input_range; (0, 1) unless a model asks for another range.

@@ -33,6 +33,8 @@ __all__ = ["ImageFiles", "CACHE_BYTES", "reading_errors", "is_image_files", "bou
 
 CACHE_BYTES = 1 << 30  # decoded uint8 pixels kept in memory per split, at most
 BATCH_BYTES = 32 << 20  # float32 input per inference batch, at most
+_THREADS = max(2, os.cpu_count() or 2)
+_failures = []  # decode errors met inside tf.data, re-raised by reading_errors
 
 
 def bounded_batch(image_shape, batch_size: int) -> int:
@@ -43,8 +45,6 @@ def bounded_batch(image_shape, batch_size: int) -> int:
   """
   per_image = 4 * int(np.prod([int(size) for size in image_shape]))
   return max(1, min(batch_size, BATCH_BYTES // max(1, per_image)))
-_THREADS = max(2, os.cpu_count() or 2)
-_failures = []  # decode errors met inside tf.data, re-raised by reading_errors
 
 
 GRAY_MODES = ("1", "L", "I", "I;16", "F", "LA")

@@ -18,7 +18,7 @@ Keras 3 models are flattened by tfopt.keras3's rebuild instead.
 import copy
 from typing import Dict, List, Tuple
 
-from tfopt._keras import keras, map_inbound_refs
+from tfopt._keras import inbound_refs, keras, map_inbound_refs
 from tfopt.errors import ModelLoadError
 
 __all__ = ["has_nested_models", "flatten_nested_models"]
@@ -73,7 +73,7 @@ def _flat_config(config: dict, taken: set, origin: Dict[str, Tuple[str, ...]],
   for entry in config["layers"]:
     name = entry["name"]
     if _is_model(entry):
-      feeds = [_refs_of(map_inbound_refs(node, lambda ref: _resolve(ref, renamed, outputs_of)))
+      feeds = [inbound_refs(map_inbound_refs(node, lambda ref: _resolve(ref, renamed, outputs_of)))
                for node in entry["inbound_nodes"]]
       inner = entry["config"]
       if entry["class_name"] == "Sequential":
@@ -119,13 +119,6 @@ def _splice(name: str, calls: list, inner: dict, layers: list) -> list:
     layers.append(layer)
   return [feeds[ref[0]] if ref[0] in feeds else list(ref[:3])
           for ref in inner["output_layers"]]
-
-
-def _refs_of(node) -> list:
-  """The references of one call, in order (a bare reference is one)."""
-  found = []
-  map_inbound_refs(node, lambda ref: found.append(ref) or ref)
-  return found
 
 
 def _resolve(ref, renamed: dict, outputs_of: dict) -> list:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfopt._keras import keras
-from tfopt.convert import representative_dataset
+from tfopt.convert import converter_for, representative_dataset
 
 __all__ = ["LayerError", "int8_layer_errors", "ROUNDING_ONLY"]
 
@@ -47,10 +47,9 @@ def int8_layer_errors(model: keras.Model, images: np.ndarray, calibration_count:
     images: float32 images as the model takes them; the first are used to
       calibrate, a seeded sample of `debug_count` to measure.
   """
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
-  converter.optimizations = [tf.lite.Optimize.DEFAULT]
-  converter.representative_dataset = representative_dataset(images, calibration_count)
-  converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+  converter = converter_for(model, "int8", images, calibration_count)
+  # The debugger compares float tensors at the file's edges.
+  converter.inference_input_type = converter.inference_output_type = tf.float32
   debugger = tf.lite.experimental.QuantizationDebugger(
       converter=converter, debug_dataset=representative_dataset(images, debug_count, seed=1))
   debugger.run()

@@ -20,6 +20,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 
 from tfopt import __version__
+from tfopt.image_files import is_image_files
 
 __all__ = ["data_fingerprint", "model_fingerprint", "settings_of", "stage_keys",
            "to_json", "kept_stage_count"]
@@ -39,7 +40,7 @@ def data_fingerprint(dataset) -> str:
   digest = hashlib.sha256()
   for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test"):
     value = getattr(dataset, name)
-    if hasattr(value, "fingerprint"):  # image files: names, sizes and contents
+    if is_image_files(value):  # names, sizes and contents
       digest.update(name.encode())
       value.fingerprint(digest)
       continue

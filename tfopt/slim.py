@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import get_layer, keras, predict_top1, require_keras2_model
+from tfopt._keras import get_layer, kernel_of, keras, predict_top1, require_keras2_model
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
@@ -152,9 +152,7 @@ def group_importance(model: keras.Model, group: ChannelGroup,
                     "l1 or l2.")
   scores = []
   for name in group.producers:
-    layer = model.get_layer(name)  # a SeparableConv2D's filters are its pointwise ones
-    kernel = getattr(layer, "pointwise_kernel", None)
-    kernel = (layer.kernel if kernel is None else kernel).numpy()
+    kernel = kernel_of(model.get_layer(name))
     filters = kernel.reshape(-1, kernel.shape[-1])
     scores.append(np.mean(np.abs(filters), axis=0) if criterion == "l1"
                   else np.sqrt(np.mean(filters ** 2, axis=0)))

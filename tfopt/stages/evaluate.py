@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfopt import artifacts, breakdown, evaluate, quant_debug
+from tfopt import artifacts, breakdown, convert, evaluate, quant_debug
 from tfopt._keras import keras
 from tfopt.macs import count_macs
 from tfopt.report import ModelRow
@@ -136,7 +136,7 @@ def _wants_debug(context, row: ModelRow, model: keras.Model) -> bool:
   asked = context.config.evaluate.quantization_debug
   if asked is False or (asked is None and row.agreement >= AGREEMENT_TARGET):
     return False
-  if any(isinstance(layer, keras.layers.Wrapper) for layer in model.layers):
+  if convert.is_quantization_aware(model):
     context.log(f"evaluate: {row.name} is quantization-aware; the debugger takes "
                 "float models only")
     return False
