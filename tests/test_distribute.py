@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 from absl import flags
@@ -114,6 +115,33 @@ def test_two_local_workers_match_one_device(data_dir, one_device, tmp_path):
   result, _ = accuracies(output_dir)  # written by worker 0 only
   assert_matches_one_device(result, one_device)
   assert os.listdir(scratch) == []  # worker 1's files were removed
+
+
+def test_a_dead_worker_stops_the_other_with_one_error_naming_it(data_dir, tmp_path):
+  """Worker 1 is SIGKILLed in the teacher's training: worker 0 does not wait
+  forever in its next collective but exits with one tfopt error naming it."""
+  cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
+  workers = []
+  for index in range(2):
+    env = dict(os.environ, TF_CONFIG=json.dumps(
+        {"cluster": cluster, "task": {"type": "worker", "index": index}}))
+    workers.append(run_worker(1, "pipeline", *FLAGS, "--teacher_epochs=40",
+                              "--strategy=multi_worker", f"--data_dir={data_dir}",
+                              f"--output_dir={tmp_path / 'out'}", env=env))
+  seen = ""
+  for line in workers[0].stdout:  # worker 0 logs the epochs it trains
+    seen += line
+    if line.startswith("Epoch 3/40"):
+      break
+  workers[1].kill()
+  workers[1].wait()
+  killed = time.monotonic()
+  output, _ = workers[0].communicate(timeout=180)
+  assert workers[0].returncode == 2, (seen + output)[-3000:]
+  assert time.monotonic() - killed < 120
+  assert ("tfopt: error: The multi-worker run stopped: worker worker:1 "
+          f"({cluster['worker'][1]}) stopped answering") in output
+  assert "Traceback" not in output
 
 
 @pytest.mark.parametrize("tf_config, message", [

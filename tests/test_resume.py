@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
@@ -128,10 +129,13 @@ def test_half_written_files_of_a_killed_run_are_removed(first_run, tmp_path):
   data_dir, output_dir, _ = copy_run(first_run, tmp_path)
   leftover = output_dir / f"{TEMPORARY_PREFIX}abc123.keras"
   leftover.write_bytes(b"half a model")
-  pipeline.check_output_dir(str(output_dir))  # the leftover is not foreign
+  saving = output_dir / "checkpoints" / "prune" / f"{TEMPORARY_PREFIX}fit1-epoch2_temp"
+  saving.mkdir(parents=True)  # TensorFlow writes a checkpoint's shards here first
+  (saving / "part-00000-of-00001.data-00000-of-00001").write_bytes(b"half a shard")
+  pipeline.check_output_dir(str(output_dir))  # the leftovers are not foreign
   result = pipeline.run(quick_config(data_dir, output_dir))
   assert result.resumed_stages == STAGES
-  assert not leftover.exists()
+  assert not leftover.exists() and not saving.exists()
 
 
 def test_kill_9_mid_run_then_resume(tmp_path):
@@ -166,6 +170,79 @@ def test_kill_9_mid_run_then_resume(tmp_path):
   assert [stage["stage"] for stage in manifest_of(output_dir)["stages"]] == STAGES
   assert_manifest_is_true(output_dir)
   assert not [name for name in os.listdir(output_dir) if name.startswith(TEMPORARY_PREFIX)]
+
+
+KILL_AFTER_EPOCH = """
+import os, signal, sys
+from tfopt import cli, epoch_checkpoints
+stage, fit, epoch = sys.argv.pop(1).split(":")
+save = epoch_checkpoints.FitCheckpoints.save
+def save_then_die(self, checkpoint, saved):
+  save(self, checkpoint, saved)
+  if (self.stage.stage, self.number, saved) == (stage, int(fit), int(epoch)):
+    os.kill(os.getpid(), signal.SIGKILL)
+epoch_checkpoints.FitCheckpoints.save = save_then_die
+cli.run_main()
+"""
+
+
+def keras_weights(path):
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  return keras.models.load_model(str(path), compile=False).get_weights()
+
+
+@pytest.mark.parametrize("stages, kill_at, extra", [
+    ("teacher,distill", "teacher:1:2", ["--teacher_epochs=3"]),
+    ("teacher,slim", "slim:2:1", ["--slim_prune_count=2", "--slim_finetune_epochs=2"]),
+])
+def test_kill_9_inside_a_stage_resumes_at_that_epoch(tmp_path, stages, kill_at, extra):
+  """SIGKILL right after an epoch's checkpoint: the rerun goes on from there and
+  ends with the weights of a run that was never interrupted."""
+  write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
+  flags = ["--quick", f"--stages={stages}", f"--data_dir={tmp_path / 'data'}",
+           "--teacher_epochs=2", "--latency_runs=2", "--nolatency_breakdown"] + extra
+
+  def tfopt(output_dir, *before):
+    return subprocess.run([sys.executable, *before, *flags, f"--output_dir={output_dir}"],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+
+  killed = tfopt(tmp_path / "out", "-c", KILL_AFTER_EPOCH, kill_at)
+  assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+  stage, fit, epoch = kill_at.split(":")
+  checkpoints = os.listdir(tmp_path / "out" / "checkpoints" / stage)
+  assert f"fit{fit}-epoch{epoch}.index" in checkpoints
+  assert_manifest_is_true(tmp_path / "out")
+  resumed = tfopt(tmp_path / "out", "-m", "tfopt.pipeline")
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"resume: {stage}: fit {fit} goes on after epoch {epoch}" in resumed.stdout
+  assert not (tmp_path / "out" / "checkpoints").exists()  # gone with the stage
+  assert not [entry for entry in manifest_of(tmp_path / "out")["artifacts"]
+              if entry["path"].startswith("checkpoints/")]
+  assert_manifest_is_true(tmp_path / "out")
+  assert tfopt(tmp_path / "uninterrupted", "-m", "tfopt.pipeline").returncode == 0
+  for name in os.listdir(tmp_path / "uninterrupted"):
+    if name.endswith(".keras"):
+      for resumed_weights, weights in zip(keras_weights(tmp_path / "out" / name),
+                                          keras_weights(tmp_path / "uninterrupted" / name)):
+        np.testing.assert_allclose(resumed_weights, weights, atol=1e-5, err_msg=name)
+
+
+def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
+  """A changed setting of the killed stage: its checkpoints are deleted, not used."""
+  write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
+  flags = ["--quick", "--stages=teacher", f"--data_dir={tmp_path / 'data'}",
+           "--latency_runs=2", "--nolatency_breakdown", f"--output_dir={tmp_path / 'out'}"]
+  killed = subprocess.run([sys.executable, "-c", KILL_AFTER_EPOCH, "teacher:1:1",
+                           *flags, "--teacher_epochs=2"], cwd=REPO_ROOT, timeout=600,
+                          capture_output=True, text=True)
+  assert killed.returncode == -signal.SIGKILL
+  rerun = subprocess.run([sys.executable, "-m", "tfopt.pipeline", *flags,
+                          "--teacher_epochs=3"], cwd=REPO_ROOT, timeout=600,
+                         capture_output=True, text=True)
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert "goes on after epoch" not in rerun.stdout
+  assert "checkpoints/teacher/fit1-epoch1.index" in rerun.stdout  # named as removed
+  assert not (tmp_path / "out" / "checkpoints").exists()
 
 
 def test_a_second_run_into_a_held_output_dir_stops_at_once(first_run, tmp_path):

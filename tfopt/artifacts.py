@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from tfopt.errors import TfoptError
 
@@ -155,13 +155,35 @@ class Manifest:
     """True for a listed file (a path relative to the output dir, "/"-separated)."""
     return any(entry["path"] == filename for entry in self.entries)
 
-  def record(self, stage: str, path: str):
-    """Lists the finished file `path` (inside the output dir) under `stage`."""
+  def record(self, stage: str, path: str, resume_key: Optional[str] = None):
+    """Lists the finished file `path` (inside the output dir) under `stage`.
+
+    resume_key: for an epoch checkpoint, the key of the stage that wrote it
+    (a rerun with that key at that stage resumes from it).
+    """
     filename = self.relative(path)
     self.entries = [entry for entry in self.entries if entry["path"] != filename]
-    self.entries.append({"stage": stage, "path": filename,
-                         "bytes": os.path.getsize(path), "sha256": sha256_of(path)})
+    entry = {"stage": stage, "path": filename,
+             "bytes": os.path.getsize(path), "sha256": sha256_of(path)}
+    if resume_key is not None:
+      entry["resume_key"] = resume_key
+    self.entries.append(entry)
     self._save()
+
+  def forget(self, filenames: Sequence[str], delete: bool = False):
+    """Unlists `filenames` (relative paths), deleting them first if `delete`."""
+    if not filenames:
+      return
+    for name in filenames:
+      if delete and os.path.isfile(os.path.join(self.output_dir, name)):
+        os.remove(os.path.join(self.output_dir, name))
+    self.entries = [entry for entry in self.entries if entry["path"] not in filenames]
+    self._save()
+
+  def checkpoints_of(self, stage: str, key: str) -> List[str]:
+    """The epoch checkpoints stage `stage` wrote under resume key `key`."""
+    return [entry["path"] for entry in self.entries
+            if entry["stage"] == stage and entry.get("resume_key") == key]
 
   def files_of(self, stage: str) -> List[str]:
     return [entry["path"] for entry in self.entries if entry["stage"] == stage]
@@ -182,19 +204,20 @@ class Manifest:
             or not os.path.isfile(os.path.join(self.output_dir, name))
             or sha256_of(os.path.join(self.output_dir, name)) != listed[name]]
 
-  def keep_stages(self, count: int) -> List[str]:
+  def keep_stages(self, count: int, also_keep: Sequence[str] = ()) -> List[str]:
     """Keeps the first `count` finished stages; deletes every other file of tfopt's.
 
     What goes: the files of the stages unlisted here, of a stage a killed run
-    left unfinished, and the report and deploy bundle (they describe a
-    finished run). Only a file whose content still matches what tfopt wrote
+    left unfinished (but those in `also_keep`: the epoch checkpoints of the
+    stage the rerun resumes), and the report and deploy bundle (they describe
+    a finished run). Only a file whose content still matches what tfopt wrote
     is deleted; one changed since stays, and stays listed as tfopt's.
 
     Returns:
       The deleted paths, relative to the output directory.
     """
     self.stages = self.stages[:count]
-    kept = {name for stage in self.stages for name in stage["files"]}
+    kept = {name for stage in self.stages for name in stage["files"]} | set(also_keep)
     removed = []
     for entry in self.entries:
       path = os.path.join(self.output_dir, entry["path"])

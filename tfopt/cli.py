@@ -53,6 +53,10 @@ flags.DEFINE_enum("strategy", "default", list(STRATEGIES),
                   "local GPU (mirrored), or the cluster in TF_CONFIG "
                   "(multi_worker, run the same command on every worker). "
                   "--batch_size is per replica.")
+flags.DEFINE_float("worker_timeout", 600.0, "With --strategy multi_worker: "
+                   "seconds a collective waits for the other workers before the "
+                   "run stops with an error naming them (a dead worker is found "
+                   "sooner, by its missing heartbeats).")
 flags.DEFINE_integer("seed", 0, "Random seed for splits, initialization, shuffling.")
 flags.DEFINE_bool("quick", False, "A fast look: a small slice of the data and "
                   "one epoch per stage. Figures are not representative.")
@@ -205,7 +209,7 @@ def config_from_flags() -> PipelineConfig:
       base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
       stages=stages, output_dir=FLAGS.output_dir or default_output_dir,
       model=FLAGS.model, allow_unsafe_model=FLAGS.allow_unsafe_model,
-      strategy=FLAGS.strategy)
+      strategy=FLAGS.strategy, worker_timeout=FLAGS.worker_timeout)
 
 
 def _parse_numbers(flag_name: str, values, kind) -> tuple:

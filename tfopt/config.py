@@ -220,6 +220,8 @@ class PipelineConfig:
   strategy: where teacher, distill and prune train: "default" (one device),
     "mirrored" (every local GPU) or "multi_worker" (the cluster in
     TF_CONFIG); batch sizes are per replica (see tfopt.distribute).
+  worker_timeout: with multi_worker, the seconds a collective waits for the
+    other workers before the run stops with an error naming them.
   """
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)
@@ -240,10 +242,12 @@ class PipelineConfig:
   model: Optional[str] = None
   allow_unsafe_model: bool = False
   strategy: str = "default"
+  worker_timeout: float = 600.0
 
   def __post_init__(self):
     require(self.strategy in STRATEGIES, "strategy", self.strategy,
             "one of " + ", ".join(STRATEGIES))
+    require_positive_number("worker_timeout", self.worker_timeout)
     require(self.model is None or (isinstance(self.model, str) and self.model.strip()),
             "model", self.model, "a model file or SavedModel directory path")
     require(isinstance(self.output_dir, str) and self.output_dir.strip(),

@@ -82,6 +82,11 @@ class Distiller(keras.Model):
     return self.student.trainable_weights
 
   @property
+  def trained_model(self):
+    """What training changes (train.fit checkpoints it): the student alone."""
+    return self.student
+
+  @property
   def non_trainable_weights(self):
     return self.student.non_trainable_weights + self.teacher.weights
 

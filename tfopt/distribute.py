@@ -14,8 +14,10 @@ pipeline an ordinary copy of its model (plain variables), so conversion,
 saving and the other stages see no difference.
 """
 
+import contextlib
 import json
 import os
+import re
 from typing import Optional
 
 import tensorflow as tf
@@ -24,7 +26,7 @@ from tfopt._keras import keras
 from tfopt.config import STRATEGIES
 from tfopt.errors import TfoptError
 
-__all__ = ["STRATEGIES", "DistributionError", "Distribution"]
+__all__ = ["STRATEGIES", "DistributionError", "WorkerLostError", "Distribution"]
 
 _TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
                       '"host2:12345"]}, "task": {"type": "worker", "index": 0}}\'')
@@ -32,6 +34,10 @@ _TF_CONFIG_EXAMPLE = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", '
 
 class DistributionError(TfoptError, ValueError):
   """The strategy cannot be set up (e.g. a missing or malformed TF_CONFIG)."""
+
+
+class WorkerLostError(TfoptError, RuntimeError):
+  """Another worker of a multi-worker run died or stopped answering."""
 
 
 def read_tf_config(environ=os.environ) -> dict:
@@ -67,20 +73,26 @@ class Distribution:
   MultiWorkerMirroredStrategy must be set up first.
   """
 
-  def __init__(self, name: str = "default"):
+  def __init__(self, name: str = "default", worker_timeout: float = 600.0):
     if name not in STRATEGIES:
       raise DistributionError(f"strategy={name!r} is invalid: it must be one of "
                               f"{', '.join(STRATEGIES)}.")
     self.name = name
+    self.worker_timeout = worker_timeout
     self.task: Optional[dict] = None
     if name == "default":
       self.strategy = tf.distribute.get_strategy()
     elif name == "mirrored":
       self.strategy = tf.distribute.MirroredStrategy(devices=_local_devices())
     else:
-      self.task = read_tf_config()["task"]
+      tf_config = read_tf_config()
+      self.task, self.cluster = tf_config["task"], tf_config["cluster"]
       try:
-        self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
+        # A dead worker is found by TensorFlow's coordination service (its
+        # heartbeats stop, ~20 s); a hung one by this timeout on every collective.
+        self.strategy = tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=worker_timeout))
       except RuntimeError as error:  # TensorFlow already started in this process
         raise DistributionError(
             f"--strategy multi_worker could not start ({error}): it must be set "
@@ -107,6 +119,35 @@ class Distribution:
 
   def scope(self):
     return self.strategy.scope()
+
+  @contextlib.contextmanager
+  def other_workers_watched(self):
+    """Turns a collective aborted by a lost worker into a WorkerLostError naming it."""
+    if self.name != "multi_worker":
+      yield
+      return
+    try:
+      yield
+    except (tf.errors.UnavailableError, tf.errors.AbortedError,
+            tf.errors.DeadlineExceededError, tf.errors.CancelledError) as error:
+      raise WorkerLostError(self._lost_message(error)) from None
+
+  def _lost_message(self, error) -> str:
+    me = (self.task["type"], int(self.task["index"]))
+    lost = sorted({(kind, int(index)) for kind, index in re.findall(
+        r"/job:(\w+)/(?:replica:\d+/)?task:(\d+)", str(error.message))} - {me})
+    named = ", ".join(f"{kind}:{index} ({self.cluster[kind][index]})"
+                      if kind in self.cluster and index < len(self.cluster[kind])
+                      else f"{kind}:{index}" for kind, index in lost)
+    if isinstance(error, tf.errors.DeadlineExceededError):
+      what = (f"a collective waited more than {self.worker_timeout:g} s for the other "
+              f"worker(s){' ' + named if named else ''} (--worker_timeout)")
+    else:
+      what = (f"worker {named or 'of the cluster'} stopped answering (its heartbeats "
+              "stopped: it crashed, was killed or lost the network)")
+    return (f"The multi-worker run stopped: {what}. This worker "
+            f"({me[0]}:{me[1]}) stops too. Read that worker's log for its error, "
+            "then start the same command on every worker again.")
 
   def global_batch(self, batch_size: int) -> int:
     """The batch one training step takes: batch_size per replica."""

@@ -176,7 +176,8 @@ class ImageFiles:
                  shuffle: bool = False, augment: bool = False):
     """Batches of float32 images (and labels), decoded in parallel, prefetched.
 
-    The shuffle follows TensorFlow's global seed (keras.utils.set_random_seed).
+    The shuffle and the augmentation follow the global seeds
+    (keras.utils.set_random_seed): the same seeds, the same batches.
     """
     import tensorflow as tf  # pylint: disable=g-import-not-at-top
     indices = tf.data.Dataset.range(len(self))
@@ -184,17 +185,22 @@ class ImageFiles:
       indices = indices.shuffle(len(self), reshuffle_each_iteration=True)
     batches = indices.batch(batch_size)
     label_array = None if labels is None else np.asarray(labels)
+    augmenter = _augmenter(self.shape[1:], np.random.randint(2 ** 30)) if augment else None
 
     def load(batch_indices):
       images = tf.numpy_function(self._recorded_batch, [batch_indices], tf.float32)
       images.set_shape((None,) + self.shape[1:])
-      if augment:
-        images = _augmenter(self.shape[1:])(images, training=True)
       if label_array is None:
         return images
       return images, tf.gather(tf.constant(label_array), batch_indices)
 
-    return batches.map(load, num_parallel_calls=tf.data.AUTOTUNE).prefetch(2)
+    def augmented(images, *labels):
+      return (augmenter(images, training=True),) + labels
+
+    loaded = batches.map(load, num_parallel_calls=tf.data.AUTOTUNE)
+    if augmenter is not None:  # one batch after the other: its random stream is fixed
+      loaded = loaded.map(augmented)
+    return loaded.prefetch(2)
 
   def _recorded_batch(self, indices: np.ndarray) -> np.ndarray:
     try:
@@ -208,18 +214,14 @@ def is_image_files(images) -> bool:
   return isinstance(images, ImageFiles)
 
 
-_AUGMENTERS = {}
-
-
-def _augmenter(shape):
+def _augmenter(shape, seed: int):
   """Random horizontal flip and translation by up to 10 % (Keras' own layers)."""
-  if shape not in _AUGMENTERS:
-    from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
-    _AUGMENTERS[shape] = keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=1),
-        keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=2)],
-        name="folder_augmentation")
-  return _AUGMENTERS[shape]
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  return keras.Sequential([
+      keras.Input(shape),
+      keras.layers.RandomFlip("horizontal", seed=seed),
+      keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 1)],
+      name="folder_augmentation")
 
 
 @contextlib.contextmanager

@@ -93,8 +93,7 @@ def check_output_dir(output_dir: str):
   manifest = artifacts.Manifest(output_dir)
   foreign = sorted(name for name in files_below(output_dir)
                    if name != artifacts.Manifest.FILENAME and name not in LOCK_FILES
-                   and not manifest.owns(name)
-                   and not os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX))
+                   and not manifest.owns(name) and not _half_written(name))
   if foreign:
     shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
     raise OutputDirError(
@@ -241,9 +240,20 @@ def make_output_dir(output_dir: str):
 
 
 def remove_half_written(output_dir: str):
-  """Removes the half-written files a killed run left (under the lock only)."""
+  """Removes the half-written files a killed run left (under the lock only).
+
+  Those are the files, and the folders of files, whose name starts with
+  artifacts.TEMPORARY_PREFIX (an atomic write, or a checkpoint being saved).
+  """
   for name in files_below(output_dir):
-    if os.path.basename(name).startswith(artifacts.TEMPORARY_PREFIX):
+    if _half_written(name):
       os.remove(os.path.join(output_dir, name))
       log(f"resume: removed {name}, a file a killed run left half-written")
+  for root, _, _ in sorted(os.walk(output_dir), key=lambda item: -len(item[0])):
+    if os.path.basename(root).startswith(artifacts.TEMPORARY_PREFIX):
+      with contextlib.suppress(OSError):
+        os.rmdir(root)
 
+
+def _half_written(name: str) -> bool:
+  return any(part.startswith(artifacts.TEMPORARY_PREFIX) for part in name.split("/"))

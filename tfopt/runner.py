@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from tfopt import artifacts, deploy, distribute, preflight, qat, resume
+from tfopt import artifacts, deploy, distribute, epoch_checkpoints, preflight, qat, resume
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig
 from tfopt.report import ModelRow, Report, machine_info, versions
@@ -120,22 +120,23 @@ def run(config: PipelineConfig, force: bool = False) -> Report:
     TfoptError: bad configuration, data or output directory.
   """
   # First: MultiWorkerMirroredStrategy must be set up before other TF work.
-  distribution = distribute.Distribution(config.strategy)
+  distribution = distribute.Distribution(config.strategy, config.worker_timeout)
   if distribution.name != "default":
     log(f"strategy: {distribution.describe()}; teacher, distill and prune "
         "train with a global batch of batch_size x "
         f"{distribution.replicas}")
   if distribution.name == "multi_worker":
     force = True  # every worker must run the same steps; see BUILD_NOTES
-  if distribution.is_chief:
-    return _run(config, force, distribution)
-  # Another worker runs the same steps (their collectives must match) and
-  # writes into a scratch directory, deleted afterwards.
-  scratch = tempfile.mkdtemp(prefix="tfopt-worker-")
-  try:
-    return _run(dataclasses.replace(config, output_dir=scratch), force, distribution)
-  finally:
-    shutil.rmtree(scratch, ignore_errors=True)
+  with distribution.other_workers_watched():
+    if distribution.is_chief:
+      return _run(config, force, distribution)
+    # Another worker runs the same steps (their collectives must match) and
+    # writes into a scratch directory, deleted afterwards.
+    scratch = tempfile.mkdtemp(prefix="tfopt-worker-")
+    try:
+      return _run(dataclasses.replace(config, output_dir=scratch), force, distribution)
+    finally:
+      shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run(config: PipelineConfig, force: bool,
@@ -165,7 +166,10 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
     # see the same shuffles, and a stage's result does not depend on the ones
     # before it (nor on whether they ran or were resumed).
     keras.utils.set_random_seed(config.seed)
-    output = state.keep(stage.name, stage.run(state.context(stage.name)))
+    checkpoints = epoch_checkpoints.StageCheckpoints(state.manifest, stage.name, key,
+                                                     config.seed, log)
+    with checkpoints.opened():
+      output = state.keep(stage.name, stage.run(state.context(stage.name)))
     state.seconds[stage.name] = time.perf_counter() - started
     state.manifest.finish(stage.name, key, output, state.seconds[stage.name])
     log(f"{stage.name}: done in {state.seconds[stage.name]:.1f} s")
@@ -184,7 +188,10 @@ def _resume(state: Run, names: List[str], keys: List[str], force: bool) -> int:
   """
   manifest = state.manifest
   kept = 0 if force else resume.kept_stage_count(manifest, names, keys, log)
-  removed = manifest.keep_stages(kept)
+  # The epoch checkpoints of the first stage to run, if written with its key.
+  resumable = manifest.checkpoints_of(names[kept], keys[kept]) if (
+      kept < len(names) and not force) else []
+  removed = manifest.keep_stages(kept, also_keep=resumable)
   if removed:
     log(f"resume: removed {len(removed)} file(s) of the earlier run that this "
         "run writes anew: " + ", ".join(removed[:6]) + (" ..." if len(removed) > 6 else ""))

@@ -1,10 +1,11 @@
 """Plain supervised training, shared by the teacher and the scratch control."""
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
+from tfopt import epoch_checkpoints
 from tfopt._keras import keras, predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
@@ -54,17 +55,70 @@ def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
   Arrays are fed as they are. Image files stream through tf.data: shuffled
   each epoch, decoded in parallel, augmented when dataset.augment; an image
   that cannot be decoded stops the fit with an ImageFolderError naming it.
+  Inside a pipeline stage (tfopt.epoch_checkpoints active), the fit goes one
+  epoch at a time, checkpointed, and resumes from the last epoch saved.
   """
+  checkpoints = epoch_checkpoints.active()
+  if checkpoints is None:
+    return _fit(trainer, dataset, epochs, 0, batch_size, callbacks, verbose)
+  return _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
+                       checkpoints.next_fit())
+
+
+def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose):
   if not is_image_files(dataset.x_train):
     return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
-                       epochs=epochs, validation_data=(dataset.x_val, dataset.y_val),
+                       epochs=epochs, initial_epoch=initial_epoch,
+                       validation_data=(dataset.x_val, dataset.y_val),
                        callbacks=list(callbacks), verbose=verbose)
   train = dataset.x_train.tf_dataset(batch_size, dataset.y_train, shuffle=True,
                                      augment=dataset.augment)
   validation = dataset.x_val.tf_dataset(batch_size, dataset.y_val)
   with reading_errors():
-    return trainer.fit(train, epochs=epochs, validation_data=validation,
-                       callbacks=list(callbacks), verbose=verbose)
+    return trainer.fit(train, epochs=epochs, initial_epoch=initial_epoch,
+                       validation_data=validation, callbacks=list(callbacks),
+                       verbose=verbose)
+
+
+def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
+                  checkpoints: epoch_checkpoints.FitCheckpoints):
+  """`epochs` fits of one epoch, each from its own seed, each checkpointed."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  trained = getattr(trainer, "trained_model", trainer)  # a Distiller's student
+  trainer.optimizer.build(trained.trainable_variables)  # its slots exist to restore
+  checkpoint = tf.train.Checkpoint(model=trained, optimizer=trainer.optimizer)
+  start = checkpoints.last_epoch()
+  if start and not checkpoints.restore(checkpoint, start):
+    start = 0
+  if start:
+    checkpoints.stage.log(
+        f"resume: {checkpoints.stage.stage}: fit {checkpoints.number} " + (
+            f"goes on after epoch {start} of {epochs}" if start < epochs else
+            "restored (it had finished)") + " from its checkpoint")
+  history: Optional[keras.callbacks.History] = None
+  for epoch in range(start, epochs):
+    keras.utils.set_random_seed(checkpoints.epoch_seed(epoch))
+    trainer.train_function = None  # retraced: its random ops follow the epoch's seed
+    one = _fit(trainer, dataset, epochs, epoch, batch_size,
+               list(callbacks) + [_StopAfterOneEpoch()], verbose)
+    history = one if history is None else _appended(history, one)
+    checkpoints.save(checkpoint, epoch + 1)
+  # What follows is the same whether this fit ran or was restored.
+  keras.utils.set_random_seed(checkpoints.epoch_seed(epochs))
+  return history or keras.callbacks.History()
+
+
+class _StopAfterOneEpoch(keras.callbacks.Callback):
+
+  def on_epoch_end(self, epoch, logs=None):
+    self.model.stop_training = True
+
+
+def _appended(history, more):
+  for name, values in more.history.items():
+    history.history.setdefault(name, []).extend(values)
+  history.epoch.extend(more.epoch)
+  return history
 
 
 def accuracy(model: keras.Model, images, labels: np.ndarray,
