@@ -21,7 +21,7 @@ from typing import Dict, List, Tuple
 from tfopt._keras import inbound_refs, keras, map_inbound_refs
 from tfopt.errors import ModelLoadError
 
-__all__ = ["has_nested_models", "flatten_nested_models"]
+__all__ = ["has_nested_models", "flatten_nested_models", "unbuildable_layers"]
 
 _MODEL_CLASSES = ("Functional", "Model", "Sequential")
 
@@ -156,3 +156,41 @@ def flatten_nested_models(model: keras.Model) -> keras.Model:
     source = _original_layer(model, origin[layer.name])
     layer.set_weights(source.get_weights())
   return flat
+
+
+def unbuildable_layers(model_config) -> List[str]:
+  """Layers of a saved Keras 2 functional config whose inputs are never built.
+
+  tf_keras rebuilds a functional model by processing each layer's inbound
+  nodes once the nodes they read exist, and repeats until all are done,
+  without noticing when a pass makes no progress: a damaged config (a node
+  reading a missing layer, a node index past the last one, a loop) makes
+  keras.models.load_model spin forever. This replays that processing on the
+  config, nested models included, and returns the layers left over (empty
+  for a buildable config). A nested model's node indices are taken on trust.
+  """
+  if not isinstance(model_config, dict):
+    return []
+  config = model_config.get("config")
+  if model_config.get("class_name") not in ("Functional", "Model") or not isinstance(
+      config, dict) or not isinstance(config.get("layers"), list):
+    return []
+  layers = [entry for entry in config["layers"] if isinstance(entry, dict)]
+  stuck = [name for entry in layers for name in unbuildable_layers(entry)]
+  pending = {entry.get("name"): list(entry.get("inbound_nodes") or []) for entry in layers}
+  built = {entry.get("name"): 0 if pending[entry.get("name")] else 1 for entry in layers}
+  models = {entry.get("name") for entry in layers if entry.get("class_name") in _MODEL_CLASSES}
+
+  def ready(node) -> bool:
+    return all(ref[0] in built and (built[ref[0]] > ref[1] or (
+        ref[0] in models and not pending[ref[0]])) for ref in inbound_refs(node))
+
+  progress = True
+  while progress and any(pending.values()):
+    progress = False
+    for name, nodes in pending.items():
+      while nodes and ready(nodes[0]):
+        nodes.pop(0)
+        built[name] += 1
+        progress = True
+  return stuck + [str(name) for name, nodes in pending.items() if nodes]

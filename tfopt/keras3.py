@@ -18,6 +18,8 @@ A layer that cannot be carried is named by its path (`backbone/layer`).
 tfopt.model_io checks the rebuild against the original on real images.
 """
 
+import re
+
 import tensorflow as tf
 
 from tfopt._keras import keras
@@ -168,7 +170,13 @@ def _decomposed_activation(activation: str, x, name: str):
 
 
 def _unique(name: str, prefix: str, names: set) -> str:
-  """`name`, or prefixed with its backbone's name where it is taken already."""
+  """`name`, or prefixed with its backbone's name where it is taken already.
+
+  Characters TensorFlow's name scopes refuse (Keras 3 allows any) become "_".
+  """
+  name = re.sub(r"[^A-Za-z0-9_.\-]", "_", name)
+  if not re.match(r"[A-Za-z0-9.]", name):
+    name = "layer" + name
   if name in names:
     name = f"{prefix.rstrip('/').replace('/', '_')}_{name}"
   names.add(name)

@@ -54,7 +54,9 @@ def saved_keras_version(path: str) -> str:
     try:
       with zipfile.ZipFile(path) as archive:
         metadata = json.loads(archive.read("metadata.json"))
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+      if not isinstance(metadata, dict):
+        raise ValueError("metadata.json is not a JSON object")
+    except Exception as error:  # pylint: disable=broad-except  (zip, zlib, JSON errors)
       raise ModelLoadError(f"{path} is not a readable .keras file ({error}); it is "
                            "truncated or not a Keras model: save it again with "
                            "model.save('model.keras').") from error
@@ -64,7 +66,7 @@ def saved_keras_version(path: str) -> str:
     try:
       with h5py.File(path, "r") as handle:
         version = handle.attrs.get("keras_version", "2")
-    except OSError as error:
+    except Exception as error:  # pylint: disable=broad-except  (h5py's errors)
       raise ModelLoadError(f"{path} is not a readable .h5 file ({error}); it is "
                            "truncated or not a Keras model: save it again with "
                            "model.save('model.h5').") from error
@@ -134,29 +136,42 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
   """
   if not os.path.exists(path):
     raise ModelLoadError(f"Model {path!r} does not exist.")
+  if os.path.isdir(path):
+    return _flattened(_keras_load(path, lambda: _read_saved_model(path, allow_unsafe)),
+                      "Keras 2 SavedModel")
+  version = saved_keras_version(path)
+  kind = os.path.splitext(path)[1]
+  if version == "2":
+    kwargs = {} if path.endswith(".h5") else {"safe_mode": not allow_unsafe}
+    _check_keras2_config(path, allow_unsafe)
+    return _flattened(_keras_load(path, lambda: keras.models.load_model(
+        path, compile=False, **kwargs)), f"Keras 2 {kind}")
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  original = _keras_load(path, lambda: keras3.saving.load_model(
+      path, compile=False, safe_mode=not allow_unsafe))
+  return LoadedModel(rebuild_in_keras2(original),
+                     f"Keras {version} {kind}, rebuilt in Keras 2", original)
+
+
+def _keras_load(path: str, load) -> "keras.Model":
+  """load(), with whatever Keras raises on a damaged or foreign file as a ModelLoadError.
+
+  Keras' loaders fail in many ways on a damaged file (KeyError from a zip
+  member, AttributeError from a config of the wrong type, h5py errors, ...);
+  every one of them means "this file cannot be loaded", so all are caught
+  here, around Keras' code only.
+  """
   try:
-    if os.path.isdir(path):
-      return _flattened(_read_saved_model(path, allow_unsafe), "Keras 2 SavedModel")
-    version = saved_keras_version(path)
-    kind = os.path.splitext(path)[1]
-    if version == "2":
-      kwargs = {} if path.endswith(".h5") else {"safe_mode": not allow_unsafe}
-      if path.endswith(".h5") and not allow_unsafe:
-        _refuse_h5_lambda(path)
-      return _flattened(keras.models.load_model(path, compile=False, **kwargs),
-                        f"Keras 2 {kind}")
-    import keras as keras3  # pylint: disable=g-import-not-at-top
-    original = keras3.saving.load_model(path, compile=False,
-                                        safe_mode=not allow_unsafe)
+    return load()
   except ModelLoadError:
     raise
-  except (ValueError, TypeError, OSError) as error:
+  except Exception as error:  # pylint: disable=broad-except
     hint = (" It holds code (e.g. a Lambda layer); load it only if you trust "
             "it, with allow_unsafe / --allow_unsafe_model."
             if "safe_mode" in str(error) or "Lambda" in str(error) else "")
-    raise ModelLoadError(f"Cannot load {path}: {error}.{hint}") from error
-  return LoadedModel(rebuild_in_keras2(original),
-                     f"Keras {version} {kind}, rebuilt in Keras 2", original)
+    detail = str(error).strip().splitlines()[0][:400] if str(error).strip() else ""
+    raise ModelLoadError(f"Cannot load {path}: {type(error).__name__}"
+                         f"{': ' + detail if detail else ''}.{hint}") from error
 
 
 def _flattened(model: keras.Model, source: str) -> LoadedModel:
@@ -167,16 +182,39 @@ def _flattened(model: keras.Model, source: str) -> LoadedModel:
                      f"{source}, nested models flattened", model)
 
 
-def _refuse_h5_lambda(path: str):
-  """.h5 loading has no safe_mode: refuse Lambda layers from the config."""
-  import h5py  # pylint: disable=g-import-not-at-top
-  with h5py.File(path, "r") as handle:
-    config = handle.attrs.get("model_config")
-  config = config.decode() if isinstance(config, bytes) else (config or "")
-  if '"class_name": "Lambda"' in config:
+def _check_keras2_config(path: str, allow_unsafe: bool):
+  """Refuses, before Keras reads it, a Keras 2 config Keras would run code
+  from (.h5 has no safe_mode) or would loop on forever (see
+  keras2_flatten.unbuildable_layers)."""
+  text = _keras_load(path, lambda: _keras2_config_text(path))
+  if path.endswith(".h5") and not allow_unsafe and '"class_name": "Lambda"' in text:
     raise ModelLoadError(f"{path} holds a Lambda layer, whose code would run on "
                          "load; load it only if you trust it, with allow_unsafe "
                          "/ --allow_unsafe_model.")
+  try:
+    config = json.loads(text)
+  except ValueError:
+    return  # Keras says what is wrong with it
+  stuck = keras2_flatten.unbuildable_layers(config)
+  if stuck:
+    raise ModelLoadError(
+        f"{path} is damaged: in its model config, layer(s) {', '.join(stuck[:5])} "
+        "read inputs that no layer makes (a missing layer, a wrong node index or a "
+        "loop). Save the model again from the code that built it.")
+
+
+def _keras2_config_text(path: str) -> str:
+  if path.endswith(".keras"):
+    with zipfile.ZipFile(path) as archive:
+      return archive.read("config.json").decode("utf-8")
+  import h5py  # pylint: disable=g-import-not-at-top
+  config = _h5_attribute(h5py, path, "model_config")
+  return config.decode("utf-8") if isinstance(config, bytes) else str(config or "")
+
+
+def _h5_attribute(h5py, path: str, name: str):
+  with h5py.File(path, "r") as handle:
+    return handle.attrs.get(name)
 
 
 def load_model(path: str, allow_unsafe: bool = False,
