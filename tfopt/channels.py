@@ -308,7 +308,12 @@ def remove_channels(model: keras.Model, keep: Dict[str, Sequence[int]]) -> keras
 
 
 def _resize_config(entry, own_keep, outgoing):
-  """Writes a layer's new channel count into its config entry."""
+  """Writes a layer's new channel count into its config entry.
+
+  The entry's build_config (its old input shape) goes: a custom layer such as
+  LowRankDense would be built from it, with its old fan-in, before the call.
+  """
+  entry.pop("build_config", None)
   config = entry["config"]
   if own_keep is not None:
     config["filters" if "filters" in config else "units"] = len(own_keep)

@@ -26,7 +26,7 @@ from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
-__all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D",
+__all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D", "factorize",
            "LayerFactorization", "choose_rank", "factorize_kernel",
            "factorize_conv_kernel", "check_layers", "resolve_layers", "apply_lowrank",
            "LowRankResult", "lowrank"]
@@ -337,6 +337,24 @@ class LowRankResult:
   val_accuracy_after_finetune: float
 
 
+def factorize(model: keras.Model, config: LowRankConfig):
+  """apply_lowrank as `config` says: (factorized copy, [LayerFactorization]).
+
+  Raises:
+    LowRankError: a bad layer or rank, or no layer would get fewer parameters.
+  """
+  layers = (list(config.ranks) if config.ranks
+            else resolve_layers(model, config.layers))
+  factorized, table = apply_lowrank(model, energy=config.energy,
+                                    param_ratio=config.param_ratio,
+                                    ranks=config.ranks, layers=layers)
+  if not table:
+    raise LowRankError(
+        "No layer was factorized: at the chosen rank none would have fewer "
+        "parameters. Lower the energy or param_ratio, or give smaller ranks.")
+  return factorized, table
+
+
 def lowrank(model: keras.Model, dataset: Dataset, config: LowRankConfig,
             teacher: Optional[Teacher] = None, verbose: int = 2) -> LowRankResult:
   """Factorizes a copy of `model` as `config` says, then fine-tunes it.
@@ -351,15 +369,7 @@ def lowrank(model: keras.Model, dataset: Dataset, config: LowRankConfig,
   Raises:
     LowRankError: a bad layer or rank, or no layer would get fewer parameters.
   """
-  layers = (list(config.ranks) if config.ranks
-            else resolve_layers(model, config.layers))
-  factorized, table = apply_lowrank(model, energy=config.energy,
-                                    param_ratio=config.param_ratio,
-                                    ranks=config.ranks, layers=layers)
-  if not table:
-    raise LowRankError(
-        "No layer was factorized: at the chosen rank none would have fewer "
-        "parameters. Lower the energy or param_ratio, or give smaller ranks.")
+  factorized, table = factorize(model, config)
   before = train.accuracy(factorized, dataset.x_val, dataset.y_val)
   if config.finetune_epochs:
     fine_tune(factorized, dataset, config.finetune_epochs, config.batch_size,

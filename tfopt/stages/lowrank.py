@@ -7,6 +7,7 @@ and after, and validation accuracy before and after fine-tuning.
 """
 
 import dataclasses
+import functools
 
 from tfopt import lowrank
 from tfopt.stages.base import NewModel, Stage, StageOutput
@@ -22,7 +23,8 @@ class LowRankStage(Stage):
         name for name in (config.lowrank.layers or ()) if name != "largest_dense"]
     if names:
       lowrank.check_layers(architecture(), names)
-    return architecture
+    return functools.lru_cache(maxsize=None)(
+        lambda: _factorized_or_not(architecture(), config.lowrank))
 
   def run(self, context) -> StageOutput:
     config, model = context.config.lowrank, context.current_model()
@@ -63,6 +65,15 @@ class LowRankStage(Stage):
         f"| {100 * entry['val_accuracy_before_finetune']:.2f} % "
         f"| {100 * entry['val_accuracy_after_finetune']:.2f} % |"
         for entry in report.lowrank_layers]
+
+
+def _factorized_or_not(model, config):
+  """What the next stages will see: the factorized model (its ranks are only
+  indicative on untrained weights), or the model itself if none would be."""
+  try:
+    return lowrank.factorize(model, config)[0]
+  except lowrank.LowRankError:
+    return model
 
 
 STAGE = LowRankStage()
