@@ -175,11 +175,13 @@ def unbuildable_layers(model_config) -> List[str]:
   if model_config.get("class_name") not in ("Functional", "Model") or not isinstance(
       config, dict) or not isinstance(config.get("layers"), list):
     return []
-  layers = [entry for entry in config["layers"] if isinstance(entry, dict)]
+  layers = [entry for entry in config["layers"]
+            if isinstance(entry, dict) and isinstance(entry.get("name"), str)]
   stuck = [name for entry in layers for name in unbuildable_layers(entry)]
-  pending = {entry.get("name"): list(entry.get("inbound_nodes") or []) for entry in layers}
-  built = {entry.get("name"): 0 if pending[entry.get("name")] else 1 for entry in layers}
-  models = {entry.get("name") for entry in layers if entry.get("class_name") in _MODEL_CLASSES}
+  pending = {entry["name"]: list(entry.get("inbound_nodes") or []) if isinstance(
+      entry.get("inbound_nodes"), list) else [] for entry in layers}
+  built = {name: 0 if nodes else 1 for name, nodes in pending.items()}
+  models = {entry["name"] for entry in layers if entry.get("class_name") in _MODEL_CLASSES}
 
   def ready(node) -> bool:
     return all(ref[0] in built and (built[ref[0]] > ref[1] or (

@@ -162,7 +162,7 @@ def _keras_load(path: str, load) -> "keras.Model":
   here, around Keras' code only.
   """
   try:
-    return load()
+    model = load()
   except ModelLoadError:
     raise
   except Exception as error:  # pylint: disable=broad-except
@@ -172,6 +172,10 @@ def _keras_load(path: str, load) -> "keras.Model":
     detail = str(error).strip().splitlines()[0][:400] if str(error).strip() else ""
     raise ModelLoadError(f"Cannot load {path}: {type(error).__name__}"
                          f"{': ' + detail if detail else ''}.{hint}") from error
+  if not hasattr(model, "layers") or not hasattr(model, "outputs"):
+    raise ModelLoadError(f"{path} does not hold a Keras model (Keras read a "
+                         f"{type(model).__name__}); save the model again with model.save.")
+  return model
 
 
 def _flattened(model: keras.Model, source: str) -> LoadedModel:
