@@ -79,6 +79,7 @@ def test_distiller_loss_is_averaged_over_the_global_batch():
   assert measured["max_difference"] < 1e-5
 
 
+@pytest.mark.slow  # the multi-worker test below covers the same distributed code
 def test_mirrored_on_two_cpus_matches_one_device(data_dir, one_device, tmp_path):
   output_dir = tmp_path / "out"
   log = finish(run_worker(2, "pipeline", *FLAGS, "--strategy=mirrored", "--batch_size=16",

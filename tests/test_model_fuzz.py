@@ -28,10 +28,10 @@ from tfopt.config import PipelineConfig
 from tfopt.data import Dataset
 from tfopt.errors import TfoptError
 
-MODELS = settings(max_examples=int(os.environ.get("TFOPT_FUZZ_MODELS", "200")),
+MODELS = settings(max_examples=int(os.environ.get("TFOPT_FUZZ_MODELS", "150")),
                   deadline=None, derandomize=True,
                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
-FILES = settings(max_examples=60, deadline=None, derandomize=True,
+FILES = settings(max_examples=50, deadline=None, derandomize=True,
                  suppress_health_check=[HealthCheck.too_slow])
 STAGES = ("teacher", "slim", "prune", "cluster", "qat")
 

@@ -193,7 +193,8 @@ def keras_weights(path):
 
 @pytest.mark.parametrize("stages, kill_at, extra", [
     ("teacher,distill", "teacher:1:2", ["--teacher_epochs=3"]),
-    ("teacher,slim", "slim:2:1", ["--slim_prune_count=2", "--slim_finetune_epochs=2"]),
+    pytest.param("teacher,slim", "slim:2:1",  # a stage of 3 fits, killed in the 2nd
+                 ["--slim_prune_count=2", "--slim_finetune_epochs=2"], marks=pytest.mark.slow),
 ])
 def test_kill_9_inside_a_stage_resumes_at_that_epoch(tmp_path, stages, kill_at, extra):
   """SIGKILL right after an epoch's checkpoint: the rerun goes on from there and

@@ -137,17 +137,17 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
   if not os.path.exists(path):
     raise ModelLoadError(f"Model {path!r} does not exist.")
   if os.path.isdir(path):
-    return _flattened(_keras_load(path, lambda: _read_saved_model(path, allow_unsafe)),
+    return _flattened(_keras_model(path, lambda: _read_saved_model(path, allow_unsafe)),
                       "Keras 2 SavedModel")
   version = saved_keras_version(path)
   kind = os.path.splitext(path)[1]
   if version == "2":
     kwargs = {} if path.endswith(".h5") else {"safe_mode": not allow_unsafe}
     _check_keras2_config(path, allow_unsafe)
-    return _flattened(_keras_load(path, lambda: keras.models.load_model(
+    return _flattened(_keras_model(path, lambda: keras.models.load_model(
         path, compile=False, **kwargs)), f"Keras 2 {kind}")
   import keras as keras3  # pylint: disable=g-import-not-at-top
-  original = _keras_load(path, lambda: keras3.saving.load_model(
+  original = _keras_model(path, lambda: keras3.saving.load_model(
       path, compile=False, safe_mode=not allow_unsafe))
   return LoadedModel(rebuild_in_keras2(original),
                      f"Keras {version} {kind}, rebuilt in Keras 2", original)
@@ -172,6 +172,13 @@ def _keras_load(path: str, load) -> "keras.Model":
     detail = str(error).strip().splitlines()[0][:400] if str(error).strip() else ""
     raise ModelLoadError(f"Cannot load {path}: {type(error).__name__}"
                          f"{': ' + detail if detail else ''}.{hint}") from error
+  return model
+
+
+def _keras_model(path: str, load) -> "keras.Model":
+  """_keras_load of a model: what Keras read must be a model (a damaged config can
+  make Keras 2 return the config dict itself)."""
+  model = _keras_load(path, load)
   if not hasattr(model, "layers") or not hasattr(model, "outputs"):
     raise ModelLoadError(f"{path} does not hold a Keras model (Keras read a "
                          f"{type(model).__name__}); save the model again with model.save.")
