@@ -118,12 +118,12 @@ def test_a_layer_that_cannot_be_carried_is_named_by_its_path(tmp_path):
   import keras  # pylint: disable=g-import-not-at-top
   inputs = keras.Input((SIZE, SIZE, 3))
   x = keras.layers.Conv2D(4, 3)(inputs)
-  x = keras.layers.LayerNormalization(name="odd_norm")(x)
+  x = keras.layers.RMSNormalization(name="odd_norm")(x)  # Keras 3 only
   backbone = keras.Model(inputs, x, name="backbone")
   outer_inputs = keras.Input((SIZE, SIZE, 3))
   x = keras.layers.GlobalAveragePooling2D()(backbone(outer_inputs))
   keras.Model(outer_inputs, keras.layers.Dense(3)(x)).save(str(tmp_path / "m.keras"))
-  with pytest.raises(model_io.ModelLoadError, match=r"backbone/odd_norm \(LayerNormalization\)"):
+  with pytest.raises(model_io.ModelLoadError, match=r"backbone/odd_norm \(RMSNormalization\)"):
     model_io.read_model(str(tmp_path / "m.keras"))
 
 

@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -27,6 +28,9 @@ from tfopt import model_io, preflight
 from tfopt.config import PipelineConfig
 from tfopt.data import Dataset
 from tfopt.errors import TfoptError
+
+# Keras warns of every Masking layer's mask that a later layer drops: noise here.
+pytestmark = pytest.mark.filterwarnings("ignore:Layer .* was passed an input with a mask")
 
 MODELS = settings(max_examples=int(os.environ.get("TFOPT_FUZZ_MODELS", "150")),
                   deadline=None, derandomize=True,

@@ -35,14 +35,17 @@ CARRIED_LAYERS = (
     "GlobalAveragePooling2D", "GlobalMaxPooling2D", "Flatten", "Dropout",
     "Rescaling", "Normalization", "Reshape", "ZeroPadding2D", "Cropping2D", "Add",
     "Concatenate", "Multiply", "Subtract", "Average", "Maximum", "Softmax",
-    "LeakyReLU",
+    "LeakyReLU", "ELU", "PReLU", "Permute", "UpSampling2D", "Conv2DTranspose",
+    "LayerNormalization", "GroupNormalization", "UnitNormalization", "Minimum",
+    "Identity", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+    "ActivityRegularization",
 )
 # Random augmentation: the identity at inference, so not carried.
 AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                        "RandomContrast", "RandomBrightness")
 # Keys Keras 3 added to layer configs; tf_keras accepts them only absent.
 _KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None,
-                     "lora_alpha": None, "synchronized": False}
+                     "lora_alpha": None, "synchronized": False, "rms_scaling": False}
 # Scalar arithmetic on tensors (Keras 3 ops, not layers), as Rescaling's
 # (scale, offset) for `tensor op constant` and for `constant op tensor`.
 _SCALAR_OPERATIONS = {
@@ -136,9 +139,15 @@ def _call_layer(layer, arguments: list, prefix: str, names: set):
                                   _unique(layer.name, prefix, names))
   config = _translated_config(layer, prefix)
   config["name"] = _unique(config["name"], prefix, names)
-  copy = getattr(keras.layers, kind).from_config(config)
-  output = copy(arguments[0] if len(arguments) == 1 else arguments)
-  copy.set_weights(layer.get_weights())
+  try:
+    copy = getattr(keras.layers, kind).from_config(config)
+    output = copy(arguments[0] if len(arguments) == 1 else arguments)
+    copy.set_weights(layer.get_weights())
+  except (TypeError, ValueError, AttributeError) as error:  # a setting Keras 2 lacks
+    raise ModelLoadError(
+        f"Layer {prefix}{layer.name} ({kind}) cannot be carried over to Keras 2 "
+        f"as it is configured ({type(error).__name__}: {str(error).splitlines()[0]}); "
+        "rebuild it with default settings, or without it.") from error
   return output
 
 
