@@ -216,6 +216,7 @@ def test_kill_9_inside_a_stage_resumes_at_that_epoch(tmp_path, stages, kill_at, 
   resumed = tfopt(tmp_path / "out", "-m", "tfopt.pipeline")
   assert resumed.returncode == 0, resumed.stderr[-3000:]
   assert f"resume: {stage}: fit {fit} goes on after epoch {epoch}" in resumed.stdout
+  assert f"stage {1 if stage == 'teacher' else 2} of 4: {stage} (0 min" in resumed.stdout
   assert not (tmp_path / "out" / "checkpoints").exists()  # gone with the stage
   assert not [entry for entry in manifest_of(tmp_path / "out")["artifacts"]
               if entry["path"].startswith("checkpoints/")]

@@ -160,8 +160,11 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
       distribution.replicas)
   state.seconds["data"] = time.perf_counter() - started
   kept = _resume(state, [stage.name for stage in plan], keys, force)
-  for stage, key in zip(plan[kept:], keys[kept:]):
+  run_started = time.perf_counter()
+  for position, (stage, key) in enumerate(zip(plan[kept:], keys[kept:]), start=kept + 1):
     started = time.perf_counter()
+    log(f"stage {position} of {len(plan)}: {stage.name} "
+        f"({_minutes(started - run_started)} into the run)")
     # Each stage starts from the same seed: the distilled and scratch students
     # see the same shuffles, and a stage's result does not depend on the ones
     # before it (nor on whether they ran or were resumed).
@@ -178,6 +181,10 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
   write_deploy_bundle(state)
   log(f"report: {os.path.join(config.output_dir, 'report.md')}")
   return result
+
+
+def _minutes(seconds: float) -> str:
+  return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _resume(state: Run, names: List[str], keys: List[str], force: bool) -> int:
