@@ -126,3 +126,12 @@ def test_quantization_debugger_ranks_the_layer_that_loses_precision_first():
   assert [error.rmse_over_scale for error in errors] == sorted(
       (error.rmse_over_scale for error in errors), reverse=True)
   assert "good_conv" in {error.layer for error in errors}
+
+
+def test_int8_conversion_keeps_the_converter_noise_out_of_stderr(capfd, trained_teacher,
+                                                                  dataset):
+  """TF's per-conversion lines are dropped; the conversion is unchanged."""
+  content = convert.to_tflite(trained_teacher, "int8", dataset.x_train, 20)
+  assert content[4:8] == b"TFL3"
+  err = capfd.readouterr().err
+  assert "fully_quantize" not in err and "Statistics for quantized inputs" not in err

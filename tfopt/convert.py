@@ -13,6 +13,12 @@ ranges; the converter reads them from its fake-quant nodes, and `int8` is the
 only mode that makes sense for it.
 """
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -67,7 +73,40 @@ def to_tflite(model: keras.Model, mode: str = "float32",
               representative_images: Optional[np.ndarray] = None,
               representative_count: int = 500) -> bytes:
   """Converts a Keras 2 model to a .tflite flatbuffer (see converter_for)."""
-  return converter_for(model, mode, representative_images, representative_count).convert()
+  converter = converter_for(model, mode, representative_images, representative_count)
+  with _without_converter_noise():
+    return converter.convert()
+
+
+# What the converter prints on every int8 conversion, however it went: a
+# Python warning and a line its C++ calibrator writes straight to stderr.
+_NOISE_WARNING = "Statistics for quantized inputs were expected"
+_NOISE_LINE = re.compile(rb"^fully_quantize: \d+, inference_type: ")
+
+
+@contextlib.contextmanager
+def _without_converter_noise():
+  """Drops those two from stderr; every other line is written back after."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message=_NOISE_WARNING)
+    try:
+      sys.stderr.flush()
+      saved = os.dup(2)
+    except (OSError, ValueError):  # no real stderr (embedded): leave it alone
+      yield
+      return
+    with tempfile.TemporaryFile() as captured:
+      os.dup2(captured.fileno(), 2)
+      try:
+        yield
+      finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        captured.seek(0)
+        kept = [line for line in captured.read().splitlines(keepends=True)
+                if not _NOISE_LINE.match(line)]
+        if kept:
+          os.write(2, b"".join(kept))
 
 
 def converter_for(model: keras.Model, mode: str = "float32",
