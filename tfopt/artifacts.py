@@ -7,6 +7,7 @@ sha256, and every stage that finished, with the key of its inputs; a file or a
 stage is listed only once it is complete (see Manifest).
 """
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -14,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from tfopt.errors import TfoptError
 
@@ -99,6 +100,15 @@ def save_keras_atomic(model, path: str) -> str:
   quantize layer does not reload from `.keras`.
   """
   return _write_via_temporary(path, model.save)
+
+
+def remove_empty_dirs(top: str, only: Callable[[str], bool] = lambda name: True):
+  """Removes the empty folders below and at `top`, deepest first, whose name
+  passes `only`; a folder that still holds something stays."""
+  for root, _, _ in sorted(os.walk(top), key=lambda item: -len(item[0])):
+    if only(os.path.basename(root)):
+      with contextlib.suppress(OSError):
+        os.rmdir(root)
 
 
 def sha256_of(path: str) -> str:

@@ -74,7 +74,7 @@ class StageCheckpoints:
   def clear(self):
     """Deletes and unlists every checkpoint of this stage."""
     self.manifest.forget(self.listed(), delete=True)
-    _remove_empty_dirs(os.path.join(self.manifest.output_dir, DIRECTORY))
+    artifacts.remove_empty_dirs(os.path.join(self.manifest.output_dir, DIRECTORY))
 
 
 @dataclasses.dataclass
@@ -132,8 +132,3 @@ class FitCheckpoints:
     manifest.forget([path for old in range(1, epoch) for path in self._files(old)],
                     delete=True)
 
-
-def _remove_empty_dirs(top: str):
-  for root, _, _ in sorted(os.walk(top), key=lambda item: -len(item[0])):
-    with contextlib.suppress(OSError):
-      os.rmdir(root)  # only succeeds when empty

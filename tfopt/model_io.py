@@ -62,15 +62,12 @@ def saved_keras_version(path: str) -> str:
                            "model.save('model.keras').") from error
     return str(metadata.get("keras_version", "3")).split(".")[0]
   if path.endswith(".h5"):
-    import h5py  # pylint: disable=g-import-not-at-top
     try:
-      with h5py.File(path, "r") as handle:
-        version = handle.attrs.get("keras_version", "2")
+      version = _h5_attribute(path, "keras_version") or "2"
     except Exception as error:  # pylint: disable=broad-except  (h5py's errors)
       raise ModelLoadError(f"{path} is not a readable .h5 file ({error}); it is "
                            "truncated or not a Keras model: save it again with "
                            "model.save('model.h5').") from error
-    version = version.decode() if isinstance(version, bytes) else str(version)
     return version.split(".")[0]
   raise ModelLoadError(f"{path}: give a .keras or .h5 model file.")
 
@@ -153,7 +150,7 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
                      f"Keras {version} {kind}, rebuilt in Keras 2", original)
 
 
-def _keras_load(path: str, load) -> "keras.Model":
+def _keras_load(path: str, load):
   """load(), with whatever Keras raises on a damaged or foreign file as a ModelLoadError.
 
   Keras' loaders fail in many ways on a damaged file (KeyError from a zip
@@ -218,14 +215,16 @@ def _keras2_config_text(path: str) -> str:
   if path.endswith(".keras"):
     with zipfile.ZipFile(path) as archive:
       return archive.read("config.json").decode("utf-8")
+  return _h5_attribute(path, "model_config") or ""
+
+
+def _h5_attribute(path: str, name: str) -> Optional[str]:
+  """A text attribute of an .h5 file's root (None when absent)."""
   import h5py  # pylint: disable=g-import-not-at-top
-  config = _h5_attribute(h5py, path, "model_config")
-  return config.decode("utf-8") if isinstance(config, bytes) else str(config or "")
-
-
-def _h5_attribute(h5py, path: str, name: str):
   with h5py.File(path, "r") as handle:
-    return handle.attrs.get(name)
+    value = handle.attrs.get(name)
+  return value.decode("utf-8") if isinstance(value, bytes) else (
+      None if value is None else str(value))
 
 
 def load_model(path: str, allow_unsafe: bool = False,

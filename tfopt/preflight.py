@@ -249,10 +249,8 @@ def remove_half_written(output_dir: str):
     if _half_written(name):
       os.remove(os.path.join(output_dir, name))
       log(f"resume: removed {name}, a file a killed run left half-written")
-  for root, _, _ in sorted(os.walk(output_dir), key=lambda item: -len(item[0])):
-    if os.path.basename(root).startswith(artifacts.TEMPORARY_PREFIX):
-      with contextlib.suppress(OSError):
-        os.rmdir(root)
+  artifacts.remove_empty_dirs(
+      output_dir, only=lambda name: name.startswith(artifacts.TEMPORARY_PREFIX))
 
 
 def _half_written(name: str) -> bool:
