@@ -3,14 +3,13 @@
 The flags live here, in one place; the library never reads them.
 """
 
-import dataclasses
 import os
 import sys
 
 from absl import app, flags
 from absl import logging as absl_logging
 
-from tfopt.config import STRATEGIES, ConfigError, PipelineConfig
+from tfopt.config import STRATEGIES, ConfigError, DataConfig, PipelineConfig
 from tfopt.errors import TfoptError
 from tfopt.models import BUILDERS
 from tfopt.stages import registry
@@ -18,7 +17,13 @@ from tfopt.stages import registry
 FLAGS = flags.FLAGS
 _DEFAULT = PipelineConfig()
 
-flags.DEFINE_string("dataset", "mnist", "Data set: mnist, fashion_mnist, cifar10, "
+flags.DEFINE_string("recipe", None, "A recipe file (YAML): the stages and every "
+                    "stage's settings, as each run writes them to recipe.yaml in "
+                    "its output dir. Flags given as well override its values.")
+flags.DEFINE_string("preset", None, "A recipe shipped with tfopt, by name: "
+                    "default, smallest or fastest (see tfopt/presets/). Flags "
+                    "given as well override its values.")
+flags.DEFINE_string("dataset", None, "Data set: mnist, fashion_mnist, cifar10, "
                     "or folder (your images in --data_dir).")
 flags.DEFINE_string("data_dir", None, "Directory with the data set's IDX .gz "
                     "files or .npz (default: $TFOPT_DATA_DIR, then download); "
@@ -118,6 +123,10 @@ flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency media
 # flag name -> (PipelineConfig section, field name)
 _OVERRIDES = {
     "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
+  "seed": (None, "seed"), "strategy": (None, "strategy"),
+  "worker_timeout": (None, "worker_timeout"), "model": (None, "model"),
+  "output_dir": (None, "output_dir"), "compare_scratch": (None, "compare_scratch"),
+  "allow_unsafe_model": (None, "allow_unsafe_model"),
     "teacher": ("teacher", "builder"), "teacher_epochs": ("teacher", "epochs"),
     "teacher_learning_rate": ("teacher", "learning_rate"),
     "student": ("distill", "builder"), "distill_epochs": ("distill", "epochs"),
@@ -151,18 +160,29 @@ _OVERRIDES = {
 
 
 def config_from_flags() -> PipelineConfig:
-  """Builds the PipelineConfig from the parsed flags (raises ConfigError)."""
-  base = PipelineConfig.quick() if FLAGS.quick else PipelineConfig()
+  """Builds the PipelineConfig from the parsed flags (raises ConfigError).
+
+  Layers, each over the one before: the defaults, the --recipe or --preset
+  file, --quick's slices and epochs, then every flag given.
+  """
+  from tfopt import recipe  # pylint: disable=g-import-not-at-top
+  loaded = _recipe()
+  from_recipe = loaded.changes() if loaded else {}
+  model = FLAGS.model or from_recipe.get(None, {}).get("model")
   ignored = [f"--{name}" for name in ("teacher", "teacher_epochs", "teacher_learning_rate")
-             if FLAGS.model and FLAGS[name].value is not None]
+             if model and FLAGS[name].value is not None]
   if ignored:
     raise ConfigError(f"{', '.join(ignored)} set how a teacher is trained, but --model "
                       "gives the baseline and nothing is trained in its place; drop "
                       f"{' and '.join(ignored)}.")
-  changes = {}
+  changes, top = {}, {}
   for flag_name, (section, field_name) in _OVERRIDES.items():
-    if FLAGS[flag_name].value is not None:
-      changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
+    if FLAGS[flag_name].present or (FLAGS[flag_name].value is not None
+                                    and FLAGS[flag_name].default is None):
+      if section is None:
+        top[field_name] = FLAGS[flag_name].value
+      else:
+        changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
     for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster", "qat",
                     "binary"):
@@ -198,18 +218,31 @@ def config_from_flags() -> PipelineConfig:
                              ("cluster_layers", "cluster"), ("binary_layers", "binary")):
     if FLAGS[flag_name].value is not None:
       changes.setdefault(section, {})["layers"] = tuple(FLAGS[flag_name].value)
-  sections = {section: dataclasses.replace(getattr(base, section), **values)
-              for section, values in changes.items()}  # validates each one
-  data = sections.get("data", base.data)
-  name = (f"folder-{os.path.basename(os.path.normpath(data.data_dir))}"
-          if data.dataset == "folder" else data.dataset)
-  default_output_dir = f"runs/{name}" + ("-quick" if FLAGS.quick else "")
-  stages = tuple(FLAGS.stages) if FLAGS.stages is not None else base.stages
-  return dataclasses.replace(
-      base, **sections, seed=FLAGS.seed, compare_scratch=FLAGS.compare_scratch,
-      stages=stages, output_dir=FLAGS.output_dir or default_output_dir,
-      model=FLAGS.model, allow_unsafe_model=FLAGS.allow_unsafe_model,
-      strategy=FLAGS.strategy, worker_timeout=FLAGS.worker_timeout)
+  if FLAGS.stages is not None:
+    top["stages"] = tuple(FLAGS.stages)
+  changes[None] = top
+  merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
+                        changes)
+  if "output_dir" not in merged[None]:
+    merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
+  return recipe.build(merged, loaded)
+
+
+def _default_output_dir(data: dict) -> str:
+  """runs/<data set>, runs/folder-<folder name>; -quick for --quick runs."""
+  dataset = data.get("dataset", DataConfig.dataset)
+  name = (f"folder-{os.path.basename(os.path.normpath(data['data_dir']))}"
+          if dataset == "folder" and data.get("data_dir") else dataset)
+  return f"runs/{name}" + ("-quick" if FLAGS.quick else "")
+
+
+def _recipe():
+  """The --recipe or --preset file, loaded, or None."""
+  from tfopt import recipe  # pylint: disable=g-import-not-at-top
+  if FLAGS.recipe and FLAGS.preset:
+    raise ConfigError("--recipe and --preset both give a recipe; choose one.")
+  path = recipe.preset_path(FLAGS.preset) if FLAGS.preset else FLAGS.recipe
+  return recipe.load(path) if path else None
 
 
 def _parse_numbers(flag_name: str, values, kind) -> tuple:

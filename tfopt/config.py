@@ -286,3 +286,18 @@ class PipelineConfig:
     )
     quick.update(overrides)
     return cls(**quick)
+
+  @classmethod
+  def quick_changes(cls) -> dict:
+    """quick()'s data slice, epochs and batch sizes as {section: {field: value}}."""
+    quick, default = cls.quick(), cls()
+    changes = {}
+    for section in dataclasses.fields(cls):
+      if dataclasses.is_dataclass(section.type):
+        ours, theirs = getattr(quick, section.name), getattr(default, section.name)
+        differs = {field.name: getattr(ours, field.name)
+                   for field in dataclasses.fields(ours)
+                   if getattr(ours, field.name) != getattr(theirs, field.name)}
+        if differs:
+          changes[section.name] = differs
+    return changes

@@ -19,7 +19,8 @@ from typing import Dict, List
 
 import numpy as np
 
-from tfopt import artifacts, deploy, distribute, epoch_checkpoints, preflight, qat, resume
+from tfopt import (artifacts, deploy, distribute, epoch_checkpoints, preflight, qat, recipe,
+                   resume)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig
 from tfopt.report import ModelRow, Report, machine_info, versions
@@ -160,6 +161,8 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
       distribution.replicas)
   state.seconds["data"] = time.perf_counter() - started
   kept = _resume(state, [stage.name for stage in plan], keys, force)
+  state.manifest.record("recipe", artifacts.write_text_atomic(
+      os.path.join(config.output_dir, recipe.FILENAME), recipe.dump(config)))
   run_started = time.perf_counter()
   for position, (stage, key) in enumerate(zip(plan[kept:], keys[kept:]), start=kept + 1):
     started = time.perf_counter()

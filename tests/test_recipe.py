@@ -1,0 +1,140 @@
+"""Recipes: a run's settings as a YAML file, written by every run, read back by
+--recipe, shipped as presets; bad recipes give one error naming key and line."""
+
+import json
+import os
+
+import pytest
+from absl import flags
+
+from conftest import write_idx_dataset
+from tfopt import cli, recipe
+from tfopt.config import PipelineConfig
+
+FLAGS = flags.FLAGS
+
+
+def parse(*args) -> PipelineConfig:
+  FLAGS.unparse_flags()
+  FLAGS(["tfopt compress", *args])
+  return cli.config_from_flags()
+
+
+def run_cli(capsys, *args):
+  """`tfopt compress ARGS` in process: (exit code, stderr)."""
+  FLAGS.unparse_flags()
+  FLAGS(["tfopt compress", *args])
+  code = cli.main(["tfopt compress"])
+  return code, capsys.readouterr().err
+
+
+def write(tmp_path, text: str, name: str = "recipe.yaml") -> str:
+  path = tmp_path / name
+  path.write_text(text, encoding="utf-8")
+  return str(path)
+
+
+def test_dump_and_load_give_back_the_same_config(tmp_path):
+  config = PipelineConfig(
+      stages=("teacher", "distill", "lowrank", "cluster"), seed=3,
+      compare_scratch=True, output_dir="runs/x",
+      lowrank=PipelineConfig().lowrank.__class__(param_ratio=None, ranks={"fc": 12}),
+      cluster=PipelineConfig().cluster.__class__(layer_clusters={"fc": 8},
+                                                 layers=("fc", "conv1")))
+  path = write(tmp_path, recipe.dump(config))
+  loaded = recipe.load(path)
+  assert recipe.build(loaded.changes(), loaded) == config
+  text = open(path, encoding="utf-8").read()
+  assert text.startswith("# tfopt recipe") and "stages: [teacher, distill, lowrank, cluster]" in text
+
+
+def test_flags_override_the_recipe_and_quick_sits_between(tmp_path):
+  path = write(tmp_path, "stages: [teacher, distill]\nseed: 4\n"
+               "teacher: {epochs: 7, learning_rate: 0.01}\n"
+               "distill: {temperature: 4.0}\ndata: {max_train_examples: 900}\n")
+  config = parse("--recipe", path, "--teacher_epochs", "9")
+  assert config.teacher.epochs == 9 and config.teacher.learning_rate == 0.01
+  assert config.seed == 4 and config.distill.temperature == 4.0
+  assert config.stages == ("teacher", "distill")
+  assert config.output_dir == "runs/mnist"
+  quick = parse("--recipe", path, "--quick", "--seed", "0")
+  assert quick.teacher.epochs == PipelineConfig.quick().teacher.epochs  # quick over recipe
+  assert quick.seed == 0 and quick.distill.temperature == 4.0
+  assert quick.output_dir == "runs/mnist-quick"
+
+
+def test_a_flag_completes_what_a_recipe_leaves_open(tmp_path):
+  path = write(tmp_path, "data:\n  dataset: folder\n")
+  config = parse("--recipe", path, "--data_dir", str(tmp_path / "photos"))
+  assert config.data.dataset == "folder" and config.output_dir == "runs/folder-photos"
+
+
+def test_presets_are_valid_recipes():
+  assert {"default", "smallest", "fastest"} <= set(recipe.preset_names())
+  for name in recipe.preset_names():
+    config = parse("--preset", name)
+    assert config.stages[0] == "teacher"
+  assert parse("--preset", "default") == parse()  # the preset is the default run
+  assert parse("--preset", "smallest").stages == ("teacher", "distill", "binary")
+
+
+BAD_RECIPES = {
+    "unknown stage": ("stages: [teacher, distil]\n", "line 1 (stages): stages='teacher,distil'"),
+    "unknown key": ("seed: 1\nteacher:\n  epoch: 3\n",
+                    "line 3: unknown key 'epoch' in section teacher; the keys are: builder, epochs"),
+    "unknown top-level key": ("stages: [teacher]\nfoo: 1\n", "line 2: unknown key 'foo' in the recipe"),
+    "wrong type": ("teacher:\n  epochs: five\n", "line 2: teacher.epochs: 'five' is not an integer"),
+    "wrong list type": ("analysis:\n  bits: 8\n", "line 2: analysis.bits: 8 is not a list"),
+    "out of range": ("prune:\n  target_sparsity: 1.5\n",
+                     "line 2 (prune.target_sparsity): target_sparsity=1.5 is invalid"),
+    "bad chain": ("stages: [teacher, scratch]\n", "line 1 (stages)"),
+    "YAML syntax error": ("teacher:\n  epochs: 3\n   batch_size: 4\n", "line 3: not valid YAML"),
+    "repeated key": ("seed: 1\nseed: 2\n", "line 2: seed is given twice"),
+    "section given a value": ("teacher: 3\n", "line 1: teacher is a section"),
+    "not a mapping": ("- teacher\n- distill\n", "line 1: a recipe is a mapping"),
+}
+
+
+@pytest.mark.parametrize("text, message", BAD_RECIPES.values(), ids=list(BAD_RECIPES))
+def test_a_bad_recipe_names_the_line_and_key_exit_2_no_output(text, message, tmp_path,
+                                                              capsys):
+  path = write(tmp_path, text)
+  output_dir = tmp_path / "out"
+  code, error = run_cli(capsys, "--recipe", path, "--output_dir", str(output_dir))
+  assert code == 2
+  assert error.startswith(f"tfopt: error: recipe {path}") and error.count("\n") == 1, error
+  assert message in error and "Traceback" not in error
+  assert not output_dir.exists()
+
+
+def test_missing_recipe_and_unknown_preset(tmp_path, capsys):
+  code, error = run_cli(capsys, "--recipe", str(tmp_path / "nope.yaml"))
+  assert code == 2 and "cannot be read" in error
+  code, error = run_cli(capsys, "--preset", "tiniest")
+  assert code == 2 and "preset='tiniest' is invalid: it must be one of default" in error
+
+
+def test_a_run_writes_its_recipe_and_the_recipe_reruns_it(tmp_path, capsys):
+  data_dir = tmp_path / "data"
+  write_idx_dataset(data_dir / "mnist", train=160, test=40)
+  output_dir = tmp_path / "run"
+  code, error = run_cli(capsys, "--quick", "--stages", "teacher", "--teacher_epochs", "1",
+                        "--data_dir", str(data_dir), "--output_dir", str(output_dir))
+  assert code == 0, error
+  written = output_dir / recipe.FILENAME
+  manifest = json.loads((output_dir / "manifest.json").read_text())
+  assert recipe.FILENAME in {entry["path"] for entry in manifest["artifacts"]}
+  text = written.read_text()
+  assert "teacher:\n  builder: teacher\n  epochs: 1\n" in text
+  copy = write(tmp_path, text, "shared.yaml")  # the recipe, sent to a colleague
+  code, error = run_cli(capsys, "--recipe", copy)  # no other flag
+  assert code == 0, error
+  report = json.loads((output_dir / "report.json").read_text())
+  assert report["resumed_stages"] == ["teacher", "convert", "evaluate"]
+  assert written.read_text() == text
+  # A flag over the recipe is a different run: the teacher is trained again.
+  code, error = run_cli(capsys, "--recipe", copy, "--teacher_epochs", "2")
+  assert code == 0, error
+  report = json.loads((output_dir / "report.json").read_text())
+  assert report["resumed_stages"] == [] and report["config"]["teacher"]["epochs"] == 2
+  assert os.path.isfile(output_dir / "baseline_int8.tflite")

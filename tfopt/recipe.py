@@ -1,0 +1,267 @@
+"""Recipes: a run's whole configuration as a YAML file.
+
+A recipe is PipelineConfig written out: top-level keys are its fields
+(stages, seed, output_dir, ...), and each section (data, teacher, distill,
+prune, slim, ...) is a mapping of that dataclass's fields. Every key may be
+left out (it keeps its default). Values are checked by the same dataclasses
+that check flags; an unknown key, a wrong type or a value out of range is one
+RecipeError naming the file, the line and the key.
+
+    load(path) -> Recipe       read and type-check a file (no defaults applied)
+    build(merge(recipe.changes(), more), recipe) -> PipelineConfig
+    dump(config) -> str        the resolved recipe of a run (recipe.yaml)
+    preset_path(name)          a recipe shipped in tfopt/presets/
+
+Every run writes its resolved recipe.yaml into the output dir;
+`tfopt compress --recipe runs/x/recipe.yaml` runs it again (resume keeps it).
+"""
+
+import dataclasses
+import os
+import re
+import typing
+from typing import Any, Dict, List, Optional, Tuple
+
+import yaml
+
+from tfopt.config import PipelineConfig
+from tfopt.validate import ConfigError
+
+__all__ = ["RecipeError", "Recipe", "load", "dump", "preset_path", "preset_names",
+           "FILENAME"]
+
+FILENAME = "recipe.yaml"
+PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
+_SECTIONS = tuple(field.name for field in dataclasses.fields(PipelineConfig)
+                  if dataclasses.is_dataclass(field.type))
+
+
+# {section name, or None for PipelineConfig's own fields: {field: value}}
+Changes = Dict[Optional[str], Dict[str, Any]]
+
+
+class RecipeError(ConfigError):
+  """A recipe file cannot be read, or holds a bad key or value."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+  """One value of a recipe, and where it was written."""
+  section: Optional[str]  # None for a top-level key
+  key: str
+  value: Any
+  line: int
+
+  @property
+  def name(self) -> str:
+    return f"{self.section}.{self.key}" if self.section else self.key
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+  """The settings a recipe file gives, type-checked, in file order."""
+  path: str
+  settings: Tuple[Setting, ...]
+
+  def sets(self, key: str, section: Optional[str] = None) -> bool:
+    return any(s.key == key and s.section == section for s in self.settings)
+
+  def changes(self) -> Changes:
+    """{section (None: top level): {key: value}}, as build() takes them."""
+    changes: Changes = {}
+    for setting in self.settings:
+      changes.setdefault(setting.section, {})[setting.key] = setting.value
+    return changes
+
+  def error(self, setting: Setting, message: str) -> RecipeError:
+    return RecipeError(f"recipe {self.path}, line {setting.line} ({setting.name}): "
+                       f"{message}")
+
+
+def merge(*layers: Changes) -> Changes:
+  """The layers' values, each layer over the ones before it."""
+  merged: Changes = {}
+  for layer in layers:
+    for section, values in layer.items():
+      merged.setdefault(section, {}).update(values)
+  return merged
+
+
+def build(changes: Changes, recipe: Optional[Recipe] = None) -> PipelineConfig:
+  """PipelineConfig() with `changes`, validated in one go.
+
+  A ConfigError about a value that `recipe` gave (and no later layer
+  replaced) is raised again as a RecipeError naming its line.
+  """
+  default = PipelineConfig()
+  sections = {}
+  for name, values in changes.items():
+    if name is not None:
+      sections[name] = _explained(recipe, name, values, lambda: dataclasses.replace(
+          getattr(default, name), **values))
+  top = changes.get(None, {})
+  return _explained(recipe, None, top, lambda: dataclasses.replace(
+      default, **sections, **top))
+
+
+def _explained(recipe: Optional[Recipe], section: Optional[str], values: dict, make):
+  try:
+    return make()
+  except ConfigError as error:
+    given = [s for s in (recipe.settings if recipe else ())
+             if s.section == section and s.key in values and values[s.key] == s.value]
+    culprit = _culprit(str(error), given)
+    if culprit is None:
+      raise
+    raise recipe.error(culprit, str(error)) from None
+
+
+def _culprit(message: str, settings: List[Setting]) -> Optional[Setting]:
+  """The setting an error message is about: the one it names first, else
+  stages (chain errors), else None."""
+  named = [(message.find(s.key), s) for s in settings
+           if re.search(rf"\b{re.escape(s.key)}\b", message)]
+  if named:
+    return min(named, key=lambda pair: pair[0])[1]
+  return next((s for s in settings if s.key == "stages"), None)
+
+
+def load(path: str) -> Recipe:
+  """Reads and type-checks a recipe file.
+
+  Raises:
+    RecipeError: a missing or unreadable file, a YAML syntax error (with its
+      line), an unknown or repeated key, or a value of the wrong type.
+  """
+  try:
+    with open(path, encoding="utf-8") as file:
+      text = file.read()
+  except (OSError, UnicodeDecodeError) as error:
+    raise RecipeError(f"recipe {path} cannot be read: {error}. Give a YAML file "
+                      f"(see tfopt/presets/ for examples).") from None
+  loader = yaml.SafeLoader(text)
+  try:
+    root = loader.get_single_node()
+    settings = _settings(path, loader, root)
+  except yaml.MarkedYAMLError as error:
+    mark = error.problem_mark or error.context_mark
+    line = f", line {mark.line + 1}" if mark else ""
+    raise RecipeError(f"recipe {path}{line}: not valid YAML: {error.problem}.") from None
+  except yaml.YAMLError as error:
+    raise RecipeError(f"recipe {path}: not valid YAML: {error}.") from None
+  finally:
+    loader.dispose()
+  return Recipe(path, tuple(settings))
+
+
+def _settings(path: str, loader, root) -> List[Setting]:
+  if root is None:
+    return []  # an empty file: every default
+  fail = lambda node, message: RecipeError(
+      f"recipe {path}, line {node.start_mark.line + 1}: {message}")
+  if not isinstance(root, yaml.MappingNode):
+    raise fail(root, "a recipe is a mapping of keys (stages:, seed:, teacher:, ...).")
+  hints = typing.get_type_hints(PipelineConfig)
+  settings = []
+  for key_node, value_node, key in _keys(root, loader, fail, hints, "the recipe"):
+    if key in _SECTIONS:
+      if not isinstance(value_node, yaml.MappingNode):
+        raise fail(value_node, f"{key} is a section: give its keys below it, indented.")
+      section_hints = typing.get_type_hints(hints[key])
+      for sub_key_node, sub_value_node, sub_key in _keys(
+          value_node, loader, fail, section_hints, f"section {key}"):
+        value = loader.construct_object(sub_value_node, deep=True)
+        settings.append(Setting(key, sub_key, _typed(
+            value, section_hints[sub_key], f"{key}.{sub_key}",
+            lambda message, node=sub_value_node: fail(node, message)),
+                                sub_key_node.start_mark.line + 1))
+    else:
+      value = loader.construct_object(value_node, deep=True)
+      settings.append(Setting(None, key, _typed(
+          value, hints[key], key, lambda message, node=value_node: fail(node, message)),
+                              key_node.start_mark.line + 1))
+  return settings
+
+
+def _keys(mapping, loader, fail, hints: Dict[str, Any], where: str):
+  """(key node, value node, key) of a mapping; unknown or repeated keys refused."""
+  seen = set()
+  for key_node, value_node in mapping.value:
+    key = loader.construct_object(key_node)
+    if not isinstance(key, str) or key not in hints:
+      known = ", ".join(hints)
+      raise fail(key_node, f"unknown key {key!r} in {where}; the keys are: {known}.")
+    if key in seen:
+      raise fail(key_node, f"{key} is given twice in {where}.")
+    seen.add(key)
+    yield key_node, value_node, key
+
+
+def _typed(value, hint, name: str, fail):
+  """`value` as the field's type wants it (lists become tuples); else fail."""
+  origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin is typing.Union:  # Optional[X]
+    if value is None:
+      return None
+    hint = next(arg for arg in args if arg is not type(None))
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+  if origin is tuple:
+    if not isinstance(value, list):
+      raise fail(f"{name}: {value!r} is not a list; write [a, b, ...].")
+    kinds = args[:1] * len(value) if args[-1] is Ellipsis else args
+    if len(kinds) != len(value):
+      raise fail(f"{name}: {value!r} must be a list of {len(args)} values.")
+    return tuple(_typed(item, kind, name, fail) for item, kind in zip(value, kinds))
+  if origin is dict:
+    if not isinstance(value, dict):
+      raise fail(f"{name}: {value!r} is not a mapping; write {{layer: value, ...}}.")
+    return {_typed(k, args[0], name, fail): _typed(v, args[1], name, fail)
+            for k, v in value.items()}
+  return _scalar(value, hint, name, fail)
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _scalar(value, hint, name: str, fail):
+  if hint is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):
+    return value
+  raise fail(f"{name}: {value!r} is not {_TYPE_NAMES.get(hint, hint.__name__)}.")
+
+
+def dump(config: PipelineConfig) -> str:
+  """The resolved recipe of `config`: every value, top-level keys first."""
+  as_dict = config.to_dict()
+  ordered = {key: value for key, value in as_dict.items() if key not in _SECTIONS}
+  ordered.update((key, as_dict[key]) for key in _SECTIONS)
+  header = ("# tfopt recipe: every setting of one run. Rerun it with\n"
+            "#   tfopt compress --recipe THIS_FILE\n"
+            "# (flags given as well override its values).\n")
+  return header + yaml.dump(ordered, Dumper=_Dumper, sort_keys=False,
+                            default_flow_style=False, width=100)
+
+
+class _Dumper(yaml.SafeDumper):
+  """Lists on one line ([8, 4, 2]), mappings as indented blocks."""
+
+
+_Dumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", value, flow_style=True))
+_Dumper.add_representer(tuple, lambda dumper, value: dumper.represent_sequence(
+    "tag:yaml.org,2002:seq", list(value), flow_style=True))
+
+
+def preset_names() -> List[str]:
+  return sorted(name[:-len(".yaml")] for name in os.listdir(PRESET_DIR)
+                if name.endswith(".yaml"))
+
+
+def preset_path(name: str) -> str:
+  """tfopt/presets/NAME.yaml; RecipeError listing the presets if none."""
+  if name not in preset_names():
+    raise RecipeError(f"preset={name!r} is invalid: it must be one of "
+                      f"{', '.join(preset_names())}.")
+  return os.path.join(PRESET_DIR, f"{name}.yaml")
+
