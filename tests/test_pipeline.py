@@ -37,6 +37,39 @@ def quick_run(mnist_dir, tmp_path_factory):
   return output_dir, result
 
 
+def test_every_training_stage_writes_tensorboard_curves(quick_run):
+  """tensorboard/<stage>: epoch loss and accuracy per split; prune's sparsity ramp."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  output_dir, result = quick_run
+  board = output_dir / "tensorboard"
+
+  def tags(folder):
+    events = EventAccumulator(str(board / folder))
+    events.Reload()
+    return {tag: [(event.step, float(tf.make_ndarray(event.tensor_proto)))
+                  for event in events.Tensors(tag)] for tag in events.Tags()["tensors"]}
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  report = json.loads((output_dir / "report.json").read_text())
+  for stage in ("teacher", "distill", "scratch", "slim", "slim-fit2", "prune"):
+    train, validation = tags(f"{stage}/train"), tags(f"{stage}/validation")
+    assert "epoch_loss" in train and "epoch_accuracy" in validation, stage
+    assert len(train["epoch_loss"]) >= 1 and all(
+        loss > 0 for _, loss in train["epoch_loss"]), stage
+  assert [step for step, _ in tags("teacher/train")["epoch_loss"]] == list(
+      range(report["config"]["teacher"]["epochs"]))
+  ramp = tags("prune/metrics")
+  kernels = [tag for tag in ramp if tag.endswith("/sparsity")]
+  assert len(kernels) == 4  # the student's 3 convs and its Dense
+  for tag in kernels:
+    assert ramp[tag][0][1] == 0.0 and abs(ramp[tag][-1][1] - 0.7) < 0.01  # 0 -> target
+  manifest = json.loads((output_dir / "manifest.json").read_text())
+  listed = {entry["path"] for entry in manifest["artifacts"]}
+  written = {str(path.relative_to(output_dir)) for path in board.rglob("*") if path.is_file()}
+  assert written and written <= listed  # tfopt's files: a rerun keeps them
+  assert f"tensorboard --logdir {output_dir}/tensorboard" in result.stdout
+
+
 def test_quick_run_writes_report_and_artifacts(quick_run):
   output_dir, result = quick_run
   report = json.loads((output_dir / "report.json").read_text())

@@ -14,7 +14,9 @@ the checkpoints whose key matches, fits before n restore their last epoch and
 train nothing, and fit n restores epoch k-1 and goes on from epoch k. Because
 each epoch's shuffle, augmentation and dropout follow from its own seed, the
 resumed result equals an uninterrupted run's (within float tolerance). When
-the stage finishes, its checkpoints are deleted and unlisted.
+the stage finishes, its checkpoints are deleted and unlisted. Each fit's
+TensorBoard event files (tensorboard/<stage>, see tfopt.tensorboard_logs) are
+listed the same way, but stay: a resumed fit appends to them.
 
 Why not Keras' BackupAndRestore: it restores the weights and the epoch but not
 the random state, so a resumed epoch k sees other shuffles than an
@@ -29,7 +31,7 @@ import os
 import re
 from typing import List, Optional
 
-from tfopt import artifacts
+from tfopt import artifacts, tensorboard_logs
 
 __all__ = ["StageCheckpoints", "FitCheckpoints", "active", "DIRECTORY"]
 
@@ -69,7 +71,8 @@ class StageCheckpoints:
 
   def listed(self) -> List[str]:
     """This stage's checkpoint files in the manifest that were written under its key."""
-    return self.manifest.checkpoints_of(self.stage, self.key)
+    return [path for path in self.manifest.checkpoints_of(self.stage, self.key)
+            if path.startswith(DIRECTORY + "/")]
 
   def clear(self):
     """Deletes and unlists every checkpoint of this stage."""
@@ -85,6 +88,19 @@ class FitCheckpoints:
 
   def epoch_seed(self, epoch: int) -> int:
     return (self.stage.seed * 1_000_003 + self.number * 10_007 + epoch) % (2 ** 31)
+
+  @property
+  def tensorboard_dir(self) -> str:
+    """tensorboard/<stage> for the stage's first fit, <stage>-fit<n> for others."""
+    name = self.stage.stage + (f"-fit{self.number}" if self.number > 1 else "")
+    return os.path.join(self.stage.manifest.output_dir, tensorboard_logs.DIRECTORY, name)
+
+  def record_tensorboard_files(self):
+    """Lists the fit's event files (kept with the stage, and by a resume of it)."""
+    for directory, _, names in os.walk(self.tensorboard_dir):
+      for name in sorted(names):
+        self.stage.manifest.record(self.stage.stage, os.path.join(directory, name),
+                                   resume_key=self.stage.key)
 
   def _prefix(self, epoch: int, temporary: bool = False) -> str:
     name = f"fit{self.number}-epoch{epoch}"

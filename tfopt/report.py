@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 from tfopt.artifacts import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
-           "percent", "save_plot", "save_sweep_plot"]
+           "percent", "pareto_front", "save_plot", "save_sweep_plot"]
 
 
 @dataclasses.dataclass
@@ -65,6 +65,8 @@ class Report:
   # Stages kept from an earlier run into the same output dir (their seconds
   # are that run's).
   resumed_stages: List[str] = dataclasses.field(default_factory=list)
+  # What the run wrote and how to open it ({what: path or command}).
+  outputs: Dict[str, str] = dataclasses.field(default_factory=dict)
 
   def __getattr__(self, name: str):
     sections = self.__dict__.get("sections") or {}
@@ -165,6 +167,9 @@ def render_markdown(report: Report) -> str:
   lines += ["", "## Machine and versions", ""]
   lines += [f"- {key}: {value}" for key, value in report.machine.items()]
   lines += [f"- {key}: {value}" for key, value in report.versions.items()]
+  if report.outputs:
+    lines += ["", "## Where the outputs are", ""]
+    lines += [f"- {what}: `{where}`" for what, where in report.outputs.items()]
   return "\n".join(lines) + "\n"
 
 
@@ -173,25 +178,50 @@ def percent(value: Optional[float], digits: int = 1) -> str:
   return "n/a" if value is None else f"{100 * value:.{digits}f} %"
 
 
+def pareto_front(points: List[tuple]) -> List[int]:
+  """Indices of the points (cost, accuracy) no other point beats on both,
+  cheapest first: what a user picks from."""
+  order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+  front, best = [], float("-inf")
+  for index in order:
+    if points[index][1] > best:
+      front.append(index)
+      best = points[index][1]
+  return front
+
+
 def save_plot(report: Report, path: str, title: Optional[str] = None):
-  """Accuracy against gzip size, one labelled point per model, as a PNG."""
+  """Accuracy against gzip size and against latency, each with its Pareto
+  front, one labelled point per model, as a PNG."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot  # pylint: disable=g-import-not-at-top
-  figure, axes = pyplot.subplots(figsize=(7, 4.5))
-  for row in report.models:
-    axes.scatter(row.gzip_bytes / 1024, 100 * row.accuracy, s=40)
-    axes.annotate(row.name, (row.gzip_bytes / 1024, 100 * row.accuracy),
-                  textcoords="offset points", xytext=(6, 4), fontsize=8)
-  axes.set_xscale("log")
-  axes.margins(x=0.25, y=0.1)
-  axes.set_xlabel("gzip size of the .tflite (KiB, log scale)")
-  axes.set_ylabel("test accuracy in LiteRT (%)")
-  axes.set_title(title or f"tfopt — {report.dataset}: accuracy vs size")
-  axes.grid(True, which="both", alpha=0.3)
+  figure, axes = pyplot.subplots(1, 2, figsize=(13, 4.8))
+  accuracy = [100 * row.accuracy for row in report.models]
+  for axis, costs, label in (
+      (axes[0], [row.gzip_bytes / 1024 for row in report.models],
+       "gzip size of the .tflite (KiB, log scale)"),
+      (axes[1], [max(row.latency_us, 0.1) for row in report.models],
+       "latency, batch 1 (µs, log scale)")):
+    for cost, value, row in zip(costs, accuracy, report.models):
+      axis.scatter(cost, value, s=40)
+      axis.annotate(row.name, (cost, value), textcoords="offset points",
+                    xytext=(6, 4), fontsize=8)
+    front = pareto_front(list(zip(costs, accuracy)))
+    axis.step([costs[i] for i in front], [accuracy[i] for i in front], where="post",
+              color="0.3", linestyle="--", linewidth=1, label="Pareto front")
+    axis.set_xscale("log")
+    axis.margins(x=0.25, y=0.1)
+    axis.set_xlabel(label)
+    axis.set_ylabel("test accuracy in LiteRT (%)")
+    axis.grid(True, which="both", alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+  axes[0].set_title("accuracy vs size")
+  axes[1].set_title("accuracy vs latency")
+  figure.suptitle(title or f"tfopt — {report.dataset}")
   figure.tight_layout()
   image = io.BytesIO()
-  figure.savefig(image, format="png", dpi=120)
+  figure.savefig(image, format="png", dpi=110)
   pyplot.close(figure)
   write_bytes_atomic(path, image.getvalue())
 

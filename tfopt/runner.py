@@ -20,7 +20,7 @@ from typing import Dict, List
 import numpy as np
 
 from tfopt import (artifacts, deploy, distribute, epoch_checkpoints, preflight, qat, recipe,
-                   resume)
+                   resume, tensorboard_logs)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig
 from tfopt.report import ModelRow, Report, machine_info, versions
@@ -180,10 +180,23 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
     state.manifest.finish(stage.name, key, output, state.seconds[stage.name])
     log(f"{stage.name}: done in {state.seconds[stage.name]:.1f} s")
   state.seconds["total"] = sum(state.seconds.values())
-  result = write_report(state, plan)
   write_deploy_bundle(state)
-  log(f"report: {os.path.join(config.output_dir, 'report.md')}")
+  result = write_report(state, plan)
+  for what, where in result.outputs.items():
+    log(f"{what}: {where}")
   return result
+
+
+def _outputs(config: PipelineConfig) -> Dict[str, str]:
+  """Where the run's outputs are, and the commands that open them."""
+  out = config.output_dir
+  outputs = {"report": os.path.join(out, "report.md"),
+             "plot": os.path.join(out, "report.png"),
+             "deploy bundle": os.path.join(out, deploy.DIRECTORY) + "/",
+             "recipe (rerun it)": f"tfopt compress --recipe {os.path.join(out, recipe.FILENAME)}"}
+  if os.path.isdir(os.path.join(out, tensorboard_logs.DIRECTORY)):
+    outputs["training curves"] = tensorboard_logs.command(out)
+  return outputs
 
 
 def _minutes(seconds: float) -> str:
@@ -230,7 +243,8 @@ def write_report(state: Run, plan: list) -> Report:
       keras_accuracy={name: float(np.mean(context.keras_top1(name) == data.y_test))
                       for name in state.models},
       sections=sections, stages=dict(state.seconds), resumed_stages=list(state.resumed),
-      config=state.config.to_dict(), machine=machine_info(), versions=versions())
+      config=state.config.to_dict(), machine=machine_info(), versions=versions(),
+      outputs=_outputs(state.config))
   for path in result.save(state.config.output_dir):
     state.manifest.record("report", path)
   return result

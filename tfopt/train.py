@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tfopt import epoch_checkpoints
+from tfopt import epoch_checkpoints, tensorboard_logs
 from tfopt._keras import keras, predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
@@ -99,8 +99,11 @@ def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
   for epoch in range(start, epochs):
     keras.utils.set_random_seed(checkpoints.epoch_seed(epoch))
     trainer.train_function = None  # retraced: its random ops follow the epoch's seed
+    summaries = tensorboard_logs.callback(checkpoints.tensorboard_dir, callbacks)
     one = _fit(trainer, dataset, epochs, epoch, batch_size,
-               list(callbacks) + [_StopAfterOneEpoch()], verbose)
+               list(callbacks) + [summaries, _StopAfterOneEpoch()], verbose)
+    tensorboard_logs.close(summaries)
+    checkpoints.record_tensorboard_files()
     history = one if history is None else _appended(history, one)
     checkpoints.save(checkpoint, epoch + 1)
   # What follows is the same whether this fit ran or was restored.
