@@ -23,6 +23,10 @@ flags.DEFINE_string("recipe", None, "A recipe file (YAML): the stages and every 
 flags.DEFINE_string("preset", None, "A recipe shipped with tfopt, by name: "
                     "default, smallest or fastest (see tfopt/presets/). Flags "
                     "given as well override its values.")
+flags.DEFINE_enum("log_format", "text", ["text", "json"], "text: a line per step, "
+                  "Keras' progress bars on a terminal, the report at the end; json: "
+                  "one JSON object per line on stdout (stages, epochs with their "
+                  "metrics, outputs), for CI logs.")
 flags.DEFINE_string("dataset", None, "Data set: mnist, fashion_mnist, cifar10, "
                     "or folder (your images in --data_dir).")
 flags.DEFINE_string("data_dir", None, "Directory with the data set's IDX .gz "
@@ -272,15 +276,22 @@ def main(argv):
   # TensorFlow's converter logs every SavedModel it writes at INFO; the
   # user's terminal gets tfopt's own lines and warnings only.
   absl_logging.set_verbosity(absl_logging.WARNING)
+  from tfopt import progress  # pylint: disable=g-import-not-at-top
+  progress.set_format(FLAGS.log_format)
   try:
     config = config_from_flags()
     from tfopt import runner  # pylint: disable=g-import-not-at-top
     result = runner.run(config, force=FLAGS.force)
   except TfoptError as error:
+    if progress.json_mode():
+      progress.log(str(error), event="error")
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2
   from tfopt.report import render_markdown  # pylint: disable=g-import-not-at-top
-  print(render_markdown(result))
+  if progress.json_mode():
+    progress.log("done", event="done", outputs=result.outputs)
+  else:
+    print(render_markdown(result))
   return 0
 
 

@@ -15,6 +15,7 @@ from typing import Dict, List
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
+from tfopt import progress
 from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
@@ -128,8 +129,9 @@ class TFLiteClassifier:
                         "model was made for.")
     from tfopt.image_files import bounded_batch  # pylint: disable=g-import-not-at-top
     batch_size = bounded_batch(expected, batch_size)  # photos: smaller batches
-    return np.concatenate([self.run(images[start:start + batch_size])
-                           for start in range(0, len(images), batch_size)])
+    starts = range(0, len(images), batch_size)
+    return np.concatenate([self.run(images[start:start + batch_size]) for start in
+                           progress.bar(starts, len(starts), os.path.basename(self.path))])
 
 
 def top1(path: str, images: np.ndarray, num_threads: int = 1,

@@ -20,7 +20,7 @@ from typing import Dict, List
 import numpy as np
 
 from tfopt import (artifacts, deploy, distribute, epoch_checkpoints, preflight, qat, recipe,
-                   resume, tensorboard_logs)
+                   progress, resume, tensorboard_logs)
 from tfopt._keras import keras
 from tfopt.config import PipelineConfig
 from tfopt.report import ModelRow, Report, machine_info, versions
@@ -163,11 +163,25 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
   kept = _resume(state, [stage.name for stage in plan], keys, force)
   state.manifest.record("recipe", artifacts.write_text_atomic(
       os.path.join(config.output_dir, recipe.FILENAME), recipe.dump(config)))
-  run_started = time.perf_counter()
+  clock = progress.Progress([stage.name for stage in plan],
+                            {stage.name: stage.training_epochs(config) for stage in plan[kept:]})
+  with clock:
+    _run_stages(state, plan, keys, kept, clock)
+  state.seconds["total"] = sum(state.seconds.values())
+  write_deploy_bundle(state)
+  result = write_report(state, plan)
+  for what, where in result.outputs.items():
+    log(f"{what}: {where}", event="output", what=what, where=where)
+  return result
+
+
+def _run_stages(state: Run, plan: list, keys: List[str], kept: int,
+                clock: progress.Progress):
+  """Runs the stages after the `kept` ones, each saved and listed as it ends."""
+  config = state.config
   for position, (stage, key) in enumerate(zip(plan[kept:], keys[kept:]), start=kept + 1):
     started = time.perf_counter()
-    log(f"stage {position} of {len(plan)}: {stage.name} "
-        f"({_minutes(started - run_started)} into the run)")
+    clock.stage_started(stage.name, position)
     # Each stage starts from the same seed: the distilled and scratch students
     # see the same shuffles, and a stage's result does not depend on the ones
     # before it (nor on whether they ran or were resumed).
@@ -178,13 +192,7 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
       output = state.keep(stage.name, stage.run(state.context(stage.name)))
     state.seconds[stage.name] = time.perf_counter() - started
     state.manifest.finish(stage.name, key, output, state.seconds[stage.name])
-    log(f"{stage.name}: done in {state.seconds[stage.name]:.1f} s")
-  state.seconds["total"] = sum(state.seconds.values())
-  write_deploy_bundle(state)
-  result = write_report(state, plan)
-  for what, where in result.outputs.items():
-    log(f"{what}: {where}")
-  return result
+    clock.stage_done(stage.name, state.seconds[stage.name])
 
 
 def _outputs(config: PipelineConfig) -> Dict[str, str]:
@@ -197,10 +205,6 @@ def _outputs(config: PipelineConfig) -> Dict[str, str]:
   if os.path.isdir(os.path.join(out, tensorboard_logs.DIRECTORY)):
     outputs["training curves"] = tensorboard_logs.command(out)
   return outputs
-
-
-def _minutes(seconds: float) -> str:
-  return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
 
 def _resume(state: Run, names: List[str], keys: List[str], force: bool) -> int:

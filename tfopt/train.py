@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from tfopt import epoch_checkpoints, tensorboard_logs
+from tfopt import epoch_checkpoints, progress, tensorboard_logs
 from tfopt._keras import keras, predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
@@ -100,8 +100,9 @@ def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
     keras.utils.set_random_seed(checkpoints.epoch_seed(epoch))
     trainer.train_function = None  # retraced: its random ops follow the epoch's seed
     summaries = tensorboard_logs.callback(checkpoints.tensorboard_dir, callbacks)
-    one = _fit(trainer, dataset, epochs, epoch, batch_size,
-               list(callbacks) + [summaries, _StopAfterOneEpoch()], verbose)
+    watched = [summaries, progress.epoch_log(checkpoints.stage.stage), _StopAfterOneEpoch()]
+    one = _fit(trainer, dataset, epochs, epoch, batch_size, list(callbacks) + watched,
+               progress.keras_verbose() if verbose else 0)
     tensorboard_logs.close(summaries)
     checkpoints.record_tensorboard_files()
     history = one if history is None else _appended(history, one)

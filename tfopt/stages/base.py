@@ -24,7 +24,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from tfopt import artifacts, evaluate, models
+from tfopt import artifacts, evaluate, models, progress
 from tfopt._keras import keras, predict_top1
 from tfopt.config import PipelineConfig
 from tfopt.data import Dataset
@@ -34,8 +34,9 @@ from tfopt.report import ModelRow, Report
 __all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage"]
 
 
-def log(message: str):
-  print(f"[tfopt] {message}", flush=True)
+def log(message: str, **fields):
+  """One progress line (see tfopt.progress: text or JSON)."""
+  progress.log(message, **fields)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,6 +213,10 @@ class Stage:
     stage receives; returns the same for the next stage.
     """
     return architecture
+
+  def training_epochs(self, config: PipelineConfig) -> int:
+    """The epochs this stage trains (the progress estimate counts them)."""
+    return 0
 
   def run(self, context: Context) -> StageOutput:
     raise NotImplementedError(f"stage {self.name!r} does not implement run()")

@@ -19,6 +19,9 @@ class BinaryStage(Stage):
   settings = ("binary", "distill")
   report_fields = {"binary": list}
 
+  def training_epochs(self, config):
+    return config.binary.epochs
+
   def preflight(self, config, dataset, architecture):
     if config.binary.layers:
       binary.binarizable_layers(architecture(), config.binary.layers)

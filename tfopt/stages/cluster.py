@@ -18,6 +18,9 @@ class ClusterStage(Stage):
   settings = ("cluster", "distill")
   report_fields = {"weight_sharing": dict}
 
+  def training_epochs(self, config):
+    return config.cluster.epochs
+
   def preflight(self, config, dataset, architecture):
     cluster.check_layers(architecture(), config.cluster.number_of_clusters,
                          config.cluster.layers, config.cluster.layer_clusters)

@@ -20,6 +20,9 @@ class DistillStage(Stage):
   name = "distill"
   settings = ("distill",)
 
+  def training_epochs(self, config):
+    return config.distill.epochs
+
   def preflight(self, config, dataset, architecture):
     # Later stages see the student, not the teacher.
     return functools.lru_cache(maxsize=None)(lambda: models.build_model(

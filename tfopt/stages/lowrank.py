@@ -18,6 +18,9 @@ class LowRankStage(Stage):
   settings = ("lowrank", "distill")
   report_fields = {"lowrank_layers": list}
 
+  def training_epochs(self, config):
+    return config.lowrank.finetune_epochs
+
   def preflight(self, config, dataset, architecture):
     names = list(config.lowrank.ranks or ()) or [
         name for name in (config.lowrank.layers or ()) if name != "largest_dense"]

@@ -17,6 +17,9 @@ class PruneStage(Stage):
   settings = ("prune", "distill")
   report_fields = {"layer_sparsity": list}
 
+  def training_epochs(self, config):
+    return config.prune.epochs
+
   def run(self, context) -> StageOutput:
     config = context.config.prune
     context.log(f"prune: magnitude pruning of {context.current.name} to "

@@ -20,6 +20,9 @@ class QatStage(Stage):
   settings = ("qat", "prune", "distill")
   report_fields = {"qat": list}
 
+  def training_epochs(self, config):
+    return config.qat.epochs
+
   def check_chain(self, config, before):
     """CQAT / PCQAT keep clusters (and zeros) that earlier stages must make."""
     scheme = config.qat.scheme

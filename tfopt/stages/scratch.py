@@ -20,6 +20,9 @@ class ScratchStage(Stage):
   name = "scratch"
   settings = ("distill",)
 
+  def training_epochs(self, config):
+    return config.distill.epochs
+
   def check_chain(self, config, before):
     stages = ",".join(config.stages)
     require("distill" in before, "stages", stages, "a list with distill before scratch")

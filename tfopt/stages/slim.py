@@ -20,6 +20,10 @@ class SlimStage(Stage):
   settings = ("slim", "distill", "convert", "evaluate")
   report_fields = {"slim_steps": list, "slim_channels": list}
 
+  def training_epochs(self, config):
+    return (config.slim.sparsity_epochs
+            + config.slim.prune_count * config.slim.finetune_epochs)
+
   def preflight(self, config, dataset, architecture):
     if config.slim.layers:
       slim.prunable_convs(architecture(), config.slim.criterion, config.slim.layers)

@@ -15,6 +15,9 @@ class TeacherStage(Stage):
   name = "teacher"
   settings = ("teacher",)
 
+  def training_epochs(self, config):
+    return 0 if config.model else config.teacher.epochs
+
   def run(self, context) -> StageOutput:
     if context.user_model is not None:
       return self._take_user_model(context)
