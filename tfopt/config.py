@@ -9,6 +9,7 @@ re-exported here; the stage names come from the stage registry
 
 import dataclasses
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -143,7 +144,8 @@ class DistillConfig:
     require_fraction("alpha", self.alpha, high_open=False)
 
 
-QUANT_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
+QUANT_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4",
+               "dynamic_int4")
 
 
 @dataclass(frozen=True)
@@ -151,10 +153,15 @@ class ConvertConfig:
   """Which .tflite variants to write for each model (see tfopt.convert).
 
   modes: conversion modes, each a report row per model; the teacher's
-    float32 file is always written, as the baseline.
+    float32 file is always written, as the baseline. int4 and dynamic_int4
+    are written by LiteRT's quantizer (see tfopt.int4).
+  int4_layers: a regular expression over the .tflite op names: the ops that
+    int4 / dynamic_int4 give 4-bit weights (mixed precision); the others
+    stay int8 (int4) or float (dynamic_int4).
   """
   modes: Tuple[str, ...] = ("int8",)
   representative_examples: int = 500
+  int4_layers: str = ".*"
 
   def __post_init__(self):
     require(bool(self.modes) and all(mode in QUANT_MODES for mode in self.modes)
@@ -163,6 +170,17 @@ class ConvertConfig:
             "a list without repeats from " + ", ".join(QUANT_MODES))
     require_positive_int("representative_examples",
                          self.representative_examples)
+    require(isinstance(self.int4_layers, str) and self.int4_layers and _compiles(
+        self.int4_layers), "int4_layers", self.int4_layers,
+            "a regular expression over op names, e.g. .* or block[23]|logits")
+
+
+def _compiles(pattern: str) -> bool:
+  try:
+    re.compile(pattern)
+    return True
+  except re.error:
+    return False
 
 
 @dataclass(frozen=True)

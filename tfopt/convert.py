@@ -7,6 +7,8 @@
                    output, activation ranges calibrated on training images
     int16x8        int8 weights, int16 activations (more accurate than int8
                    where activations have a wide range; input/output float32)
+    int4           int4 weights, int8 activations (LiteRT's quantizer, see
+    dynamic_int4   tfopt.int4), float activations quantized on the fly
 
 A model trained with quantization-aware training (tfopt.qat) carries its own
 ranges; the converter reads them from its fake-quant nodes, and `int8` is the
@@ -24,6 +26,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from tfopt import int4
 from tfopt._keras import keras, require_keras2_model
 from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
@@ -71,11 +74,26 @@ def _needs_calibration(model: keras.Model) -> bool:
 
 def to_tflite(model: keras.Model, mode: str = "float32",
               representative_images: Optional[np.ndarray] = None,
-              representative_count: int = 500) -> bytes:
-  """Converts a Keras 2 model to a .tflite flatbuffer (see converter_for)."""
+              representative_count: int = 500, int4_layers: str = ".*") -> bytes:
+  """Converts a Keras 2 model to a .tflite flatbuffer (see converter_for); the
+  int4 modes quantize its float32 file with LiteRT's quantizer (tfopt.int4)."""
+  if mode in int4.MODES:
+    require_keras2_model(model)
+    if is_quantization_aware(model):
+      raise ConversionError(f"A quantization-aware model converts to int8 only, not "
+                            f"{mode}.")
+    return int4.quantize(to_tflite(model, "float32"), mode, _calibration_images(
+        representative_images, representative_count), representative_count, int4_layers)
   converter = converter_for(model, mode, representative_images, representative_count)
   with _without_converter_noise():
     return converter.convert()
+
+
+def _calibration_images(images, count: int) -> Optional[np.ndarray]:
+  """The same `count` images the converter's calibration would take."""
+  if images is None or not len(images):
+    return None
+  return np.concatenate([batch[0] for batch in representative_dataset(images, count)()])
 
 
 # What the converter prints on every int8 conversion, however it went: a
@@ -128,6 +146,9 @@ def converter_for(model: keras.Model, mode: str = "float32",
     ConversionError: unknown mode, or a calibrated mode without images.
   """
   require_keras2_model(model)
+  if mode in int4.MODES:
+    raise ConversionError(f"{mode} files are written by LiteRT's quantizer, not by the "
+                          "TFLite converter: use to_tflite.")
   if mode not in MODES:
     raise ConversionError(f"Unknown conversion mode {mode!r}; choose one of "
                           f"{', '.join(MODES)}.")

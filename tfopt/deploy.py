@@ -25,7 +25,8 @@ __all__ = ["DIRECTORY", "PREFERRED_MODES", "write_bundle"]
 DIRECTORY = "deploy"
 # Which file of the final model is deployed, best first: int8 runs on
 # integer-only accelerators and is the smallest file that runs fast on CPUs.
-PREFERRED_MODES = ("int8", "dynamic_range", "float16", "float32", "int16x8")
+PREFERRED_MODES = ("int8", "int4", "dynamic_range", "dynamic_int4", "float16", "float32",
+                   "int16x8")
 
 
 def _tensor(detail: dict) -> dict:

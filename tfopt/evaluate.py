@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import os
 import time
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
@@ -235,10 +235,28 @@ def inspect_tflite(path: str) -> TFLiteContents:
   """
   interpreter = _open_interpreter(path, 1, with_delegates=False)
   with _litert_errors(path):
-    return _read_contents(interpreter)
+    return _read_contents(interpreter, _packed_tensors(path))
 
 
-def _read_contents(interpreter) -> TFLiteContents:
+def _packed_tensors(path: str) -> Dict[int, str]:
+  """{tensor index: "int4" | "uint4"} for the file's packed 4-bit tensors.
+
+  LiteRT hands them to Python unpacked, as int8; only the flatbuffer says
+  they are stored in 4 bits.
+  """
+  from ai_edge_litert import schema_py_generated as schema  # pylint: disable=g-import-not-at-top
+  packed = {schema.TensorType.INT4: "int4", schema.TensorType.UINT4: "uint4"}
+  with open(path, "rb") as stream:
+    model = schema.Model.GetRootAs(stream.read(), 0)
+  if not model.SubgraphsLength():
+    return {}
+  subgraph = model.Subgraphs(0)
+  return {index: packed[subgraph.Tensors(index).Type()]
+          for index in range(subgraph.TensorsLength())
+          if subgraph.Tensors(index).Type() in packed}
+
+
+def _read_contents(interpreter, packed: Dict[int, str]) -> TFLiteContents:
   interpreter.allocate_tensors()
   tensors = {detail["index"]: detail for detail in interpreter.get_tensor_details()}
   op_details = interpreter._get_ops_details()  # pylint: disable=protected-access
@@ -251,7 +269,7 @@ def _read_contents(interpreter) -> TFLiteContents:
       continue
     index = op["inputs"][1]
     detail = tensors[dequantized_from.get(index, index)]
-    kernel = _kernel_stats(interpreter, op["op_name"], detail)
+    kernel = _kernel_stats(interpreter, op["op_name"], detail, packed.get(detail["index"]))
     weight_dtypes[kernel.dtype] = weight_dtypes.get(kernel.dtype, 0) + 1
     kernels.append(kernel)
   return TFLiteContents(
@@ -260,14 +278,15 @@ def _read_contents(interpreter) -> TFLiteContents:
       ops=ops, weight_dtypes=weight_dtypes, kernels=kernels)
 
 
-def _kernel_stats(interpreter, op_name: str, detail: dict) -> KernelStats:
+def _kernel_stats(interpreter, op_name: str, detail: dict,
+                  stored_as: Optional[str] = None) -> KernelStats:
   values = interpreter.get_tensor(detail["index"])
   zero_points = detail["quantization_parameters"]["zero_points"]
   channels = np.moveaxis(values, OUTPUT_CHANNEL_AXIS[op_name], 0)
   channels = channels.reshape(len(channels), -1)
   return KernelStats(
       op=op_name, name=detail["name"], shape=tuple(values.shape),
-      dtype=np.dtype(detail["dtype"]).name, size=int(values.size),
+      dtype=stored_as or np.dtype(detail["dtype"]).name, size=int(values.size),
       zeros=int(np.sum(values == _zero_point_array(zero_points, values, detail))),
       distinct=int(np.unique(values).size),
       max_distinct_per_channel=max(int(np.unique(row).size) for row in channels),

@@ -32,6 +32,7 @@ def describe(path: str) -> dict:
   return dict(file=path, bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
               input_dtype=contents.input_dtype, output_dtype=contents.output_dtype,
               ops=contents.ops, weight_params=contents.weight_params,
+              weight_dtypes=contents.weight_dtypes,
               weight_sparsity=contents.weight_sparsity,
               kernels=[dict(dataclasses.asdict(kernel), sparsity=kernel.sparsity)
                        for kernel in contents.kernels])
@@ -48,7 +49,9 @@ def as_text(found: dict) -> str:
   lines = [f"{found['file']}: {found['bytes']:,} B ({found['gzip_bytes']:,} B gzip), "
            f"{found['input_dtype']} in, {found['output_dtype']} out",
            f"ops: {ops}",
-           f"weights: {found['weight_params']:,} in {len(found['kernels'])} tensors, "
+           f"weights: {found['weight_params']:,} in {len(found['kernels'])} tensors ("
+           + ", ".join(f"{count} {dtype}" for dtype, count in
+                       sorted(found["weight_dtypes"].items())) + "), "
            f"{found['weight_sparsity']:.1%} zeros", "",
            f"{'op':<18} {'dtype':<8} {'quantization':<18} {'shape':<18} {'zeros':>7} "
            f"{'distinct':>9} {'per channel':>11}  tensor"]

@@ -6,7 +6,9 @@ modes its entry asks for: QAT models are int8 only), mode by mode
 (tfopt.convert). Makes the file of each report row.
 """
 
-from tfopt import convert
+import numpy as np
+
+from tfopt import convert, int4
 from tfopt.stages.base import Stage, StageOutput
 
 
@@ -14,15 +16,47 @@ class ConvertStage(Stage):
   name = "convert"
   settings = ("convert",)
 
+  report_fields = {"int4_validation": dict}
+
   def run(self, context) -> StageOutput:
-    config, files = context.config.convert, {}
+    config, files, validation = context.config.convert, {}, {}
     for row_name, stem, model_name, mode in tflite_plan(context):
       context.log(f"convert: {model_name} -> {stem}.tflite ({mode})")
-      content = convert.to_tflite(context.models[model_name], mode,
-                                  context.dataset.x_train, config.representative_examples)
+      model = context.models[model_name]
+      content = convert.to_tflite(model, mode, context.dataset.x_train,
+                                  config.representative_examples, config.int4_layers)
       context.write_bytes(f"{stem}.tflite", content)
       files[row_name] = (f"{stem}.tflite", model_name)
-    return StageOutput(tflite_files=files)
+      if mode in int4.MODES:  # where 4 bits lose: each tensor against the float file
+        validation[row_name] = int4.validate(convert.to_tflite(model, "float32"), content,
+                                             np.asarray(context.dataset.x_test[:16]))
+    return StageOutput(tflite_files=files, record={"int4_validation": validation})
+
+  def summarize(self, record, context):
+    return {"int4_validation": record.get("int4_validation", {})}
+
+  def report_section(self, report):
+    if not report.int4_validation:
+      return []
+    lines = ["", "## int4 files against their float file (LiteRT's quantizer validator)",
+             "", "Each tensor of the int4 file beside the same tensor of the float32 file "
+             "on 16 test images: signal-to-noise ratio (dB; higher is closer) and cosine "
+             "similarity. The 8 worst tensors by SNR:", ""]
+    for name, tensors in report.int4_validation.items():
+      lines += [f"**{name}**", "", "| tensor | SNR dB | cosine |", "|---|---|---|"]
+      lines += [f"| {_short(row['tensor'])} | {_number(row['snr_db'], '.1f')} "
+                f"| {_number(row['cosine'], '.4f')} |" for row in tensors[:8]]
+      lines.append("")
+    return lines
+
+
+def _short(tensor: str, width: int = 60) -> str:
+  """A fused op's tensor name ('a/Relu;a/bn/...;a/conv/Conv2D') kept readable."""
+  return tensor if len(tensor) <= width else tensor[:width - 1] + "…"
+
+
+def _number(value, spec: str) -> str:
+  return "n/a" if value is None else format(value, spec)
 
 
 def tflite_plan(context) -> list:
