@@ -198,6 +198,7 @@ class KernelStats:
   distinct: int
   max_distinct_per_channel: int
   scales: int = 0  # quantization scales: 0 float, 1 per tensor, else per channel
+  output: str = ""  # the name of the op's output tensor (Model Explorer's node key)
 
   @property
   def sparsity(self) -> float:
@@ -269,7 +270,9 @@ def _read_contents(interpreter, packed: Dict[int, str]) -> TFLiteContents:
       continue
     index = op["inputs"][1]
     detail = tensors[dequantized_from.get(index, index)]
-    kernel = _kernel_stats(interpreter, op["op_name"], detail, packed.get(detail["index"]))
+    kernel = dataclasses.replace(
+        _kernel_stats(interpreter, op["op_name"], detail, packed.get(detail["index"])),
+        output=tensors[op["outputs"][0]]["name"] if len(op["outputs"]) else "")
     weight_dtypes[kernel.dtype] = weight_dtypes.get(kernel.dtype, 0) + 1
     kernels.append(kernel)
   return TFLiteContents(

@@ -68,13 +68,27 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("file", help="a .tflite file")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--explorer", nargs="?", const="", metavar="DIR",
+                      help="also write per-layer overlays (sparsity, distinct values, "
+                      "bits, latency share, sensitivity) as Model Explorer node data "
+                      "into DIR (default: ./<file stem>.explorer), and print the "
+                      "model-explorer command that opens them")
   args = parser.parse_args(argv)
   try:
     found = describe(args.file)
-  except TfoptError as error:
+    if args.explorer is not None:
+      from tfopt import explorer  # pylint: disable=g-import-not-at-top
+      directory = args.explorer or os.path.splitext(os.path.basename(args.file))[0] + ".explorer"
+      os.makedirs(directory, exist_ok=True)
+      written = explorer.write(args.file, directory)
+  except (TfoptError, OSError) as error:
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2
   print(json.dumps(found, indent=2) if args.json else as_text(found))
+  if args.explorer is not None:
+    print(f"\nModel Explorer overlays ({len(written)}): {', '.join(written)}\n"
+          f"open them (pip install tfopt[explorer]): {explorer.command(args.file, written)}",
+          file=sys.stderr if args.json else sys.stdout)
   return 0
 
 
