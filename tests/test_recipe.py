@@ -138,3 +138,15 @@ def test_a_run_writes_its_recipe_and_the_recipe_reruns_it(tmp_path, capsys):
   report = json.loads((output_dir / "report.json").read_text())
   assert report["resumed_stages"] == [] and report["config"]["teacher"]["epochs"] == 2
   assert os.path.isfile(output_dir / "baseline_int8.tflite")
+
+
+def test_the_readme_recipes_are_valid(tmp_path):
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
+  blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+  assert len(blocks) >= 2
+  for number, block in enumerate(blocks):
+    loaded = recipe.load(write(tmp_path, block, f"readme{number}.yaml"))
+    config = recipe.build(loaded.changes(), loaded)
+    assert config.stages[0] == "teacher"
