@@ -64,9 +64,14 @@ def test_a_finished_run_records_each_stage_with_its_files(first_run):
   manifest = manifest_of(root / "out")
   assert [stage["stage"] for stage in manifest["stages"]] == STAGES
   by_stage = {stage["stage"]: stage for stage in manifest["stages"]}
-  assert by_stage["teacher"]["files"] == ["teacher.keras"]
-  assert set(by_stage["distill"]["files"]) == {"student_distilled.keras",
-                                                "student_initial_weights.npz"}
+  # Each training stage also keeps its TensorBoard event files.
+  for name in ("teacher", "distill"):
+    curves = [path for path in by_stage[name]["files"] if path.startswith("tensorboard/")]
+    assert {path.split("/")[2] for path in curves} == {"train", "validation"}, name
+  files = lambda name: [path for path in by_stage[name]["files"]
+                        if not path.startswith("tensorboard/")]
+  assert files("teacher") == ["teacher.keras"]
+  assert set(files("distill")) == {"student_distilled.keras", "student_initial_weights.npz"}
   assert by_stage["evaluate"]["output"]["rows"]
   assert len({stage["key"] for stage in manifest["stages"]}) == len(STAGES)
   assert result.resumed_stages == []

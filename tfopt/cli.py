@@ -180,6 +180,16 @@ def config_from_flags() -> PipelineConfig:
     raise ConfigError(f"{', '.join(ignored)} set how a teacher is trained, but --model "
                       "gives the baseline and nothing is trained in its place; drop "
                       f"{' and '.join(ignored)}.")
+  changes = _flag_changes()
+  merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
+                        changes)
+  if "output_dir" not in merged[None]:
+    merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
+  return recipe.build(merged, loaded)
+
+
+def _flag_changes() -> dict:
+  """{section (None: top level): {field: value}} of every flag given."""
   changes, top = {}, {}
   for flag_name, (section, field_name) in _OVERRIDES.items():
     if FLAGS[flag_name].present or (FLAGS[flag_name].value is not None
@@ -226,11 +236,7 @@ def config_from_flags() -> PipelineConfig:
   if FLAGS.stages is not None:
     top["stages"] = tuple(FLAGS.stages)
   changes[None] = top
-  merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
-                        changes)
-  if "output_dir" not in merged[None]:
-    merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
-  return recipe.build(merged, loaded)
+  return changes
 
 
 def _default_output_dir(data: dict) -> str:
