@@ -25,7 +25,7 @@ def test_the_estimate_is_the_epochs_left_times_the_latest_epoch(capsys):
   lines = capsys.readouterr().out.splitlines()
   assert lines[0] == "[tfopt] stage 1 of 4: teacher (0 min 00 s into the run)"
   assert lines[-1].startswith("[tfopt] stage 2 of 4: distill (0 min 00 s into the run; "
-                              "about 0 min 48 s of training left)")
+                              "0 min 48 s of training left at the last epoch's pace)")
 
 
 def test_json_log_format_gives_one_object_per_line(tmp_path, capsys):

@@ -8,10 +8,11 @@
                              per epoch in a log file, none in JSON mode
     bar(iterable, ...)       tqdm's bar on a terminal (evaluating .tflite files)
 
-The estimate is rough and says so: the training epochs left in the run times
-the seconds of the latest epoch trained (tfopt's students train at about the
-teacher's speed per epoch on a CPU: data feeding and the teacher's forward
-pass dominate). Conversion and measurement are not in it.
+The estimate is rough and says what it is: the training epochs left in the
+run times the seconds of the latest epoch trained ("at the last epoch's
+pace"). After the teacher it overestimates (a student epoch costs less than a
+teacher epoch); from the student's first stage on it is close. Conversion and
+measurement are not in it.
 """
 
 import json
@@ -76,8 +77,8 @@ class Progress:
     self.stage = stage
     elapsed = time.perf_counter() - self.started
     left = self.training_left()
-    estimate = (f"; about {_minutes(left)} of training left" if left is not None
-                else "")
+    estimate = (f"; {_minutes(left)} of training left at the last epoch's pace"
+                if left else "")
     log(f"stage {position} of {len(self.stages)}: {stage} ({_minutes(elapsed)} into "
         f"the run{estimate})", event="stage", stage=stage, position=position,
         stages=len(self.stages), elapsed_s=round(elapsed, 1),
