@@ -71,3 +71,31 @@ def test_invalid_hyper_parameters(trained_teacher):
     Distiller(student, trained_teacher, temperature=0)
   with pytest.raises(ConfigError, match="alpha"):
     Distiller(student, trained_teacher, alpha=-0.5)
+
+
+def _distilled_weights(teacher, dataset, seed=3):
+  keras.utils.set_random_seed(seed)
+  student = models.build_model("student", dataset.input_shape, 10)
+  distill(teacher, student, dataset, DistillConfig(epochs=1, batch_size=64), verbose=0)
+  return student.get_weights()
+
+
+def test_cached_teacher_logits_train_the_same_student_without_running_the_teacher(
+    dataset, trained_teacher):
+  from tfopt.distill import Teacher  # pylint: disable=g-import-not-at-top
+  on_the_fly = _distilled_weights(Teacher(trained_teacher), dataset)
+  logits = Teacher(trained_teacher).with_train_logits(dataset).train_logits
+  cached = Teacher(keras.models.clone_model(trained_teacher), train_logits=logits)
+  for weight in cached.model.weights:  # a teacher that ran now would teach nonsense
+    weight.assign(np.zeros(weight.shape, weight.dtype.as_numpy_dtype))
+  for before, after in zip(on_the_fly, _distilled_weights(cached, dataset)):
+    np.testing.assert_allclose(before, after, atol=1e-5)
+  assert cached.train_logits.shape == (len(dataset.x_train), 10)
+
+
+def test_augmented_data_gets_no_cached_logits(dataset, trained_teacher):
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from tfopt.distill import Teacher  # pylint: disable=g-import-not-at-top
+  augmented = dataclasses.replace(dataset, augment=True)
+  assert Teacher(trained_teacher).with_train_logits(augmented).train_logits is None
+  assert Teacher(trained_teacher).targets(augmented) is augmented.y_train

@@ -5,14 +5,21 @@
 
 Here `alpha` weighs the distillation term (the keras.io example uses the
 opposite convention: its alpha weighs the label term).
+
+The teacher is frozen, so on data that is not augmented its logits are the
+same every epoch: a Teacher may carry them for the training images
+(`train_logits`, see `with_train_logits`), and the Distiller then reads them
+with each batch instead of running the teacher. With augmentation the teacher
+runs on the same augmented batch as the student ("consistent teaching").
 """
 
 import dataclasses
 from typing import Optional, Sequence, Union
 
+import numpy as np
 import tensorflow as tf
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import keras, predict_logits, require_keras2_model
 from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, fit, make_optimizer
@@ -31,9 +38,26 @@ class Teacher:
   model: keras.Model
   alpha: float = DistillConfig.alpha
   temperature: float = DistillConfig.temperature
+  # The teacher's logits for the dataset's training images, in order, or None.
+  train_logits: Optional[np.ndarray] = dataclasses.field(default=None, compare=False,
+                                                          repr=False)
 
   def __post_init__(self):
     DistillConfig(alpha=self.alpha, temperature=self.temperature)  # validates
+
+  def with_train_logits(self, dataset: Dataset, batch_size: int = 1000) -> "Teacher":
+    """This teacher carrying its logits for dataset.x_train (computed once);
+    unchanged for augmented data, where every epoch sees other images."""
+    if dataset.augment:
+      return self
+    return dataclasses.replace(
+        self, train_logits=predict_logits(self.model, dataset.x_train, batch_size))
+
+  def targets(self, dataset: Dataset):
+    """What fit() trains on: (labels, the cached logits), or the labels alone."""
+    if self.train_logits is None or len(self.train_logits) != len(dataset.y_train):
+      return dataset.y_train
+    return (dataset.y_train, self.train_logits)
 
 
 def as_teacher(teacher: Union[None, "Teacher", keras.Model]) -> Optional[Teacher]:
@@ -106,8 +130,11 @@ class Distiller(keras.Model):
                                                              soft_student)
 
   def train_step(self, data):
-    images, labels = data
-    teacher_logits = self.teacher(images, training=False)
+    images, targets = data
+    if isinstance(targets, (tuple, list)):  # the teacher's logits came with the batch
+      labels, teacher_logits = targets
+    else:
+      labels, teacher_logits = targets, self.teacher(images, training=False)
     with tf.GradientTape() as tape:
       student_logits = self.student(images, training=True)
       student_loss = self.student_loss_fn(labels, student_logits)
@@ -166,12 +193,13 @@ def _serialize_architecture(model: keras.Model) -> dict:
   return serialized
 
 
-def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
+def distill(teacher: Union[keras.Model, Teacher], student: keras.Model, dataset: Dataset,
             config: DistillConfig, verbose: int = 2) -> keras.callbacks.History:
   """Trains `student` in place by distillation from `teacher`.
 
   Args:
-    teacher: a trained Keras 2 model (kept frozen).
+    teacher: a trained Keras 2 model (kept frozen), or a Teacher carrying its
+      training-set logits (its alpha and temperature are config's here).
     student: an untrained (or pre-trained) Keras 2 model with the same outputs.
     dataset: training and validation data.
     config: epochs, batch size, learning rate, temperature, alpha.
@@ -181,13 +209,15 @@ def distill(teacher: keras.Model, student: keras.Model, dataset: Dataset,
     The Keras History of the fit; the student's validation accuracy is
     `history.history["val_accuracy"]`.
   """
-  distiller = Distiller(student, teacher, alpha=config.alpha,
+  teacher = as_teacher(teacher)
+  distiller = Distiller(student, teacher.model, alpha=config.alpha,
                         temperature=config.temperature)
   distiller.compile(
       optimizer=make_optimizer(config.learning_rate, config.epochs,
                                len(dataset.x_train), config.batch_size),
       metrics=["accuracy"])
-  return fit(distiller, dataset, config.epochs, config.batch_size, verbose=verbose)
+  return fit(distiller, dataset, config.epochs, config.batch_size, verbose=verbose,
+             targets=teacher.targets(dataset))
 
 
 def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
@@ -213,4 +243,5 @@ def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int
     trainer = Distiller(model, teacher.model, alpha=teacher.alpha,
                         temperature=teacher.temperature)
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
-  return fit(trainer, dataset, epochs, batch_size, callbacks, verbose)
+  return fit(trainer, dataset, epochs, batch_size, callbacks, verbose,
+             targets=None if teacher is None else teacher.targets(dataset))

@@ -184,7 +184,9 @@ class ImageFiles:
     if shuffle:
       indices = indices.shuffle(len(self), reshuffle_each_iteration=True)
     batches = indices.batch(batch_size)
-    label_array = None if labels is None else np.asarray(labels)
+    # Labels, or a tuple of per-image targets (labels, a teacher's logits).
+    label_array = None if labels is None else (
+        tuple(map(np.asarray, labels)) if isinstance(labels, tuple) else np.asarray(labels))
     augmenter = _augmenter(self.shape[1:], np.random.randint(2 ** 30)) if augment else None
 
     def load(batch_indices):
@@ -192,7 +194,8 @@ class ImageFiles:
       images.set_shape((None,) + self.shape[1:])
       if label_array is None:
         return images
-      return images, tf.gather(tf.constant(label_array), batch_indices)
+      return images, tf.nest.map_structure(
+          lambda array: tf.gather(tf.constant(array), batch_indices), label_array)
 
     def augmented(images, *labels):
       return (augmenter(images, training=True),) + labels

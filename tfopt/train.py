@@ -1,5 +1,6 @@
 """Plain supervised training, shared by the teacher and the scratch control."""
 
+import dataclasses
 import math
 from typing import Optional, Sequence
 
@@ -49,20 +50,29 @@ def train_classifier(model: keras.Model, dataset: Dataset, config: TrainConfig,
 
 def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: int = 2) -> keras.callbacks.History:
+        verbose: int = 2, targets=None) -> keras.callbacks.History:
   """trainer.fit on the training split, validated on the validation split.
 
   Arrays are fed as they are. Image files stream through tf.data: shuffled
   each epoch, decoded in parallel, augmented when dataset.augment; an image
   that cannot be decoded stops the fit with an ImageFolderError naming it.
+  `targets`: what the trainer fits on per training image, if not the labels
+  (a Distiller: (labels, the teacher's cached logits)).
   Inside a pipeline stage (tfopt.epoch_checkpoints active), the fit goes one
   epoch at a time, checkpointed, and resumes from the last epoch saved.
   """
+  if targets is not None:
+    dataset = _with_targets(dataset, targets)
   checkpoints = epoch_checkpoints.active()
   if checkpoints is None:
     return _fit(trainer, dataset, epochs, 0, batch_size, callbacks, verbose)
   return _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
                        checkpoints.next_fit())
+
+
+def _with_targets(dataset: Dataset, targets) -> Dataset:
+  """The dataset whose training targets are `targets` (a tuple of arrays)."""
+  return dataclasses.replace(dataset, y_train=targets)
 
 
 def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose):

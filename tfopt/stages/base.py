@@ -134,11 +134,17 @@ class Context:
     return self.models[self.current.name]
 
   def teacher(self, use_teacher: bool = True) -> Optional[Teacher]:
-    """The run's teacher with distill's alpha and temperature, if `use_teacher`."""
+    """The run's teacher with distill's alpha and temperature, if `use_teacher`,
+    carrying its logits for the training images (computed once per run; none
+    for augmented data)."""
     if not use_teacher:
       return None
     distill = self.config.distill
-    return Teacher(self.models["teacher"], distill.alpha, distill.temperature)
+    teacher = Teacher(self.models["teacher"], distill.alpha, distill.temperature)
+    if "teacher_logits" not in self.cache:
+      self.cache["teacher_logits"] = teacher.with_train_logits(
+          self.dataset, self.config.evaluate.batch_size).train_logits
+    return dataclasses.replace(teacher, train_logits=self.cache["teacher_logits"])
 
   def build(self, builder: str) -> keras.Model:
     """A fresh model from `builder`, shaped for this run's data."""

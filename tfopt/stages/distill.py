@@ -6,6 +6,7 @@ student_initial_weights.npz, so the scratch control starts from the same ones.
 From here on, the stages compress the student.
 """
 
+import dataclasses
 import functools
 
 from tfopt import distill, models
@@ -36,8 +37,9 @@ class DistillStage(Stage):
     with distribution.scope():
       student = context.build(config.builder)
       context.write_arrays(INITIAL_WEIGHTS_FILE, student.get_weights())
-      distill.distill(distribution.in_scope(context.models["teacher"]), student,
-                      context.dataset, context.per_replica(config))
+      teacher = context.teacher()
+      distill.distill(dataclasses.replace(teacher, model=distribution.in_scope(teacher.model)),
+                      student, context.dataset, context.per_replica(config))
     return StageOutput(models=[NewModel(STUDENT, distribution.plain(student))],
                        record={"initial_weights": INITIAL_WEIGHTS_FILE})
 
