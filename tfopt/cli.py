@@ -121,7 +121,7 @@ flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reac
 flags.DEFINE_bool("quantization_debug", None, "List the layers that lose the most precision in each int8 file (TF Lite's QuantizationDebugger; default: for files that agree with their Keras model on under 99 % of the test images).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default: for models of at most 32 compute layers; --latency_breakdown forces it, --nolatency_breakdown skips it).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8, int4 (4-bit weights, int8 activations) or dynamic_int4 (4-bit weights, float activations); the int4 modes are written by LiteRT's quantizer (default int8).")
-flags.DEFINE_string("int4_layers", None, "Mixed precision: a regular expression over the .tflite op names that get 4-bit weights in the int4 modes, e.g. 'block[23]|logits'; the others stay int8 (default: every op the quantizer can take).")
+flags.DEFINE_string("int4_layers", None, "Mixed precision: a regular expression over the weight tensor names (the Keras layer names, as tfopt inspect lists them) of the layers that get 4-bit weights in the int4 modes, e.g. 'block[23]|logits'; the others stay int8 (default: every layer the quantizer can take).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
 

@@ -155,9 +155,10 @@ class ConvertConfig:
   modes: conversion modes, each a report row per model; the teacher's
     float32 file is always written, as the baseline. int4 and dynamic_int4
     are written by LiteRT's quantizer (see tfopt.int4).
-  int4_layers: a regular expression over the .tflite op names: the ops that
-    int4 / dynamic_int4 give 4-bit weights (mixed precision); the others
-    stay int8 (int4) or float (dynamic_int4).
+  int4_layers: a regular expression over the weight tensor names (the Keras
+    layer names, as `tfopt inspect` lists them): the layers int4 /
+    dynamic_int4 give 4-bit weights (mixed precision); the others stay int8
+    (int4) or float (dynamic_int4).
   """
   modes: Tuple[str, ...] = ("int8",)
   representative_examples: int = 500
@@ -172,7 +173,7 @@ class ConvertConfig:
                          self.representative_examples)
     require(isinstance(self.int4_layers, str) and self.int4_layers and _compiles(
         self.int4_layers), "int4_layers", self.int4_layers,
-            "a regular expression over op names, e.g. .* or block[23]|logits")
+            "a regular expression over layer names, e.g. .* or block[23]|logits")
 
 
 def _compiles(pattern: str) -> bool:
