@@ -71,7 +71,8 @@ def test_a_finished_run_records_each_stage_with_its_files(first_run):
   files = lambda name: [path for path in by_stage[name]["files"]
                         if not path.startswith("tensorboard/")]
   assert files("teacher") == ["teacher.keras"]
-  assert set(files("distill")) == {"student_distilled.keras", "student_initial_weights.npz"}
+  assert set(files("distill")) == {"student_distilled.keras", "student_initial_weights.npz",
+                                   "teacher_logits.npy"}
   assert by_stage["evaluate"]["output"]["rows"]
   assert len({stage["key"] for stage in manifest["stages"]}) == len(STAGES)
   assert result.resumed_stages == []
@@ -91,13 +92,21 @@ def test_same_command_again_keeps_every_stage(first_run, tmp_path):
   assert_manifest_is_true(output_dir)
 
 
-def test_a_changed_setting_redoes_that_stage_and_every_later_one(first_run, tmp_path):
+def test_a_changed_setting_redoes_that_stage_and_every_later_one(first_run, tmp_path,
+                                                                capsys):
   data_dir, output_dir, first = copy_run(first_run, tmp_path)
   teacher_time = os.stat(output_dir / "teacher.keras").st_mtime_ns
+  capsys.readouterr()
   changed = pipeline.run(quick_config(data_dir, output_dir,
                                       prune=PruneConfig(target_sparsity=0.5, epochs=1,
                                                         batch_size=64)))
   assert changed.resumed_stages == ["teacher", "distill", "scratch"]
+  # distill stored the teacher's logits; the redone prune reads them back.
+  assert "prune: the teacher's logits read back from teacher_logits.npy" in (
+      capsys.readouterr().out)
+  distill_files = next(stage["files"] for stage in manifest_of(output_dir)["stages"]
+                       if stage["stage"] == "distill")
+  assert "teacher_logits.npy" in distill_files
   assert os.stat(output_dir / "teacher.keras").st_mtime_ns == teacher_time
   assert abs(changed.row("pruned student int8").weight_sparsity - 0.5) < 0.02
   assert abs(first.row("pruned student int8").weight_sparsity - 0.7) < 0.02

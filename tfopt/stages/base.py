@@ -31,7 +31,11 @@ from tfopt.data import Dataset
 from tfopt.distill import Teacher
 from tfopt.report import ModelRow, Report
 
-__all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage"]
+__all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage",
+           "TEACHER_LOGITS_FILE"]
+
+# The teacher's logits for the training images (see Context.teacher).
+TEACHER_LOGITS_FILE = "teacher_logits.npy"
 
 
 def log(message: str, **fields):
@@ -135,16 +139,35 @@ class Context:
 
   def teacher(self, use_teacher: bool = True) -> Optional[Teacher]:
     """The run's teacher with distill's alpha and temperature, if `use_teacher`,
-    carrying its logits for the training images (computed once per run; none
-    for augmented data)."""
+    carrying its logits for the training images (none for augmented data)."""
     if not use_teacher:
       return None
     distill = self.config.distill
     teacher = Teacher(self.models["teacher"], distill.alpha, distill.temperature)
     if "teacher_logits" not in self.cache:
-      self.cache["teacher_logits"] = teacher.with_train_logits(
-          self.dataset, self.config.evaluate.batch_size).train_logits
+      self.cache["teacher_logits"] = self._teacher_logits(teacher)
     return dataclasses.replace(teacher, train_logits=self.cache["teacher_logits"])
+
+  def _teacher_logits(self, teacher: Teacher) -> Optional[np.ndarray]:
+    """Computed once and kept in TEACHER_LOGITS_FILE, listed under the stage
+    that needed them first: a rerun that keeps that stage reads them back (it
+    was made from the same teacher and data, or resume would redo it)."""
+    path = self.path(TEACHER_LOGITS_FILE)
+    if self.manifest.owns(TEACHER_LOGITS_FILE) and not self.manifest.changed_files(
+        {"files": [TEACHER_LOGITS_FILE]}):
+      logits = np.load(path)
+      if logits.shape == (len(self.dataset.x_train), self.dataset.num_classes):
+        log(f"{self.stage}: the teacher's logits read back from {TEACHER_LOGITS_FILE}")
+        return logits
+    logits = teacher.with_train_logits(self.dataset,
+                                       self.config.evaluate.batch_size).train_logits
+    if logits is not None:
+      buffer = io.BytesIO()
+      np.save(buffer, logits)
+      self.write_bytes(TEACHER_LOGITS_FILE, buffer.getvalue())
+      log(f"{self.stage}: the teacher's logits for {len(logits):,} training images "
+          f"computed once, for every distilled epoch ({TEACHER_LOGITS_FILE})")
+    return logits
 
   def build(self, builder: str) -> keras.Model:
     """A fresh model from `builder`, shaped for this run's data."""
