@@ -27,8 +27,8 @@ import yaml
 from tfopt.config import PipelineConfig
 from tfopt.validate import ConfigError
 
-__all__ = ["RecipeError", "Recipe", "load", "dump", "preset_path", "preset_names",
-           "FILENAME"]
+__all__ = ["RecipeError", "Recipe", "Setting", "load", "merge", "build", "dump",
+           "preset_path", "preset_names", "FILENAME"]
 
 FILENAME = "recipe.yaml"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
@@ -62,9 +62,6 @@ class Recipe:
   """The settings a recipe file gives, type-checked, in file order."""
   path: str
   settings: Tuple[Setting, ...]
-
-  def sets(self, key: str, section: Optional[str] = None) -> bool:
-    return any(s.key == key and s.section == section for s in self.settings)
 
   def changes(self) -> Changes:
     """{section (None: top level): {key: value}}, as build() takes them."""
