@@ -9,6 +9,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
+from tfopt import recipe
 from tfopt.config import STRATEGIES, ConfigError, DataConfig, PipelineConfig
 from tfopt.errors import TfoptError
 from tfopt.models import BUILDERS
@@ -21,8 +22,8 @@ flags.DEFINE_string("recipe", None, "A recipe file (YAML): the stages and every 
                     "stage's settings, as each run writes them to recipe.yaml in "
                     "its output dir. Flags given as well override its values.")
 flags.DEFINE_string("preset", None, "A recipe shipped with tfopt, by name: "
-                    "default, smallest or fastest (see tfopt/presets/). Flags "
-                    "given as well override its values.")
+                    f"{', '.join(recipe.preset_names())} (see tfopt/presets/). "
+                    "Flags given as well override its values.")
 flags.DEFINE_enum("log_format", "text", ["text", "json"], "text: a line per step, "
                   "Keras' progress bars on a terminal, the report at the end; json: "
                   "one JSON object per line on stdout (stages, epochs with their "
@@ -170,7 +171,6 @@ def config_from_flags() -> PipelineConfig:
   Layers, each over the one before: the defaults, the --recipe or --preset
   file, --quick's slices and epochs, then every flag given.
   """
-  from tfopt import recipe  # pylint: disable=g-import-not-at-top
   loaded = _recipe()
   from_recipe = loaded.changes() if loaded else {}
   model = FLAGS.model or from_recipe.get(None, {}).get("model")
@@ -249,7 +249,6 @@ def _default_output_dir(data: dict) -> str:
 
 def _recipe():
   """The --recipe or --preset file, loaded, or None."""
-  from tfopt import recipe  # pylint: disable=g-import-not-at-top
   if FLAGS.recipe and FLAGS.preset:
     raise ConfigError("--recipe and --preset both give a recipe; choose one.")
   path = recipe.preset_path(FLAGS.preset) if FLAGS.preset else FLAGS.recipe

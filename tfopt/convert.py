@@ -31,7 +31,7 @@ from tfopt._keras import keras, require_keras2_model
 from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
 
-__all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite",
+__all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4",
            "representative_dataset", "is_quantization_aware", "converter_for"]
 
 # Modes that need representative images to calibrate activation ranges.
@@ -78,15 +78,22 @@ def to_tflite(model: keras.Model, mode: str = "float32",
   """Converts a Keras 2 model to a .tflite flatbuffer (see converter_for); the
   int4 modes quantize its float32 file with LiteRT's quantizer (tfopt.int4)."""
   if mode in int4.MODES:
-    require_keras2_model(model)
-    if is_quantization_aware(model):
-      raise ConversionError(f"A quantization-aware model converts to int8 only, not "
-                            f"{mode}.")
-    return int4.quantize(to_tflite(model, "float32"), mode, _calibration_images(
-        representative_images, representative_count), representative_count, int4_layers)
+    return to_int4(model, mode, representative_images, representative_count,
+                   int4_layers)[1]
   converter = converter_for(model, mode, representative_images, representative_count)
   with _without_converter_noise():
     return converter.convert()
+
+
+def to_int4(model: keras.Model, mode: str, representative_images=None,
+            representative_count: int = 500, int4_layers: str = ".*"):
+  """(the float32 file, its int4 / dynamic_int4 version): both, for validation."""
+  require_keras2_model(model)
+  if is_quantization_aware(model):
+    raise ConversionError(f"A quantization-aware model converts to int8 only, not {mode}.")
+  float_file = to_tflite(model, "float32")
+  return float_file, int4.quantize(float_file, mode, _calibration_images(
+      representative_images, representative_count), representative_count, int4_layers)
 
 
 def _calibration_images(images, count: int) -> Optional[np.ndarray]:

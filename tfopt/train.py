@@ -62,17 +62,12 @@ def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
   epoch at a time, checkpointed, and resumes from the last epoch saved.
   """
   if targets is not None:
-    dataset = _with_targets(dataset, targets)
+    dataset = dataclasses.replace(dataset, y_train=targets)
   checkpoints = epoch_checkpoints.active()
   if checkpoints is None:
     return _fit(trainer, dataset, epochs, 0, batch_size, callbacks, verbose)
   return _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
                        checkpoints.next_fit())
-
-
-def _with_targets(dataset: Dataset, targets) -> Dataset:
-  """The dataset whose training targets are `targets` (a tuple of arrays)."""
-  return dataclasses.replace(dataset, y_train=targets)
 
 
 def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose):

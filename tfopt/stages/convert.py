@@ -22,14 +22,17 @@ class ConvertStage(Stage):
     config, files, validation = context.config.convert, {}, {}
     for row_name, stem, model_name, mode in tflite_plan(context):
       context.log(f"convert: {model_name} -> {stem}.tflite ({mode})")
-      model = context.models[model_name]
-      content = convert.to_tflite(model, mode, context.dataset.x_train,
-                                  config.representative_examples, config.int4_layers)
+      model, images = context.models[model_name], context.dataset.x_train
+      if mode in int4.MODES:  # where 4 bits lose: each tensor against the float file
+        float_file, content = convert.to_int4(model, mode, images,
+                                              config.representative_examples,
+                                              config.int4_layers)
+        validation[row_name] = int4.validate(float_file, content,
+                                             np.asarray(context.dataset.x_test[:16]))
+      else:
+        content = convert.to_tflite(model, mode, images, config.representative_examples)
       context.write_bytes(f"{stem}.tflite", content)
       files[row_name] = (f"{stem}.tflite", model_name)
-      if mode in int4.MODES:  # where 4 bits lose: each tensor against the float file
-        validation[row_name] = int4.validate(convert.to_tflite(model, "float32"), content,
-                                             np.asarray(context.dataset.x_test[:16]))
     return StageOutput(tflite_files=files, record={"int4_validation": validation})
 
   def summarize(self, record, context):
