@@ -117,7 +117,11 @@ flags.DEFINE_list("binary_layers", None, "Conv2D / Dense layers to binarize (def
 flags.DEFINE_list("bits", None, "Bit widths of the bitwidth stage (default 8,4,2).")
 flags.DEFINE_list("sweep_qualities", None, "Threshold multipliers q of the sweep stage (|w| < q * std(w) removed).")
 flags.DEFINE_list("sensitivity_sparsities", None, "Sparsities each layer is pruned to, alone, in the sensitivity stage.")
-flags.DEFINE_float("max_accuracy_drop", None, f"Sensitivity stage budget: validation accuracy drop allowed per layer, in percentage points (default {_DEFAULT.analysis.max_accuracy_drop}).")
+flags.DEFINE_bool("search", False, "Search the compression space (slim rates, sensitivity-spread sparsities, int8 / int4 files) for the smallest or fastest file within --max_accuracy_drop of the baseline, under --search_budget: the stages become teacher,distill,search, or teacher,search with --model (with --stages: search is appended).")
+flags.DEFINE_string("objective", None, f"What --search makes small: size (gzip bytes) or latency (default {_DEFAULT.search.objective}).")
+flags.DEFINE_float("search_budget", None, f"Seconds the search stage may spend (default {_DEFAULT.search.time_budget:.0f}).")
+flags.DEFINE_list("search_modes", None, f"Conversion modes the search tries for every model (default {','.join(_DEFAULT.search.modes)}).")
+flags.DEFINE_float("max_accuracy_drop", None, f"Validation accuracy drop allowed, in percentage points: with --search, the whole model against the baseline (default {_DEFAULT.search.max_accuracy_drop}); in the sensitivity stage, per layer (default {_DEFAULT.analysis.max_accuracy_drop}).")
 flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reach this overall sparsity where the curves say it costs least, instead of the --max_accuracy_drop budget.")
 flags.DEFINE_bool("quantization_debug", None, "List the layers that lose the most precision in each int8 file (TF Lite's QuantizationDebugger; default: for files that agree with their Keras model on under 99 % of the test images).")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default: for models of at most 32 compute layers; --latency_breakdown forces it, --nolatency_breakdown skips it).")
@@ -160,6 +164,7 @@ _OVERRIDES = {
     "sensitivity_target_sparsity": ("analysis", "sensitivity_target_sparsity"),
     "latency_breakdown": ("evaluate", "latency_breakdown"),
     "quantization_debug": ("evaluate", "quantization_debug"),
+    "objective": ("search", "objective"), "search_budget": ("search", "time_budget"),
     "num_threads": ("evaluate", "num_threads"), "int4_layers": ("convert", "int4_layers"),
     "latency_runs": ("evaluate", "latency_runs"),
 }
@@ -183,6 +188,8 @@ def config_from_flags() -> PipelineConfig:
   changes = _flag_changes()
   merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
                         changes)
+  if FLAGS.search:
+    merged[None]["stages"] = _with_search(merged[None].get("stages"), model)
   if "output_dir" not in merged[None]:
     merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
   return recipe.build(merged, loaded)
@@ -229,6 +236,10 @@ def _flag_changes() -> dict:
       changes.setdefault("data", {})[flag_name] = FLAGS[flag_name].value
   if FLAGS.quant_modes is not None:
     changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
+  if FLAGS.search_modes is not None:
+    changes.setdefault("search", {})["modes"] = tuple(FLAGS.search_modes)
+  if FLAGS.max_accuracy_drop is not None:  # one budget, read by the stage that runs
+    changes.setdefault("search", {})["max_accuracy_drop"] = FLAGS.max_accuracy_drop
   for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
                              ("cluster_layers", "cluster"), ("binary_layers", "binary")):
     if FLAGS[flag_name].value is not None:
@@ -237,6 +248,14 @@ def _flag_changes() -> dict:
     top["stages"] = tuple(FLAGS.stages)
   changes[None] = top
   return changes
+
+
+def _with_search(stages, model) -> tuple:
+  """--search: teacher,distill,search (teacher,search from --model: your model
+  is what is compressed), or the stages given with search appended."""
+  if stages is None:
+    return ("teacher", "search") if model else ("teacher", "distill", "search")
+  return tuple(stages) + (("search",) if "search" not in stages else ())
 
 
 def _default_output_dir(data: dict) -> str:

@@ -16,14 +16,15 @@ from typing import Optional, Tuple
 from tfopt.technique_config import (BINARY_MODES, CENTROID_INITS, GRANULARITIES,
                                     QAT_SCHEMES, SLIM_CRITERIA, SLIM_SCOPES,
                                     AnalysisConfig, BinaryConfig, ClusterConfig,
-                                    LowRankConfig, PruneConfig, QatConfig, SlimConfig)
+                                    LowRankConfig, PruneConfig, QatConfig, SearchConfig,
+                                    SlimConfig)
 from tfopt.validate import (ConfigError, require, require_fraction,
                             require_positive_int, require_positive_number)
 
 __all__ = [
     "ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",
     "DistillConfig", "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig",
-    "QatConfig", "BinaryConfig", "AnalysisConfig", "ConvertConfig", "EvaluateConfig",
+    "QatConfig", "BinaryConfig", "AnalysisConfig", "SearchConfig", "ConvertConfig", "EvaluateConfig",
     "PipelineConfig", "QUANT_MODES", "BINARY_MODES", "CENTROID_INITS", "GRANULARITIES",
     "QAT_SCHEMES", "SLIM_CRITERIA", "SLIM_SCOPES",
 ]
@@ -252,6 +253,7 @@ class PipelineConfig:
   qat: QatConfig = field(default_factory=QatConfig)
   binary: BinaryConfig = field(default_factory=BinaryConfig)
   analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+  search: SearchConfig = field(default_factory=SearchConfig)
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"

@@ -12,7 +12,8 @@ from tfopt.validate import (require, require_fraction,
 
 __all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "LowRankConfig",
            "CENTROID_INITS", "ClusterConfig", "BINARY_MODES", "BinaryConfig",
-           "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig"]
+           "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig",
+           "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig"]
 
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -283,5 +284,58 @@ class QatConfig:
     require(self.scheme in QAT_SCHEMES, "scheme", self.scheme,
             "one of " + ", ".join(QAT_SCHEMES))
     require_positive_int("epochs", self.epochs)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+SEARCH_OBJECTIVES = ("size", "latency")
+SEARCH_MODES = ("int8", "int4", "dynamic_int4", "dynamic_range", "float16")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+  """The budgeted search of the compression space (see tfopt.search).
+
+  objective: what the search makes small: gzip bytes ("size") or batch-1
+    latency in LiteRT ("latency").
+  max_accuracy_drop: the accuracy the result may lose against the baseline
+    (the run's teacher or --model), in percentage points of validation
+    accuracy measured on each candidate's .tflite in LiteRT.
+  time_budget: seconds the search stage may spend; no fine-tune starts that
+    would not end within it (the last fine-tune's pace is the estimate).
+  slim_rates / sparsities / modes: the space: channels removed (structured,
+    for latency and size), then unstructured sparsity spread by the
+    sensitivity curves (size), then the conversion mode of the file.
+  finetune_epochs: distilled fine-tuning epochs per slim step and per prune.
+  """
+  objective: str = "size"
+  max_accuracy_drop: float = 0.5
+  time_budget: float = 600.0
+  slim_rates: Tuple[float, ...] = (0.25, 0.5, 0.75)
+  sparsities: Tuple[float, ...] = (0.5, 0.7, 0.8, 0.9)
+  modes: Tuple[str, ...] = ("int8", "int4")
+  finetune_epochs: int = 2
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    require(self.objective in SEARCH_OBJECTIVES, "objective", self.objective,
+            "one of " + ", ".join(SEARCH_OBJECTIVES))
+    require(isinstance(self.max_accuracy_drop, (int, float))
+            and not isinstance(self.max_accuracy_drop, bool)
+            and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
+            self.max_accuracy_drop, "percentage points in [0, 100]")
+    require_positive_number("time_budget", self.time_budget)
+    for name in ("slim_rates", "sparsities"):
+      values = getattr(self, name)
+      require(all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and 0 < value < 1 for value in values)
+              and len(set(values)) == len(values), name, values,
+              "distinct numbers in (0, 1), or an empty list")
+    require(bool(self.modes) and set(self.modes) <= set(SEARCH_MODES)
+            and len(set(self.modes)) == len(self.modes), "modes", self.modes,
+            "distinct modes among " + ", ".join(SEARCH_MODES))
+    require_positive_int("finetune_epochs", self.finetune_epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)

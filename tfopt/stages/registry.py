@@ -33,6 +33,7 @@ BUILTIN = {
     "bitwidth": "tfopt.stages.bitwidth",
     "sweep": "tfopt.stages.sweep",
     "sensitivity": "tfopt.stages.sensitivity",
+    "search": "tfopt.stages.search",
     # Finishing stages: every run ends with them; --stages does not name them.
     "convert": "tfopt.stages.convert",
     "evaluate": "tfopt.stages.evaluate",

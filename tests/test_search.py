@@ -1,0 +1,162 @@
+"""--search: every candidate a measured .tflite, the best feasible one deployed."""
+
+import dataclasses
+import hashlib
+import json
+import re
+
+import numpy as np
+import pytest
+from absl import flags
+
+from conftest import synthetic_images, write_idx_dataset
+from tfopt import cli, evaluate, keras2_flatten, pipeline, search
+from tfopt._keras import keras
+from tfopt.config import (ConfigError, ConvertConfig, DataConfig, DistillConfig,
+                          EvaluateConfig, PipelineConfig, SearchConfig, TrainConfig)
+from tfopt.data import Dataset
+
+FAST_EVALUATE = EvaluateConfig(latency_warmup=2, latency_runs=10, latency_breakdown=False)
+
+
+def parse(*args) -> PipelineConfig:
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["tfopt compress", *args])
+  return cli.config_from_flags()
+
+
+def test_search_flags_choose_the_stages_and_the_budget():
+  assert parse("--search").stages == ("teacher", "distill", "search")
+  assert parse("--search", "--model", "m.keras").stages == ("teacher", "search")
+  assert parse("--search", "--stages", "teacher,prune").stages == (
+      "teacher", "prune", "search")
+  config = parse("--search", "--objective", "latency", "--max_accuracy_drop", "0.2",
+                 "--search_budget", "90", "--search_modes", "int8,dynamic_int4")
+  assert config.search == dataclasses.replace(
+      SearchConfig(), objective="latency", max_accuracy_drop=0.2, time_budget=90.0,
+      modes=("int8", "dynamic_int4"))
+  for bad, message in ((("--objective", "fastest"), "objective='fastest' is invalid"),
+                       (("--search_modes", "int3"), "modes=('int3',) is invalid"),
+                       (("--search_budget", "0"), "time_budget=0.0 is invalid")):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+      parse("--search", *bad)
+
+
+def test_search_run_deploys_the_smallest_feasible_file_and_resumes(tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=100)
+  fast = dict(epochs=2, batch_size=32)
+  config = PipelineConfig(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      teacher=TrainConfig(builder="student", **fast), distill=DistillConfig(**fast),
+      search=SearchConfig(max_accuracy_drop=3.0, slim_rates=(0.5,), sparsities=(0.5, 0.8),
+                          modes=("int8", "int4"), finetune_epochs=1, batch_size=32),
+      convert=ConvertConfig(representative_examples=20), evaluate=FAST_EVALUATE,
+      stages=("teacher", "distill", "search"), output_dir=str(tmp_path / "out"))
+  report = pipeline.run(config)
+  out = tmp_path / "out"
+  entry = report.search
+  candidates = entry["candidates"]
+  names = {candidate["name"] for candidate in candidates}
+  # Step 1 (no training) and the fine-tuned chains, each in both modes.
+  for spec in ("as given", "sparsity 50% (no fine-tune)", "sparsity 80% (no fine-tune)",
+               "sparsity 50%", "slim 50%"):
+    assert {f"{spec}, int8", f"{spec}, int4"} <= names, spec
+  start = next(c for c in candidates if c["name"] == "as given, int8")
+  for candidate in candidates:
+    assert 0 <= candidate["accuracy"] <= 1 and candidate["gzip_bytes"] < candidate[
+        "tflite_bytes"]
+    assert candidate["feasible"] == (candidate["accuracy"] >= entry["floor"])
+    if candidate["spec"]["sparsity"]:  # the zeros are in the file's Keras model
+      assert candidate["nonzero_params"] < 0.75 * start["nonzero_params"]
+    if candidate["spec"]["slim_rate"]:
+      assert candidate["macs"] < 0.5 * start["macs"]
+    if candidate["mode"] == "int4":
+      assert candidate["tflite_bytes"] < 0.75 * next(
+          other["tflite_bytes"] for other in candidates
+          if other["spec"] == candidate["spec"] and other["mode"] == "int8")
+  chosen = next(candidate for candidate in candidates if candidate["chosen"])
+  feasible = [candidate for candidate in candidates if candidate["feasible"]]
+  assert chosen["feasible"] and chosen["gzip_bytes"] == min(
+      candidate["gzip_bytes"] for candidate in feasible)
+  # The chosen file is the run's last model, converted in its mode only, deployed.
+  row = entry["chosen_row"]
+  assert row["name"] == f"searched student {chosen['mode']}"
+  bundle = json.loads((out / "deploy" / "model.json").read_text())
+  assert bundle["source"]["file"] == row["path"]
+  assert hashlib.sha256((out / row["path"]).read_bytes()).hexdigest() == bundle["sha256"]
+  # The front's files are kept, run in LiteRT and give the test accuracy reported.
+  front = [candidate for candidate in candidates if candidate["front"]]
+  assert front and all((out / candidate["file"]).is_file() for candidate in front)
+  data = report_dataset(tmp_path / "data")
+  for candidate in front:
+    assert evaluate.accuracy(str(out / candidate["file"]), data.x_test,
+                             data.y_test) == pytest.approx(candidate["test_accuracy"])
+  assert (out / "search.png").read_bytes()[:4] == b"\x89PNG"
+  markdown = (out / "report.md").read_text()
+  assert "## Search: the smallest file within 3.0 pp" in markdown
+  manifest = json.loads((out / "manifest.json").read_text())
+  listed = json.dumps(manifest)
+  assert "search.png" in listed and all(candidate["file"] in listed for candidate in front)
+  # A rerun keeps the search: the same record, no fine-tune again.
+  again = pipeline.run(config)
+  assert again.search["candidates"] == candidates
+
+
+def report_dataset(data_dir) -> Dataset:
+  from tfopt.data import load_dataset  # pylint: disable=g-import-not-at-top
+  return load_dataset(DataConfig(data_dir=str(data_dir)))
+
+
+def test_the_time_budget_stops_before_any_fine_tune(trained_teacher, dataset):
+  config = SearchConfig(time_budget=1e-3, max_accuracy_drop=100, sparsities=(0.5,),
+                        modes=("int8",))
+  result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
+                         log=lambda line: None)
+  assert [candidate.spec for candidate in result.candidates] == [
+      search.Spec(), search.Spec(0.0, 0.5)]
+  assert result.skipped and "time budget" in result.skipped[0]
+  # Every candidate feasible at 100 pp: the smallest file wins.
+  assert result.candidates[result.chosen].spec == search.Spec(0.0, 0.5)
+
+
+def test_nothing_feasible_keeps_the_model_as_given(trained_teacher, dataset):
+  config = SearchConfig(time_budget=1e-3, max_accuracy_drop=0.0, sparsities=(0.9,),
+                        modes=("int8",))
+  result = search.search(trained_teacher, dataset, config, 1.01, FAST_EVALUATE, 20,
+                         log=lambda line: None)
+  assert not any(candidate.feasible for candidate in result.candidates)
+  assert result.candidates[result.chosen].spec == search.Spec()
+  assert result.model is trained_teacher
+
+
+def _nested_mobilenet_dataset(size=32, count=160) -> Dataset:
+  splits = []
+  for seed, number in ((0, count), (1, 40), (2, 40)):
+    images, labels = synthetic_images(number, seed, num_classes=4, size=size)
+    splits += [np.repeat(images, 3, axis=-1), labels]
+  return Dataset("synthetic-rgb", *splits, ["a", "b", "c", "d"], "synthetic")
+
+
+def test_latency_search_slims_a_nested_keras_applications_backbone():
+  """The transfer guide's shape: MobileNetV2 nested in the user's model."""
+  data = _nested_mobilenet_dataset()
+  base = keras.applications.MobileNetV2(include_top=False, weights=None, alpha=0.35,
+                                        input_shape=(32, 32, 3))
+  inputs = keras.Input((32, 32, 3))
+  x = keras.layers.GlobalAveragePooling2D()(base(inputs, training=False))
+  user_model = keras.Model(inputs, keras.layers.Dense(4)(x))
+  model = keras2_flatten.flatten_nested_models(user_model)
+  model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+  model.fit(data.x_train, data.y_train, epochs=1, verbose=0)
+  config = SearchConfig(objective="latency", max_accuracy_drop=100, slim_rates=(0.5,),
+                        modes=("int8",), finetune_epochs=1, batch_size=32)
+  lines = []
+  result = search.search(model, data, config, 1.0, FAST_EVALUATE, 20, log=lines.append)
+  by_spec = {candidate.spec: candidate for candidate in result.candidates}
+  assert set(by_spec) == {search.Spec(), search.Spec(0.5, 0.0, True)}  # no sparsity
+  slimmed = by_spec[search.Spec(0.5, 0.0, True)]
+  assert slimmed.macs < 0.6 * by_spec[search.Spec()].macs
+  assert slimmed.tflite_bytes < by_spec[search.Spec()].tflite_bytes
+  chosen = result.candidates[result.chosen]
+  assert chosen.latency_us == min(candidate.latency_us for candidate in result.candidates)
+  assert any("slim 50%" in line for line in lines)

@@ -1,0 +1,395 @@
+"""Search under a budget: the smallest (or fastest) file within an accuracy drop.
+
+The space is the one tfopt already has, in three steps applied in order:
+remove channels (tfopt.slim, one step to each of `slim_rates`), prune what
+is left (tfopt.prune, per-layer sparsities spread by the sensitivity curves,
+tfopt.sensitivity.allocate_sparsity), then convert (`modes`: int8, int4 ...).
+Every candidate is a .tflite measured in LiteRT: accuracy on the validation
+split (the test set stays for the report), gzip and raw bytes, batch-1
+latency. A candidate is feasible when its accuracy is at least the
+baseline's minus `max_accuracy_drop`.
+
+How it walks the space, cheap first:
+
+  1. The starting model and its masks at each sparsity without any training
+     (the sensitivity scan's allocation applied as is), in every mode:
+     conversions only, seconds each.
+  2. Chains that fine-tune (distilled from the teacher): for each slim rate,
+     0 first, the slimmed model, then each sparsity in increasing order on
+     top of it. A chain stops at its first model that no mode keeps
+     feasible, and a higher slim rate never goes past the sparsity where a
+     lower one failed (more compression, less accuracy). With the latency
+     objective the sparsities are not fine-tuned: LiteRT runs sparse
+     kernels densely, so they cannot be faster than their slimmed model.
+  3. Fine-tuned models that missed the floor by less than PROMISING_PP and
+     would beat the best feasible candidate are fine-tuned again, LONGER
+     times longer, most compressed first.
+
+No fine-tune starts that the time budget cannot finish, at the pace of the
+fine-tunes so far. Each fine-tune's epochs are seeded by its position in the
+stage (tfopt.epoch_checkpoints), so a candidate's figures depend on the walk
+before it: the same command gives the same figures, another budget or floor
+may give a candidate slightly different ones.
+
+The result is every candidate, the Pareto front of objective vs accuracy and
+the best feasible one (the starting model when none is).
+"""
+
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfopt import artifacts, convert, evaluate
+from tfopt._keras import keras
+from tfopt.config import EvaluateConfig, PruneConfig, SearchConfig, SlimConfig
+from tfopt.data import Dataset
+from tfopt.distill import Teacher
+from tfopt.errors import TfoptError
+from tfopt.macs import count_macs
+from tfopt.prune import prune
+from tfopt.report import pareto_front
+from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
+from tfopt.slim import slim
+from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
+
+__all__ = ["Spec", "Candidate", "SearchResult", "search", "objective_of"]
+
+# The sparsities each model's layers are scanned at (finer than the search's
+# own, so the allocation can reach every target).
+SCAN_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+  """One Keras model of the search: slimmed, then pruned, fine-tuned or not."""
+  slim_rate: float = 0.0
+  sparsity: float = 0.0
+  finetuned: bool = False
+  longer: bool = False  # step 3: fine-tuned LONGER times longer
+
+  @property
+  def name(self) -> str:
+    parts = ([f"slim {self.slim_rate:.0%}"] if self.slim_rate else []) + (
+        [f"sparsity {self.sparsity:.0%}"] if self.sparsity else [])
+    if not parts:
+      return "as given"
+    return " + ".join(parts) + ("" if self.finetuned else " (no fine-tune)") + (
+        ", fine-tuned longer" if self.longer else "")
+
+  @property
+  def stem(self) -> str:
+    return "_".join([f"slim{round(100 * self.slim_rate)}"] * bool(self.slim_rate)
+                    + [f"sparse{round(100 * self.sparsity)}"] * bool(self.sparsity)
+                    + ["raw"] * (not self.finetuned and bool(self.sparsity))
+                    + ["longer"] * self.longer) or "start"
+
+
+@dataclasses.dataclass
+class Candidate:
+  """One .tflite file of the search, measured in LiteRT."""
+  spec: Spec
+  mode: str
+  accuracy: float  # validation split
+  tflite_bytes: int
+  gzip_bytes: int
+  latency_us: float
+  params: int
+  nonzero_params: int
+  macs: int
+  seconds: float  # fine-tune (shared by the spec's modes) plus this conversion
+  content: bytes = dataclasses.field(default=b"", repr=False)
+  feasible: bool = False
+
+  @property
+  def name(self) -> str:
+    return f"{self.spec.name}, {self.mode}"
+
+  def to_json(self) -> dict:
+    values = dataclasses.asdict(self)
+    values.pop("content")
+    return dict(values, name=self.name, spec=dataclasses.asdict(self.spec))
+
+
+def objective_of(candidate, objective: str) -> float:
+  """The number the search makes small: gzip bytes or µs."""
+  return candidate.gzip_bytes if objective == "size" else candidate.latency_us
+
+
+@dataclasses.dataclass
+class SearchResult:
+  """Every candidate, the front (indices into them), the chosen one and its model."""
+  candidates: List[Candidate]
+  front: List[int]
+  chosen: int
+  model: keras.Model
+  baseline_accuracy: float
+  floor: float
+  skipped: List[str]
+  seconds: float
+
+
+class SearchError(TfoptError, ValueError):
+  """A search that cannot run on this model."""
+
+
+@dataclasses.dataclass
+class _Measure:
+  """Converts a Keras model in each mode and measures every file."""
+  dataset: Dataset
+  modes: Sequence[str]
+  evaluate_config: EvaluateConfig
+  calibration_examples: int
+  directory: str
+  log: Callable[[str], None]
+
+  def __call__(self, model: keras.Model, spec: Spec, seconds: float) -> List[Candidate]:
+    params = [weight.numpy() for weight in model.weights]
+    shared = dict(params=int(sum(value.size for value in params)),
+                  nonzero_params=int(sum(np.count_nonzero(value) for value in params)),
+                  macs=sum(entry.macs for entry in count_macs(model)))
+    found = []
+    for mode in self.modes:
+      started = time.monotonic()
+      content = convert.to_tflite(model, mode, self.dataset.x_train,
+                                  self.calibration_examples)
+      path = artifacts.write_bytes_atomic(
+          os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
+      config = self.evaluate_config
+      predicted = evaluate.top1(path, self.dataset.x_val, config.num_threads,
+                                config.batch_size)
+      candidate = Candidate(
+          spec, mode, float(np.mean(predicted == self.dataset.y_val)), len(content),
+          artifacts.gzip_size(path),
+          evaluate.latency_us(path, self.dataset.x_val[0], config.num_threads,
+                              config.latency_warmup, config.latency_runs),
+          seconds=seconds + time.monotonic() - started, content=content, **shared)
+      self.log(f"  {candidate.name}: {candidate.accuracy:.2%} validation, "
+               f"{candidate.gzip_bytes:,} B gzip ({candidate.tflite_bytes:,} B), "
+               f"{candidate.latency_us:,.1f} µs")
+      found.append(candidate)
+    return found
+
+
+def _masked(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
+            batch_size: int) -> Dict[float, Dict[str, float]]:
+  """{overall sparsity: per-layer sparsities} from one sensitivity scan
+  (none for a model without a Conv2D or Dense kernel to prune)."""
+  if not prunable_kernels(model):
+    return {}
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel("ERROR")  # each masked copy retraces predict: the warning is expected
+  try:
+    points = layer_sensitivity(model, dataset.x_val, dataset.y_val, SCAN_SPARSITIES,
+                               batch_size)
+  finally:
+    logger.setLevel(level)
+  sizes = prunable_kernels(model)
+  return {target: allocate_sparsity(points, sizes, target) for target in sparsities}
+
+
+def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
+           baseline_accuracy: float, evaluate_config: EvaluateConfig,
+           calibration_examples: int = 500, teacher: Optional[Teacher] = None,
+           log: Callable[[str], None] = print, verbose: int = 2) -> SearchResult:
+  """Walks the space of `config` from `model` (see the module docstring).
+
+  Args:
+    model: the trained Keras 2 model to compress; not modified.
+    dataset: training data to fine-tune on, validation data to measure on.
+    config: objective, accuracy drop, time budget and the space.
+    baseline_accuracy: the validation accuracy the drop is counted from.
+    evaluate_config: LiteRT threads, batch and latency runs.
+    calibration_examples: images that calibrate int8 / int4 activations.
+    teacher: fine-tunes distill from it when config.use_teacher.
+    log: one line per step and per candidate.
+  """
+  floor = baseline_accuracy - config.max_accuracy_drop / 100
+  log(f"search: {config.objective} within {config.max_accuracy_drop} pp of the "
+      f"baseline's {baseline_accuracy:.2%} (validation, so >= {floor:.2%}); "
+      f"budget {config.time_budget:,.0f} s")
+  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory:
+    walk = _Walk(model, dataset, config, floor, log, _Measure(
+        dataset, config.modes, evaluate_config, calibration_examples, directory, log),
+                 teacher if config.use_teacher else None, verbose)
+    log("search: 1. no training: the model as given, and pruned by its sensitivity "
+        "curves without fine-tuning")
+    walk.untrained()
+    log("search: 2. fine-tuned chains: slim rate, then sparsity on top")
+    walk.chains()
+    log("search: 3. the most promising models fine-tuned longer, while the budget lasts")
+    walk.longer()
+  candidates = walk.candidates
+  front = pareto_front([(objective_of(candidate, config.objective), candidate.accuracy)
+                        for candidate in candidates])
+  chosen = _best(candidates, config.objective)
+  return SearchResult(candidates, front, chosen, walk.models[candidates[chosen].spec],
+                      baseline_accuracy, floor, walk.skipped,
+                      time.monotonic() - walk.started)
+
+
+# How far below the floor a fine-tuned model may be for step 3 to try it longer.
+PROMISING_PP = 0.5
+LONGER = 3  # step 3's fine-tunes: this many times finetune_epochs
+
+
+class _Walk:
+  """The search's state: what was measured, the models, the clock (steps 1-3)."""
+
+  def __init__(self, model, dataset, config, floor, log, measure, teacher, verbose):
+    self.model, self.dataset, self.config, self.floor = model, dataset, config, floor
+    self.log, self.measure, self.teacher, self.verbose = log, measure, teacher, verbose
+    self.started, self.pace = time.monotonic(), _Pace()
+    self.candidates: List[Candidate] = []
+    self.models: Dict[Spec, keras.Model] = {}
+    self.skipped: List[str] = []
+    # slim rate -> (its fine-tuned model, {sparsity: per-layer sparsities})
+    self.bases = {0.0: (model, {})}
+
+  def add(self, model: keras.Model, spec: Spec, seconds: float) -> bool:
+    """Measures `model` in every mode; whether one of its files is feasible."""
+    found = self.measure(model, spec, seconds)
+    for candidate in found:
+      candidate.feasible = candidate.accuracy >= self.floor
+    self.candidates.extend(found)
+    self.models[spec] = model
+    return any(candidate.feasible for candidate in found)
+
+  def fits(self, epochs: int, what: str) -> bool:
+    """Whether a fine-tune of `epochs` ends within the budget; notes it if not."""
+    if self.pace.fits(epochs, self.started, self.config.time_budget):
+      return True
+    self.skipped.append(f"{what}: the time budget")
+    return False
+
+  def untrained(self):
+    """Step 1: the model as given, and its sensitivity masks at each sparsity."""
+    self.add(self.model, Spec(), 0.0)
+    if self.config.objective == "size":
+      masks = _masked(self.model, self.dataset, self.config.sparsities,
+                      self.measure.evaluate_config.batch_size)
+      self.bases[0.0] = (self.model, masks)
+      for sparsity, layers in masks.items():
+        self.add(_with_sparsity(self.model, layers), Spec(0.0, sparsity), 0.0)
+
+  def chains(self):
+    """Step 2: for each slim rate, the slimmed model, then each sparsity on it."""
+    config = self.config
+    reach = len(config.sparsities)  # how far along the sparsities chains may go
+    for rate in (0.0,) + tuple(sorted(config.slim_rates)):
+      if rate:
+        if not self.fits(config.finetune_epochs, f"slim {rate:.0%} and after"):
+          return
+        if not self.slim(rate, config.finetune_epochs):
+          return  # nothing to slim, or a higher rate would lose more
+      for position, sparsity in enumerate(sorted(self.bases[rate][1])):
+        spec = Spec(rate, sparsity, True)
+        if position >= reach:
+          self.skipped.append(f"{spec.name}: a lower slim rate lost too much there")
+          break
+        if not self.fits(config.finetune_epochs, f"{spec.name} and after"):
+          return
+        feasible = self.prune(spec, config.finetune_epochs)
+        if not feasible:
+          reach = position
+          break
+
+  def longer(self):
+    """Step 3: fine-tuned models just below the floor that would beat the choice
+    if feasible, most compressed first, fine-tuned again LONGER times longer."""
+    epochs = LONGER * self.config.finetune_epochs
+    for spec in self._promising():
+      if not self.fits(epochs, f"{spec.name} fine-tuned longer"):
+        return
+      longer = dataclasses.replace(spec, longer=True)
+      if spec.sparsity:
+        self.prune(longer, epochs)
+      else:
+        self.slim(spec.slim_rate, epochs, longer)
+
+  def _promising(self) -> List[Spec]:
+    best = self.candidates[_best(self.candidates, self.config.objective)]
+    bar = objective_of(best, self.config.objective) if best.feasible else float("inf")
+    close = [candidate for candidate in self.candidates
+             if candidate.spec.finetuned and not candidate.feasible
+             and candidate.accuracy >= self.floor - PROMISING_PP / 100
+             and objective_of(candidate, self.config.objective) < bar]
+    specs = []
+    for candidate in sorted(close, key=lambda item: objective_of(item, self.config.objective)):
+      if candidate.spec not in specs and candidate.spec.slim_rate in self.bases:
+        specs.append(candidate.spec)
+    return specs
+
+  def slim(self, rate: float, epochs: int, spec: Optional[Spec] = None) -> bool:
+    """Slims the model to `rate` and fine-tunes it; whether a mode is feasible."""
+    spec = spec or Spec(rate, 0.0, True)
+    self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
+    clock = time.monotonic()
+    try:
+      slimmed = slim(self.model, self.dataset, SlimConfig(
+          rate=rate, prune_count=1, finetune_epochs=epochs, sparsity_epochs=0,
+          batch_size=self.config.batch_size, learning_rate=self.config.learning_rate),
+                     teacher=self.teacher, verbose=self.verbose).model
+    except TfoptError as error:  # nothing to slim: the sparsities remain
+      self.skipped.append(f"slim {rate:.0%}: {error}")
+      self.log(f"search: no slimming: {error}")
+      return False
+    seconds = self.pace.add(time.monotonic() - clock, epochs)
+    if not spec.longer:
+      masks = (_masked(slimmed, self.dataset, self.config.sparsities, self.config.batch_size)
+               if self.config.objective == "size" else {})
+      self.bases[rate] = (slimmed, masks)
+    return self.add(slimmed, spec, seconds)
+
+  def prune(self, spec: Spec, epochs: int) -> bool:
+    """Prunes the spec's slimmed model by its sensitivity allocation, fine-tuning."""
+    base, masks = self.bases[spec.slim_rate]
+    self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
+    clock = time.monotonic()
+    try:
+      pruned = prune(base, self.dataset, PruneConfig(
+          target_sparsity=spec.sparsity, epochs=epochs, batch_size=self.config.batch_size,
+          learning_rate=self.config.learning_rate), teacher=self.teacher,
+                     verbose=self.verbose, layer_targets=masks[spec.sparsity]).model
+    except TfoptError as error:  # e.g. a layer short of its target
+      self.skipped.append(f"{spec.name}: {error}")
+      return False
+    return self.add(pruned, spec, self.pace.add(time.monotonic() - clock, epochs))
+
+
+def _with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:
+  return apply_masks(model, {name: magnitude_mask(model.get_layer(name).kernel.numpy(),
+                                                  sparsity)
+                             for name, sparsity in layers.items() if sparsity})
+
+
+@dataclasses.dataclass
+class _Pace:
+  """Seconds per fine-tuning epoch so far: whether the next fine-tune fits."""
+  seconds: float = 0.0
+  epochs: int = 0
+
+  def add(self, seconds: float, epochs: int) -> float:
+    self.seconds, self.epochs = self.seconds + seconds, self.epochs + epochs
+    return seconds
+
+  def fits(self, epochs: int, started: float, budget: float) -> bool:
+    per_epoch = self.seconds / self.epochs if self.epochs else 0.0
+    return time.monotonic() - started + per_epoch * epochs <= budget
+
+
+def _best(candidates: List[Candidate], objective: str) -> int:
+  """The feasible candidate with the smallest objective (then the most
+  accurate); the starting model's best file when none is feasible."""
+  feasible = [index for index, candidate in enumerate(candidates) if candidate.feasible]
+  if feasible:
+    return min(feasible, key=lambda index: (objective_of(candidates[index], objective),
+                                            -candidates[index].accuracy))
+  start = [index for index, candidate in enumerate(candidates)
+           if candidate.spec == Spec()]
+  return max(start, key=lambda index: candidates[index].accuracy)
