@@ -209,6 +209,8 @@ def keras_weights(path):
     ("teacher,distill", "teacher:1:2", ["--teacher_epochs=3"]),
     pytest.param("teacher,slim", "slim:2:1",  # a stage of 3 fits, killed in the 2nd
                  ["--slim_prune_count=2", "--slim_finetune_epochs=2"], marks=pytest.mark.slow),
+    pytest.param("teacher,search", "search:2:1",  # the search's 2nd fine-tune
+                 ["--search_modes=int8"], marks=pytest.mark.slow),
 ])
 def test_kill_9_inside_a_stage_resumes_at_that_epoch(tmp_path, stages, kill_at, extra):
   """SIGKILL right after an epoch's checkpoint: the rerun goes on from there and

@@ -76,8 +76,11 @@ def test_search_run_deploys_the_smallest_feasible_file_and_resumes(tmp_path):
           if other["spec"] == candidate["spec"] and other["mode"] == "int8")
   chosen = next(candidate for candidate in candidates if candidate["chosen"])
   feasible = [candidate for candidate in candidates if candidate["feasible"]]
-  assert chosen["feasible"] and chosen["gzip_bytes"] == min(
-      candidate["gzip_bytes"] for candidate in feasible)
+  smallest = min(candidate["gzip_bytes"] for candidate in feasible)
+  near = [candidate for candidate in feasible
+          if candidate["gzip_bytes"] <= smallest * (1 + search.TIE)]
+  assert chosen["feasible"] and chosen in near
+  assert chosen["accuracy"] == max(candidate["accuracy"] for candidate in near)
   # The chosen file is the run's last model, converted in its mode only, deployed.
   row = entry["chosen_row"]
   assert row["name"] == f"searched student {chosen['mode']}"
@@ -153,10 +156,12 @@ def test_latency_search_slims_a_nested_keras_applications_backbone():
   lines = []
   result = search.search(model, data, config, 1.0, FAST_EVALUATE, 20, log=lines.append)
   by_spec = {candidate.spec: candidate for candidate in result.candidates}
-  assert set(by_spec) == {search.Spec(), search.Spec(0.5, 0.0, True)}  # no sparsity
-  slimmed = by_spec[search.Spec(0.5, 0.0, True)]
-  assert slimmed.macs < 0.6 * by_spec[search.Spec()].macs
-  assert slimmed.tflite_bytes < by_spec[search.Spec()].tflite_bytes
+  # No sparsity for latency; the chosen slimmed model is fine-tuned longer at the end.
+  slim_50 = search.Spec(0.5, 0.0, True)
+  assert set(by_spec) <= {search.Spec(), slim_50, search.Spec(0.5, 0.0, True, True)}
+  assert by_spec[slim_50].macs < 0.6 * by_spec[search.Spec()].macs
+  assert by_spec[slim_50].tflite_bytes < by_spec[search.Spec()].tflite_bytes
   chosen = result.candidates[result.chosen]
-  assert chosen.latency_us == min(candidate.latency_us for candidate in result.candidates)
+  fastest = min(candidate.latency_us for candidate in result.candidates)
+  assert chosen.latency_us <= fastest * (1 + search.TIE)
   assert any("slim 50%" in line for line in lines)

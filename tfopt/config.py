@@ -24,7 +24,8 @@ from tfopt.validate import (ConfigError, require, require_fraction,
 __all__ = [
     "ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",
     "DistillConfig", "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig",
-    "QatConfig", "BinaryConfig", "AnalysisConfig", "SearchConfig", "ConvertConfig", "EvaluateConfig",
+    "QatConfig", "BinaryConfig", "AnalysisConfig", "SearchConfig", "ConvertConfig",
+    "EvaluateConfig",
     "PipelineConfig", "QUANT_MODES", "BINARY_MODES", "CENTROID_INITS", "GRANULARITIES",
     "QAT_SCHEMES", "SLIM_CRITERIA", "SLIM_SCOPES",
 ]
@@ -227,8 +228,9 @@ class PipelineConfig:
     comes first; "distill" turns the teacher into the student; prune, slim,
     lowrank, cluster, qat, binary and sensitivity each compress the latest
     model (e.g. teacher, distill, slim, prune prunes the slimmed student);
-    "scratch" needs distill before it; bitwidth and sweep measure the latest
-    model and make none. Each stage checks the chain it is in (see
+    "search" looks for the smallest or fastest file within an accuracy drop
+    (see SearchConfig); "scratch" needs distill before it; bitwidth and sweep
+    measure the latest model and make none. Each stage checks the chain it is in (see
     Stage.check_chain).
   compare_scratch: also train the student from scratch with the same epochs
     (a control that shows what distillation gained); adds "scratch".

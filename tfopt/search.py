@@ -21,9 +21,14 @@ How it walks the space, cheap first:
      lower one failed (more compression, less accuracy). With the latency
      objective the sparsities are not fine-tuned: LiteRT runs sparse
      kernels densely, so they cannot be faster than their slimmed model.
-  3. Fine-tuned models that missed the floor by less than PROMISING_PP and
+  3. With the latency objective, slim rates halfway between the highest
+     feasible rate and the lowest failed one (BISECTIONS times). Then
+     fine-tuned models that missed the floor by less than PROMISING_PP and
      would beat the best feasible candidate are fine-tuned again, LONGER
-     times longer, most compressed first.
+     times longer, most compressed first; last, the chosen model too.
+
+The choice: among feasible candidates whose objective is within TIE of the
+smallest, the most accurate.
 
 No fine-tune starts that the time budget cannot finish, at the pace of the
 fine-tunes so far. Each fine-tune's epochs are seeded by its position in the
@@ -74,7 +79,7 @@ class Spec:
 
   @property
   def name(self) -> str:
-    parts = ([f"slim {self.slim_rate:.0%}"] if self.slim_rate else []) + (
+    parts = ([f"slim {100 * self.slim_rate:.4g}%"] if self.slim_rate else []) + (
         [f"sparsity {self.sparsity:.0%}"] if self.sparsity else [])
     if not parts:
       return "as given"
@@ -83,7 +88,8 @@ class Spec:
 
   @property
   def stem(self) -> str:
-    return "_".join([f"slim{round(100 * self.slim_rate)}"] * bool(self.slim_rate)
+    return "_".join([f"slim{100 * self.slim_rate:.4g}".replace(".", "p")]
+                    * bool(self.slim_rate)
                     + [f"sparse{round(100 * self.sparsity)}"] * bool(self.sparsity)
                     + ["raw"] * (not self.finetuned and bool(self.sparsity))
                     + ["longer"] * self.longer) or "start"
@@ -222,8 +228,14 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
     walk.untrained()
     log("search: 2. fine-tuned chains: slim rate, then sparsity on top")
     walk.chains()
-    log("search: 3. the most promising models fine-tuned longer, while the budget lasts")
+    log("search: 3. while the budget lasts: " + (
+        "slim rates between the last feasible and the first failed one, then " if
+        config.objective == "latency" else "") + "the most promising models fine-tuned "
+        "longer, then the chosen one")
+    if config.objective == "latency":
+      walk.between()
     walk.longer()
+    walk.polish()
   candidates = walk.candidates
   front = pareto_front([(objective_of(candidate, config.objective), candidate.accuracy)
                         for candidate in candidates])
@@ -236,6 +248,10 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
 # How far below the floor a fine-tuned model may be for step 3 to try it longer.
 PROMISING_PP = 0.5
 LONGER = 3  # step 3's fine-tunes: this many times finetune_epochs
+BISECTIONS = 2  # step 3, latency: slim rates tried between a feasible and a failed one
+# Objectives within this share of the smallest count as equal (latency is
+# measured to a few %; a few bytes of gzip do not matter): the most accurate wins.
+TIE = 0.03
 
 
 class _Walk:
@@ -299,18 +315,50 @@ class _Walk:
           reach = position
           break
 
+  def between(self):
+    """Step 3, latency: slim rates halfway between the highest feasible rate
+    and the lowest failed one, BISECTIONS times at most."""
+    for _ in range(BISECTIONS):
+      slimmed = [candidate for candidate in self.candidates
+                 if candidate.spec.finetuned and not candidate.spec.sparsity
+                 and not candidate.spec.longer]
+      feasible = {candidate.spec.slim_rate for candidate in slimmed if candidate.feasible}
+      low = max(feasible | {0.0})
+      failed = [candidate.spec.slim_rate for candidate in slimmed
+                if candidate.spec.slim_rate > low]
+      if not failed:
+        return
+      rate = round((low + min(failed)) / 2, 4)
+      if not self.fits(self.config.finetune_epochs, f"slim {100 * rate:.4g}%"):
+        return
+      self.slim(rate, self.config.finetune_epochs)
+
   def longer(self):
     """Step 3: fine-tuned models just below the floor that would beat the choice
     if feasible, most compressed first, fine-tuned again LONGER times longer."""
-    epochs = LONGER * self.config.finetune_epochs
     for spec in self._promising():
-      if not self.fits(epochs, f"{spec.name} fine-tuned longer"):
+      if not self._again(spec):
         return
-      longer = dataclasses.replace(spec, longer=True)
-      if spec.sparsity:
-        self.prune(longer, epochs)
-      else:
-        self.slim(spec.slim_rate, epochs, longer)
+
+  def polish(self):
+    """Last: the chosen model, if fine-tuned, fine-tuned LONGER times longer
+    (the same size and speed, more accuracy; the choice takes it if so)."""
+    spec = self.candidates[_best(self.candidates, self.config.objective)].spec
+    if spec.finetuned and not spec.longer and dataclasses.replace(
+        spec, longer=True) not in self.models:
+      self._again(spec)
+
+  def _again(self, spec: Spec) -> bool:
+    """`spec` fine-tuned LONGER times longer; False when the budget says no."""
+    epochs = LONGER * self.config.finetune_epochs
+    if not self.fits(epochs, f"{spec.name} fine-tuned longer"):
+      return False
+    longer = dataclasses.replace(spec, longer=True)
+    if spec.sparsity:
+      self.prune(longer, epochs)
+    else:
+      self.slim(spec.slim_rate, epochs, longer)
+    return True
 
   def _promising(self) -> List[Spec]:
     best = self.candidates[_best(self.candidates, self.config.objective)]
@@ -384,12 +432,16 @@ class _Pace:
 
 
 def _best(candidates: List[Candidate], objective: str) -> int:
-  """The feasible candidate with the smallest objective (then the most
-  accurate); the starting model's best file when none is feasible."""
+  """The most accurate feasible candidate among those within TIE of the
+  smallest objective (then the smaller); the starting model's best file when
+  none is feasible."""
   feasible = [index for index, candidate in enumerate(candidates) if candidate.feasible]
   if feasible:
-    return min(feasible, key=lambda index: (objective_of(candidates[index], objective),
-                                            -candidates[index].accuracy))
+    smallest = min(objective_of(candidates[index], objective) for index in feasible)
+    near = [index for index in feasible
+            if objective_of(candidates[index], objective) <= smallest * (1 + TIE)]
+    return max(near, key=lambda index: (candidates[index].accuracy,
+                                        -objective_of(candidates[index], objective)))
   start = [index for index, candidate in enumerate(candidates)
            if candidate.spec == Spec()]
   return max(start, key=lambda index: candidates[index].accuracy)
