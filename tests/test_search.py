@@ -58,8 +58,7 @@ def test_search_run_deploys_the_smallest_feasible_file_and_resumes(tmp_path):
   candidates = entry["candidates"]
   names = {candidate["name"] for candidate in candidates}
   # Step 1 (no training) and the fine-tuned chains, each in both modes.
-  for spec in ("as given", "sparsity 50% (no fine-tune)", "sparsity 80% (no fine-tune)",
-               "sparsity 50%", "slim 50%"):
+  for spec in ("as given", "sparsity 50% (no fine-tune)", "sparsity 50%", "slim 50%"):
     assert {f"{spec}, int8", f"{spec}, int4"} <= names, spec
   start = next(c for c in candidates if c["name"] == "as given, int8")
   for candidate in candidates:
@@ -110,16 +109,33 @@ def report_dataset(data_dir) -> Dataset:
   return load_dataset(DataConfig(data_dir=str(data_dir)))
 
 
-def test_the_time_budget_stops_before_any_fine_tune(trained_teacher, dataset):
+def test_the_time_budget_stops_the_walk_after_the_model_as_given(trained_teacher, dataset):
   config = SearchConfig(time_budget=1e-3, max_accuracy_drop=100, sparsities=(0.5,),
                         modes=("int8",))
   result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
                          log=lambda line: None)
-  assert [candidate.spec for candidate in result.candidates] == [
-      search.Spec(), search.Spec(0.0, 0.5)]
-  assert result.skipped and "time budget" in result.skipped[0]
-  # Every candidate feasible at 100 pp: the smallest file wins.
-  assert result.candidates[result.chosen].spec == search.Spec(0.0, 0.5)
+  assert [candidate.spec for candidate in result.candidates] == [search.Spec()]
+  assert result.skipped[0] == "sparsity 50% (no fine-tune) and after: the time budget"
+  assert all(line.endswith("the time budget") for line in result.skipped)
+  assert result.candidates[result.chosen].feasible and result.model is trained_teacher
+
+
+def _candidate(spec, gzip_bytes, accuracy, feasible=True, latency_us=10.0):
+  return search.Candidate(spec, "int8", accuracy, 2 * gzip_bytes, gzip_bytes, latency_us,
+                          100, 50, 1000, 1.0, feasible=feasible)
+
+
+def test_the_choice_is_the_most_accurate_within_a_tie_of_the_smallest():
+  start, slim, pruned = search.Spec(), search.Spec(0.5, 0, True), search.Spec(0, 0.7, True)
+  candidates = [_candidate(start, 30_000, 0.992), _candidate(slim, 10_000, 0.985),
+                _candidate(pruned, 10_200, 0.988), _candidate(pruned, 8_000, 0.97, False)]
+  assert search._best(candidates, "size") == 2  # 2 % larger, more accurate
+  candidates[2].gzip_bytes = 10_400  # 4 % larger: the smaller one
+  assert search._best(candidates, "size") == 1
+  assert search._best(candidates, "latency") == 0  # equal latency: the most accurate
+  for candidate in candidates:
+    candidate.feasible = False
+  assert search._best(candidates, "size") == 0  # none feasible: the model as given
 
 
 def test_nothing_feasible_keeps_the_model_as_given(trained_teacher, dataset):

@@ -13,7 +13,7 @@ How it walks the space, cheap first:
 
   1. The starting model and its masks at each sparsity without any training
      (the sensitivity scan's allocation applied as is), in every mode:
-     conversions only, seconds each.
+     conversions only, up to the first sparsity that no mode keeps feasible.
   2. Chains that fine-tune (distilled from the teacher): for each slim rate,
      0 first, the slimmed model, then each sparsity in increasing order on
      top of it. A chain stops at its first model that no mode keeps
@@ -30,11 +30,12 @@ How it walks the space, cheap first:
 The choice: among feasible candidates whose objective is within TIE of the
 smallest, the most accurate.
 
-No fine-tune starts that the time budget cannot finish, at the pace of the
-fine-tunes so far. Each fine-tune's epochs are seeded by its position in the
-stage (tfopt.epoch_checkpoints), so a candidate's figures depend on the walk
-before it: the same command gives the same figures, another budget or floor
-may give a candidate slightly different ones.
+No fine-tune starts that the time budget cannot finish with its measurement,
+at the pace of the fine-tuned candidates so far. Each fine-tune's epochs are
+seeded by its position in the stage (tfopt.epoch_checkpoints), so a
+candidate's figures depend on the walk before it: the same command gives the
+same figures, another budget or floor may give a candidate slightly
+different ones.
 
 The result is every candidate, the Pareto front of objective vs accuracy and
 the best feasible one (the starting model when none is).
@@ -55,18 +56,22 @@ from tfopt.config import EvaluateConfig, PruneConfig, SearchConfig, SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
 from tfopt.errors import TfoptError
+from tfopt.image_files import is_image_files
 from tfopt.macs import count_macs
 from tfopt.prune import prune
 from tfopt.report import pareto_front
 from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
 from tfopt.slim import slim
 from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
+from tfopt.train import accuracy
 
 __all__ = ["Spec", "Candidate", "SearchResult", "search", "objective_of"]
 
 # The sparsities each model's layers are scanned at (finer than the search's
 # own, so the allocation can reach every target).
 SCAN_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
+SCAN_SHARE = 0.25  # of the time budget, the most one model's scan may take
+SCAN_MIN_IMAGES = 200
 
 
 @dataclasses.dataclass(frozen=True)
@@ -181,7 +186,7 @@ class _Measure:
     return found
 
 
-def _masked(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
+def _masked(model: keras.Model, images, labels: np.ndarray, sparsities: Sequence[float],
             batch_size: int) -> Dict[float, Dict[str, float]]:
   """{overall sparsity: per-layer sparsities} from one sensitivity scan
   (none for a model without a Conv2D or Dense kernel to prune)."""
@@ -191,12 +196,36 @@ def _masked(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
   level = logger.level
   logger.setLevel("ERROR")  # each masked copy retraces predict: the warning is expected
   try:
-    points = layer_sensitivity(model, dataset.x_val, dataset.y_val, SCAN_SPARSITIES,
-                               batch_size)
+    points = layer_sensitivity(model, images, labels, SCAN_SPARSITIES, batch_size)
   finally:
     logger.setLevel(level)
   sizes = prunable_kernels(model)
   return {target: allocate_sparsity(points, sizes, target) for target in sparsities}
+
+
+def _scan_split(model: keras.Model, dataset: Dataset, seconds: float, batch_size: int):
+  """(images, labels, note) the sensitivity scan of `model` runs on: the
+  validation split, or its first images when the whole scan would take more
+  than `seconds` (a large model on photos); at least SCAN_MIN_IMAGES."""
+  count = len(dataset.y_val)
+  probe = min(count, 256)
+  images = _first(dataset.x_val, probe)
+  accuracy(model, images, dataset.y_val[:probe], batch_size)  # traced once
+  clock = time.monotonic()
+  accuracy(model, images, dataset.y_val[:probe], batch_size)
+  per_image = (time.monotonic() - clock) / probe
+  passes = 1 + len(prunable_kernels(model)) * len(SCAN_SPARSITIES)
+  keep = max(min(count, SCAN_MIN_IMAGES), min(count, int(seconds / (passes * per_image))))
+  if keep >= count:
+    return dataset.x_val, dataset.y_val, ""
+  return (_first(dataset.x_val, keep), dataset.y_val[:keep],
+          f"the first {keep:,} of {count:,} validation images (the whole scan would "
+          f"take more than {seconds:,.0f} s)")
+
+
+def _first(images, count: int):
+  """The first `count` images of an array or of a folder's files (undecoded)."""
+  return images.subset(np.arange(count)) if is_image_files(images) else images[:count]
 
 
 def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
@@ -283,15 +312,32 @@ class _Walk:
     self.skipped.append(f"{what}: the time budget")
     return False
 
+  def masks(self, model: keras.Model) -> Dict[float, Dict[str, float]]:
+    """{sparsity: per-layer sparsities} of `model` from its sensitivity scan,
+    which may take SCAN_SHARE of the budget."""
+    batch_size = self.measure.evaluate_config.batch_size
+    images, labels, note = _scan_split(model, self.dataset,
+                                       SCAN_SHARE * self.config.time_budget, batch_size)
+    if note:
+      self.log(f"search: the sensitivity scan of {model.name} runs on {note}")
+    return _masked(model, images, labels, self.config.sparsities, batch_size)
+
   def untrained(self):
     """Step 1: the model as given, and its sensitivity masks at each sparsity."""
     self.add(self.model, Spec(), 0.0)
     if self.config.objective == "size":
-      masks = _masked(self.model, self.dataset, self.config.sparsities,
-                      self.measure.evaluate_config.batch_size)
+      masks = self.masks(self.model)
       self.bases[0.0] = (self.model, masks)
-      for sparsity, layers in masks.items():
-        self.add(_with_sparsity(self.model, layers), Spec(0.0, sparsity), 0.0)
+      for sparsity in sorted(masks):
+        spec = Spec(0.0, sparsity)
+        if time.monotonic() - self.started > self.config.time_budget:
+          self.skipped.append(f"{spec.name} and after: the time budget")
+          return
+        if not self.add(_with_sparsity(self.model, masks[sparsity]), spec, 0.0):
+          if sparsity != max(masks):
+            self.skipped.append(f"higher sparsities without fine-tuning: {spec.name} "
+                                "already lost too much")
+          return
 
   def chains(self):
     """Step 2: for each slim rate, the slimmed model, then each sparsity on it."""
@@ -388,11 +434,13 @@ class _Walk:
       self.log(f"search: no slimming: {error}")
       return False
     seconds = self.pace.add(time.monotonic() - clock, epochs)
+    clock = time.monotonic()
     if not spec.longer:
-      masks = (_masked(slimmed, self.dataset, self.config.sparsities, self.config.batch_size)
-               if self.config.objective == "size" else {})
+      masks = self.masks(slimmed) if self.config.objective == "size" else {}
       self.bases[rate] = (slimmed, masks)
-    return self.add(slimmed, spec, seconds)
+    feasible = self.add(slimmed, spec, seconds)
+    self.pace.add_measuring(time.monotonic() - clock)
+    return feasible
 
   def prune(self, spec: Spec, epochs: int) -> bool:
     """Prunes the spec's slimmed model by its sensitivity allocation, fine-tuning."""
@@ -407,7 +455,11 @@ class _Walk:
     except TfoptError as error:  # e.g. a layer short of its target
       self.skipped.append(f"{spec.name}: {error}")
       return False
-    return self.add(pruned, spec, self.pace.add(time.monotonic() - clock, epochs))
+    seconds = self.pace.add(time.monotonic() - clock, epochs)
+    clock = time.monotonic()
+    feasible = self.add(pruned, spec, seconds)
+    self.pace.add_measuring(time.monotonic() - clock)
+    return feasible
 
 
 def _with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:
@@ -418,17 +470,24 @@ def _with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:
 
 @dataclasses.dataclass
 class _Pace:
-  """Seconds per fine-tuning epoch so far: whether the next fine-tune fits."""
+  """What a fine-tuned candidate has cost so far: seconds per training epoch,
+  and seconds to convert and measure it; whether the next one fits."""
   seconds: float = 0.0
   epochs: int = 0
+  measuring: float = 0.0
+  measured: int = 0
 
   def add(self, seconds: float, epochs: int) -> float:
     self.seconds, self.epochs = self.seconds + seconds, self.epochs + epochs
     return seconds
 
+  def add_measuring(self, seconds: float):
+    self.measuring, self.measured = self.measuring + seconds, self.measured + 1
+
   def fits(self, epochs: int, started: float, budget: float) -> bool:
     per_epoch = self.seconds / self.epochs if self.epochs else 0.0
-    return time.monotonic() - started + per_epoch * epochs <= budget
+    measuring = self.measuring / self.measured if self.measured else 0.0
+    return time.monotonic() - started + per_epoch * epochs + measuring <= budget
 
 
 def _best(candidates: List[Candidate], objective: str) -> int:
