@@ -181,3 +181,26 @@ def test_latency_search_slims_a_nested_keras_applications_backbone():
   fastest = min(candidate.latency_us for candidate in result.candidates)
   assert chosen.latency_us <= fastest * (1 + search.TIE)
   assert any("slim 50%" in line for line in lines)
+
+
+def test_a_file_that_cannot_be_written_is_noted_and_the_walk_goes_on(
+    trained_teacher, dataset, monkeypatch):
+  from tfopt import convert  # pylint: disable=g-import-not-at-top
+  real = convert.to_tflite
+
+  def int4_fails(model, mode, *args, **kwargs):
+    if mode == "int4":
+      raise convert.ConversionError("LiteRT's quantizer refused it. More text")
+    return real(model, mode, *args, **kwargs)
+
+  monkeypatch.setattr(convert, "to_tflite", int4_fails)
+  config = SearchConfig(time_budget=1e-3, max_accuracy_drop=100, modes=("int8", "int4"))
+  result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
+                         log=lambda line: None)
+  assert [candidate.mode for candidate in result.candidates] == ["int8"]
+  assert "as given, int4: LiteRT's quantizer refused it" in result.skipped
+  monkeypatch.setattr(convert, "to_tflite", lambda *args, **kwargs: int4_fails(
+      args[0], "int4"))
+  with pytest.raises(search.SearchError, match="could not be converted and measured"):
+    search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
+                  log=lambda line: None)

@@ -41,6 +41,7 @@ The result is every candidate, the Pareto front of objective vs accuracy and
 the best feasible one (the starting model when none is).
 """
 
+import contextlib
 import dataclasses
 import os
 import tempfile
@@ -65,13 +66,13 @@ from tfopt.slim import slim
 from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
 from tfopt.train import accuracy
 
-__all__ = ["Spec", "Candidate", "SearchResult", "search", "objective_of"]
+__all__ = ["Spec", "Candidate", "SearchResult", "SearchError", "search", "objective_of"]
 
 # The sparsities each model's layers are scanned at (finer than the search's
 # own, so the allocation can reach every target).
 SCAN_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
 SCAN_SHARE = 0.25  # of the time budget, the most one model's scan may take
-SCAN_MIN_IMAGES = 200
+SCAN_MIN_IMAGES = 500
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,13 +151,15 @@ class SearchError(TfoptError, ValueError):
 
 @dataclasses.dataclass
 class _Measure:
-  """Converts a Keras model in each mode and measures every file."""
+  """Converts a Keras model in each mode and measures every file; a file that
+  cannot be written or run is noted in `failed`, not measured."""
   dataset: Dataset
   modes: Sequence[str]
   evaluate_config: EvaluateConfig
   calibration_examples: int
   directory: str
   log: Callable[[str], None]
+  failed: List[str] = dataclasses.field(default_factory=list)
 
   def __call__(self, model: keras.Model, spec: Spec, seconds: float) -> List[Candidate]:
     params = [weight.numpy() for weight in model.weights]
@@ -165,48 +168,72 @@ class _Measure:
                   macs=sum(entry.macs for entry in count_macs(model)))
     found = []
     for mode in self.modes:
-      started = time.monotonic()
-      content = convert.to_tflite(model, mode, self.dataset.x_train,
-                                  self.calibration_examples)
-      path = artifacts.write_bytes_atomic(
-          os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
-      config = self.evaluate_config
-      predicted = evaluate.top1(path, self.dataset.x_val, config.num_threads,
-                                config.batch_size)
-      candidate = Candidate(
-          spec, mode, float(np.mean(predicted == self.dataset.y_val)), len(content),
-          artifacts.gzip_size(path),
-          evaluate.latency_us(path, self.dataset.x_val[0], config.num_threads,
-                              config.latency_warmup, config.latency_runs),
-          seconds=seconds + time.monotonic() - started, content=content, **shared)
+      try:
+        candidate = self._file(model, spec, mode, seconds, shared)
+      except TfoptError as error:  # e.g. degenerate int8 scales of a collapsed model
+        reason = str(error).split(". ")[0]
+        self.failed.append(f"{spec.name}, {mode}: {reason}")
+        self.log(f"  {spec.name}, {mode}: not measured: {reason}")
+        continue
       self.log(f"  {candidate.name}: {candidate.accuracy:.2%} validation, "
                f"{candidate.gzip_bytes:,} B gzip ({candidate.tflite_bytes:,} B), "
                f"{candidate.latency_us:,.1f} µs")
       found.append(candidate)
     return found
 
+  def _file(self, model, spec, mode, seconds, shared) -> Candidate:
+    started, config = time.monotonic(), self.evaluate_config
+    content = convert.to_tflite(model, mode, self.dataset.x_train, self.calibration_examples)
+    path = artifacts.write_bytes_atomic(
+        os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
+    predicted = evaluate.top1(path, self.dataset.x_val, config.num_threads, config.batch_size)
+    return Candidate(
+        spec, mode, float(np.mean(predicted == self.dataset.y_val)), len(content),
+        artifacts.gzip_size(path),
+        evaluate.latency_us(path, self.dataset.x_val[0], config.num_threads,
+                            config.latency_warmup, config.latency_runs),
+        seconds=seconds + time.monotonic() - started, content=content, **shared)
 
-def _masked(model: keras.Model, images, labels: np.ndarray, sparsities: Sequence[float],
-            batch_size: int) -> Dict[float, Dict[str, float]]:
+
+def _masked(model: keras.Model, scan: "_Scan",
+            sparsities: Sequence[float], batch_size: int) -> Dict[float, Dict[str, float]]:
   """{overall sparsity: per-layer sparsities} from one sensitivity scan
   (none for a model without a Conv2D or Dense kernel to prune)."""
   if not prunable_kernels(model):
     return {}
-  logger = tf.get_logger()
-  level = logger.level
-  logger.setLevel("ERROR")  # each masked copy retraces predict: the warning is expected
-  try:
-    points = layer_sensitivity(model, images, labels, SCAN_SPARSITIES, batch_size)
-  finally:
-    logger.setLevel(level)
+  points = layer_sensitivity(model, scan.images, scan.labels, scan.sparsities, batch_size)
   sizes = prunable_kernels(model)
   return {target: allocate_sparsity(points, sizes, target) for target in sparsities}
 
 
-def _scan_split(model: keras.Model, dataset: Dataset, seconds: float, batch_size: int):
-  """(images, labels, note) the sensitivity scan of `model` runs on: the
-  validation split, or its first images when the whole scan would take more
-  than `seconds` (a large model on photos); at least SCAN_MIN_IMAGES."""
+@contextlib.contextmanager
+def _quiet_tf():
+  """TensorFlow's retracing warnings off: every candidate is a new model, so
+  predict and fit are traced again for each, as expected."""
+  logger = tf.get_logger()
+  level = logger.level
+  logger.setLevel("ERROR")
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
+@dataclasses.dataclass
+class _Scan:
+  """What one sensitivity scan runs on, and why it is not everything."""
+  images: object
+  labels: np.ndarray
+  sparsities: Sequence[float]
+  note: str = ""
+
+
+def _scan_for(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
+              seconds: float, batch_size: int) -> _Scan:
+  """The whole validation split at SCAN_SPARSITIES when the scan fits in
+  `seconds`; else the search's own sparsities (and 0.95) on as many of the
+  first validation images as fit, at least SCAN_MIN_IMAGES (a large model on
+  photos)."""
   count = len(dataset.y_val)
   probe = min(count, 256)
   images = _first(dataset.x_val, probe)
@@ -214,13 +241,16 @@ def _scan_split(model: keras.Model, dataset: Dataset, seconds: float, batch_size
   clock = time.monotonic()
   accuracy(model, images, dataset.y_val[:probe], batch_size)
   per_image = (time.monotonic() - clock) / probe
-  passes = 1 + len(prunable_kernels(model)) * len(SCAN_SPARSITIES)
-  keep = max(min(count, SCAN_MIN_IMAGES), min(count, int(seconds / (passes * per_image))))
-  if keep >= count:
-    return dataset.x_val, dataset.y_val, ""
-  return (_first(dataset.x_val, keep), dataset.y_val[:keep],
-          f"the first {keep:,} of {count:,} validation images (the whole scan would "
-          f"take more than {seconds:,.0f} s)")
+  layers = len(prunable_kernels(model))
+  if (1 + layers * len(SCAN_SPARSITIES)) * per_image * count <= seconds:
+    return _Scan(dataset.x_val, dataset.y_val, SCAN_SPARSITIES)
+  coarse = tuple(sorted(set(sparsities) | {max(SCAN_SPARSITIES)}))
+  keep = max(min(count, SCAN_MIN_IMAGES),
+             min(count, int(seconds / ((1 + layers * len(coarse)) * per_image))))
+  return _Scan(_first(dataset.x_val, keep), dataset.y_val[:keep], coarse,
+               f"sparsities {', '.join(f'{value:.0%}' for value in coarse)} on the first "
+               f"{keep:,} of {count:,} validation images (the full scan would take more "
+               f"than {seconds:,.0f} s)")
 
 
 def _first(images, count: int):
@@ -248,13 +278,17 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
   log(f"search: {config.objective} within {config.max_accuracy_drop} pp of the "
       f"baseline's {baseline_accuracy:.2%} (validation, so >= {floor:.2%}); "
       f"budget {config.time_budget:,.0f} s")
-  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory:
+  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory, _quiet_tf():
     walk = _Walk(model, dataset, config, floor, log, _Measure(
         dataset, config.modes, evaluate_config, calibration_examples, directory, log),
                  teacher if config.use_teacher else None, verbose)
     log("search: 1. no training: the model as given, and pruned by its sensitivity "
         "curves without fine-tuning")
     walk.untrained()
+    if not any(candidate.spec == Spec() for candidate in walk.candidates):
+      raise SearchError(f"The model {model.name!r} could not be converted and measured "
+                        f"in any of the modes {', '.join(config.modes)}: "
+                        + "; ".join(walk.measure.failed))
     log("search: 2. fine-tuned chains: slim rate, then sparsity on top")
     walk.chains()
     log("search: 3. while the budget lasts: " + (
@@ -270,7 +304,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
                         for candidate in candidates])
   chosen = _best(candidates, config.objective)
   return SearchResult(candidates, front, chosen, walk.models[candidates[chosen].spec],
-                      baseline_accuracy, floor, walk.skipped,
+                      baseline_accuracy, floor, walk.skipped + walk.measure.failed,
                       time.monotonic() - walk.started)
 
 
@@ -316,11 +350,11 @@ class _Walk:
     """{sparsity: per-layer sparsities} of `model` from its sensitivity scan,
     which may take SCAN_SHARE of the budget."""
     batch_size = self.measure.evaluate_config.batch_size
-    images, labels, note = _scan_split(model, self.dataset,
-                                       SCAN_SHARE * self.config.time_budget, batch_size)
-    if note:
-      self.log(f"search: the sensitivity scan of {model.name} runs on {note}")
-    return _masked(model, images, labels, self.config.sparsities, batch_size)
+    scan = _scan_for(model, self.dataset, self.config.sparsities,
+                     SCAN_SHARE * self.config.time_budget, batch_size)
+    if scan.note:
+      self.log(f"search: the sensitivity scan of {model.name}: {scan.note}")
+    return _masked(model, scan, self.config.sparsities, batch_size)
 
   def untrained(self):
     """Step 1: the model as given, and its sensitivity masks at each sparsity."""
