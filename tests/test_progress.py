@@ -28,6 +28,15 @@ def test_the_estimate_is_the_epochs_left_times_the_latest_epoch(capsys):
                               "0 min 48 s of training left at the last epoch's pace)")
 
 
+def test_a_stage_with_a_time_budget_is_estimated_at_most_that(capsys):
+  with progress.Progress(["distill", "search"], {"distill": 2, "search": 38},
+                         {"search": 100.0}) as clock:
+    clock.stage_started("distill", 1)
+    clock.epoch_done(10.0)
+    assert clock.training_left() == 110.0  # 1 distill epoch + the search's 100 s
+  capsys.readouterr()
+
+
 def test_json_log_format_gives_one_object_per_line(tmp_path, capsys):
   data_dir = tmp_path / "data"
   write_idx_dataset(data_dir / "mnist", train=160, test=40)

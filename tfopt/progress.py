@@ -59,8 +59,9 @@ def _minutes(seconds: float) -> str:
 class Progress:
   """The run's stages, their training epochs, and the seconds of each epoch."""
 
-  def __init__(self, stages: Sequence[str], epochs: Dict[str, int]):
-    self.stages, self.epochs = list(stages), dict(epochs)
+  def __init__(self, stages: Sequence[str], epochs: Dict[str, int],
+               caps: Optional[Dict[str, float]] = None):
+    self.stages, self.epochs, self.caps = list(stages), dict(epochs), dict(caps or {})
     self.started = time.perf_counter()
     self.epoch_seconds: Optional[float] = None
     self.epochs_done: Dict[str, int] = {}
@@ -95,12 +96,13 @@ class Progress:
       self.epochs_done[self.stage] = self.epochs_done.get(self.stage, 0) + 1
 
   def training_left(self) -> Optional[float]:
-    """Seconds: epochs left in the run x the latest epoch's; None before one."""
+    """Seconds: epochs left in the run x the latest epoch's, each stage at
+    most its time cap (the search's budget); None before an epoch."""
     if self.epoch_seconds is None:
       return None
-    left = sum(max(count - self.epochs_done.get(stage, 0), 0)
+    return sum(min(max(count - self.epochs_done.get(stage, 0), 0) * self.epoch_seconds,
+                   self.caps.get(stage, float("inf")))
                for stage, count in self.epochs.items())
-    return left * self.epoch_seconds
 
 
 def keras_verbose() -> int:

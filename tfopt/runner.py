@@ -163,8 +163,11 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
   kept = _resume(state, [stage.name for stage in plan], keys, force)
   state.manifest.record("recipe", artifacts.write_text_atomic(
       os.path.join(config.output_dir, recipe.FILENAME), recipe.dump(config)))
-  clock = progress.Progress([stage.name for stage in plan],
-                            {stage.name: stage.training_epochs(config) for stage in plan[kept:]})
+  clock = progress.Progress(
+      [stage.name for stage in plan],
+      {stage.name: stage.training_epochs(config) for stage in plan[kept:]},
+      {stage.name: stage.time_budget(config) for stage in plan
+       if stage.time_budget(config) is not None})
   with clock:
     _run_stages(state, plan, keys, kept, clock)
   state.seconds["total"] = sum(state.seconds.values())

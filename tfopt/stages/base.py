@@ -247,6 +247,10 @@ class Stage:
     """The epochs this stage trains (the progress estimate counts them)."""
     return 0
 
+  def time_budget(self, config: PipelineConfig) -> Optional[float]:
+    """The most seconds this stage spends, when it has a budget (the estimate's cap)."""
+    return None
+
   def run(self, context: Context) -> StageOutput:
     raise NotImplementedError(f"stage {self.name!r} does not implement run()")
 

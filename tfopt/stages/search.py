@@ -36,6 +36,9 @@ class SearchStage(Stage):
     prunes = chains * len(search_config.sparsities) if search_config.objective == "size" else 0
     return search_config.finetune_epochs * (len(search_config.slim_rates) + prunes)
 
+  def time_budget(self, config):
+    return config.search.time_budget
+
   def run(self, context) -> StageOutput:
     config, data = context.config.search, context.dataset
     baseline = accuracy(context.models["teacher"], data.x_val, data.y_val,
