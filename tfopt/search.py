@@ -41,95 +41,23 @@ The result is every candidate, the Pareto front of objective vs accuracy and
 the best feasible one (the starting model when none is).
 """
 
-import contextlib
 import dataclasses
-import os
 import tempfile
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional
 
-import numpy as np
-import tensorflow as tf
-
-from tfopt import artifacts, convert, evaluate
 from tfopt._keras import keras
 from tfopt.config import EvaluateConfig, PruneConfig, SearchConfig, SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
 from tfopt.errors import TfoptError
-from tfopt.image_files import is_image_files
-from tfopt.macs import count_macs
 from tfopt.prune import prune
 from tfopt.report import pareto_front
-from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
+from tfopt.search_space import (SCAN_SHARE, Candidate, Measure, Spec, masked, objective_of,
+                                quiet_tf, scan_for, with_sparsity)
 from tfopt.slim import slim
-from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
-from tfopt.train import accuracy
 
 __all__ = ["Spec", "Candidate", "SearchResult", "SearchError", "search", "objective_of"]
-
-# The sparsities each model's layers are scanned at (finer than the search's
-# own, so the allocation can reach every target).
-SCAN_SPARSITIES = (0.3, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95)
-SCAN_SHARE = 0.25  # of the time budget, the most one model's scan may take
-SCAN_MIN_IMAGES = 500
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-  """One Keras model of the search: slimmed, then pruned, fine-tuned or not."""
-  slim_rate: float = 0.0
-  sparsity: float = 0.0
-  finetuned: bool = False
-  longer: bool = False  # step 3: fine-tuned LONGER times longer
-
-  @property
-  def name(self) -> str:
-    parts = ([f"slim {100 * self.slim_rate:.4g}%"] if self.slim_rate else []) + (
-        [f"sparsity {self.sparsity:.0%}"] if self.sparsity else [])
-    if not parts:
-      return "as given"
-    return " + ".join(parts) + ("" if self.finetuned else " (no fine-tune)") + (
-        ", fine-tuned longer" if self.longer else "")
-
-  @property
-  def stem(self) -> str:
-    return "_".join([f"slim{100 * self.slim_rate:.4g}".replace(".", "p")]
-                    * bool(self.slim_rate)
-                    + [f"sparse{round(100 * self.sparsity)}"] * bool(self.sparsity)
-                    + ["raw"] * (not self.finetuned and bool(self.sparsity))
-                    + ["longer"] * self.longer) or "start"
-
-
-@dataclasses.dataclass
-class Candidate:
-  """One .tflite file of the search, measured in LiteRT."""
-  spec: Spec
-  mode: str
-  accuracy: float  # validation split
-  tflite_bytes: int
-  gzip_bytes: int
-  latency_us: float
-  params: int
-  nonzero_params: int
-  macs: int
-  seconds: float  # fine-tune (shared by the spec's modes) plus this conversion
-  content: bytes = dataclasses.field(default=b"", repr=False)
-  feasible: bool = False
-
-  @property
-  def name(self) -> str:
-    return f"{self.spec.name}, {self.mode}"
-
-  def to_json(self) -> dict:
-    values = dataclasses.asdict(self)
-    values.pop("content")
-    return dict(values, name=self.name, spec=dataclasses.asdict(self.spec))
-
-
-def objective_of(candidate, objective: str) -> float:
-  """The number the search makes small: gzip bytes or µs."""
-  return candidate.gzip_bytes if objective == "size" else candidate.latency_us
 
 
 @dataclasses.dataclass
@@ -147,115 +75,6 @@ class SearchResult:
 
 class SearchError(TfoptError, ValueError):
   """A search that cannot run on this model."""
-
-
-@dataclasses.dataclass
-class _Measure:
-  """Converts a Keras model in each mode and measures every file; a file that
-  cannot be written or run is noted in `failed`, not measured."""
-  dataset: Dataset
-  modes: Sequence[str]
-  evaluate_config: EvaluateConfig
-  calibration_examples: int
-  directory: str
-  log: Callable[[str], None]
-  failed: List[str] = dataclasses.field(default_factory=list)
-
-  def __call__(self, model: keras.Model, spec: Spec, seconds: float) -> List[Candidate]:
-    params = [weight.numpy() for weight in model.weights]
-    shared = dict(params=int(sum(value.size for value in params)),
-                  nonzero_params=int(sum(np.count_nonzero(value) for value in params)),
-                  macs=sum(entry.macs for entry in count_macs(model)))
-    found = []
-    for mode in self.modes:
-      try:
-        candidate = self._file(model, spec, mode, seconds, shared)
-      except TfoptError as error:  # e.g. degenerate int8 scales of a collapsed model
-        reason = str(error).split(". ")[0]
-        self.failed.append(f"{spec.name}, {mode}: {reason}")
-        self.log(f"  {spec.name}, {mode}: not measured: {reason}")
-        continue
-      self.log(f"  {candidate.name}: {candidate.accuracy:.2%} validation, "
-               f"{candidate.gzip_bytes:,} B gzip ({candidate.tflite_bytes:,} B), "
-               f"{candidate.latency_us:,.1f} µs")
-      found.append(candidate)
-    return found
-
-  def _file(self, model, spec, mode, seconds, shared) -> Candidate:
-    started, config = time.monotonic(), self.evaluate_config
-    content = convert.to_tflite(model, mode, self.dataset.x_train, self.calibration_examples)
-    path = artifacts.write_bytes_atomic(
-        os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
-    predicted = evaluate.top1(path, self.dataset.x_val, config.num_threads, config.batch_size)
-    return Candidate(
-        spec, mode, float(np.mean(predicted == self.dataset.y_val)), len(content),
-        artifacts.gzip_size(path),
-        evaluate.latency_us(path, self.dataset.x_val[0], config.num_threads,
-                            config.latency_warmup, config.latency_runs),
-        seconds=seconds + time.monotonic() - started, content=content, **shared)
-
-
-def _masked(model: keras.Model, scan: "_Scan",
-            sparsities: Sequence[float], batch_size: int) -> Dict[float, Dict[str, float]]:
-  """{overall sparsity: per-layer sparsities} from one sensitivity scan
-  (none for a model without a Conv2D or Dense kernel to prune)."""
-  if not prunable_kernels(model):
-    return {}
-  points = layer_sensitivity(model, scan.images, scan.labels, scan.sparsities, batch_size)
-  sizes = prunable_kernels(model)
-  return {target: allocate_sparsity(points, sizes, target) for target in sparsities}
-
-
-@contextlib.contextmanager
-def _quiet_tf():
-  """TensorFlow's retracing warnings off: every candidate is a new model, so
-  predict and fit are traced again for each, as expected."""
-  logger = tf.get_logger()
-  level = logger.level
-  logger.setLevel("ERROR")
-  try:
-    yield
-  finally:
-    logger.setLevel(level)
-
-
-@dataclasses.dataclass
-class _Scan:
-  """What one sensitivity scan runs on, and why it is not everything."""
-  images: object
-  labels: np.ndarray
-  sparsities: Sequence[float]
-  note: str = ""
-
-
-def _scan_for(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
-              seconds: float, batch_size: int) -> _Scan:
-  """The whole validation split at SCAN_SPARSITIES when the scan fits in
-  `seconds`; else the search's own sparsities (and 0.95) on as many of the
-  first validation images as fit, at least SCAN_MIN_IMAGES (a large model on
-  photos)."""
-  count = len(dataset.y_val)
-  probe = min(count, 256)
-  images = _first(dataset.x_val, probe)
-  accuracy(model, images, dataset.y_val[:probe], batch_size)  # traced once
-  clock = time.monotonic()
-  accuracy(model, images, dataset.y_val[:probe], batch_size)
-  per_image = (time.monotonic() - clock) / probe
-  layers = len(prunable_kernels(model))
-  if (1 + layers * len(SCAN_SPARSITIES)) * per_image * count <= seconds:
-    return _Scan(dataset.x_val, dataset.y_val, SCAN_SPARSITIES)
-  coarse = tuple(sorted(set(sparsities) | {max(SCAN_SPARSITIES)}))
-  keep = max(min(count, SCAN_MIN_IMAGES),
-             min(count, int(seconds / ((1 + layers * len(coarse)) * per_image))))
-  return _Scan(_first(dataset.x_val, keep), dataset.y_val[:keep], coarse,
-               f"sparsities {', '.join(f'{value:.0%}' for value in coarse)} on the first "
-               f"{keep:,} of {count:,} validation images (the full scan would take more "
-               f"than {seconds:,.0f} s)")
-
-
-def _first(images, count: int):
-  """The first `count` images of an array or of a folder's files (undecoded)."""
-  return images.subset(np.arange(count)) if is_image_files(images) else images[:count]
 
 
 def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
@@ -278,8 +97,8 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
   log(f"search: {config.objective} within {config.max_accuracy_drop} pp of the "
       f"baseline's {baseline_accuracy:.2%} (validation, so >= {floor:.2%}); "
       f"budget {config.time_budget:,.0f} s")
-  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory, _quiet_tf():
-    walk = _Walk(model, dataset, config, floor, log, _Measure(
+  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory, quiet_tf():
+    walk = _Walk(model, dataset, config, floor, log, Measure(
         dataset, config.modes, evaluate_config, calibration_examples, directory, log),
                  teacher if config.use_teacher else None, verbose)
     log("search: 1. no training: the model as given, and pruned by its sensitivity "
@@ -350,11 +169,11 @@ class _Walk:
     """{sparsity: per-layer sparsities} of `model` from its sensitivity scan,
     which may take SCAN_SHARE of the budget."""
     batch_size = self.measure.evaluate_config.batch_size
-    scan = _scan_for(model, self.dataset, self.config.sparsities,
+    scan = scan_for(model, self.dataset, self.config.sparsities,
                      SCAN_SHARE * self.config.time_budget, batch_size)
     if scan.note:
       self.log(f"search: the sensitivity scan of {model.name}: {scan.note}")
-    return _masked(model, scan, self.config.sparsities, batch_size)
+    return masked(model, scan, self.config.sparsities, batch_size)
 
   def untrained(self):
     """Step 1: the model as given, and its sensitivity masks at each sparsity."""
@@ -367,7 +186,7 @@ class _Walk:
         if time.monotonic() - self.started > self.config.time_budget:
           self.skipped.append(f"{spec.name} and after: the time budget")
           return
-        if not self.add(_with_sparsity(self.model, masks[sparsity]), spec, 0.0):
+        if not self.add(with_sparsity(self.model, masks[sparsity]), spec, 0.0):
           if sparsity != max(masks):
             self.skipped.append(f"higher sparsities without fine-tuning: {spec.name} "
                                 "already lost too much")
@@ -494,12 +313,6 @@ class _Walk:
     feasible = self.add(pruned, spec, seconds)
     self.pace.add_measuring(time.monotonic() - clock)
     return feasible
-
-
-def _with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:
-  return apply_masks(model, {name: magnitude_mask(model.get_layer(name).kernel.numpy(),
-                                                  sparsity)
-                             for name, sparsity in layers.items() if sparsity})
 
 
 @dataclasses.dataclass
