@@ -25,7 +25,7 @@ from tfopt.config import DataConfig
 from tfopt.errors import TfoptError
 from tfopt.image_files import is_image_files
 
-__all__ = ["DataError", "Dataset", "load_dataset", "read_idx", "DATA_DIR_ENV"]
+__all__ = ["DataError", "Dataset", "load_dataset", "read_idx", "take_images", "DATA_DIR_ENV"]
 
 DATA_DIR_ENV = "TFOPT_DATA_DIR"
 IDX_FILES = {
@@ -246,7 +246,7 @@ def _to_float_images(images, input_range: Tuple[float, float]):
   return unit if (low, high) == (0, 1) else unit * np.float32(high - low) + np.float32(low)
 
 
-def _take(images, indices):
+def take_images(images, indices):
   """images[indices]; image files give the chosen files, still undecoded."""
   return images.subset(indices) if is_image_files(images) else images[indices]
 
@@ -266,8 +266,8 @@ def _load_folder(config: DataConfig, seed: int) -> Tuple[dict, str, list]:
                       "to hold out a test split.")
     for key in ("x", "y"):
       whole = arrays[f"{key}_train"]
-      arrays[f"{key}_test"], arrays[f"{key}_train"] = (_take(whole, order[:test_count]),
-                                                       _take(whole, order[test_count:]))
+      arrays[f"{key}_test"], arrays[f"{key}_train"] = (take_images(whole, order[:test_count]),
+                                                       take_images(whole, order[test_count:]))
   return arrays, f"{config.data_dir} ({folder.layout})", folder.class_names
 
 
@@ -310,16 +310,16 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
                       f"on after a validation fraction of "
                       f"{config.validation_fraction}.")
     train_index, val_index = order[val_count:], order[:val_count]
-    x_val, y_val = _take(x_train, val_index), y_train[val_index]
+    x_val, y_val = take_images(x_train, val_index), y_train[val_index]
   test_count = min(config.max_test_examples or len(arrays["x_test"]), len(arrays["x_test"]))
   input_range = tuple(float(value) for value in (config.input_range or (0.0, 1.0)))
   return Dataset(
       name=config.dataset,
-      x_train=_to_float_images(_take(x_train, train_index), input_range),
+      x_train=_to_float_images(take_images(x_train, train_index), input_range),
       y_train=y_train[train_index].astype(np.int32),
       x_val=_to_float_images(x_val, input_range),
       y_val=y_val.astype(np.int32),
-      x_test=_to_float_images(_take(arrays["x_test"], np.arange(test_count)), input_range),
+      x_test=_to_float_images(take_images(arrays["x_test"], np.arange(test_count)), input_range),
       y_test=arrays["y_test"][:test_count].astype(np.int32),
       class_names=class_names,
       source=source,

@@ -1,4 +1,4 @@
-"""Multiply-accumulates per image of a Keras model, layer by layer.
+"""Multiply-accumulates per image of a Keras model, layer by layer; its parameters.
 
 Counts the layers that do the arithmetic: Conv2D, DepthwiseConv2D, Dense and
 tfopt's low-rank layers. BatchNorm (folded into the convolution by the TFLite
@@ -13,7 +13,11 @@ import numpy as np
 from tfopt._keras import keras
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
-__all__ = ["LayerMacs", "layer_macs", "count_macs"]
+__all__ = ["LayerMacs", "layer_macs", "count_macs", "parameter_counts"]
+
+# Variables of tfmot's quantize wrappers that are ranges and counters, not
+# parameters of the network.
+_QUANTIZER_VARIABLES = ("_min:0", "_max:0", "optimizer_step:0")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,3 +69,11 @@ def count_macs(model: keras.Model) -> List[LayerMacs]:
     if macs:
       table.append(LayerMacs(layer.name, type(layer).__name__, int(macs)))
   return table
+
+
+def parameter_counts(model: keras.Model):
+  """(parameters, nonzero parameters) of `model`, quantizer ranges left out."""
+  values = [weight.numpy() for weight in model.weights
+            if not weight.name.endswith(_QUANTIZER_VARIABLES)]
+  return (int(sum(value.size for value in values)),
+          int(sum(np.count_nonzero(value) for value in values)))

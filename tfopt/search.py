@@ -67,7 +67,6 @@ class SearchResult:
   front: List[int]
   chosen: int
   model: keras.Model
-  baseline_accuracy: float
   floor: float
   skipped: List[str]
   seconds: float
@@ -123,7 +122,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
                         for candidate in candidates])
   chosen = _best(candidates, config.objective)
   return SearchResult(candidates, front, chosen, walk.models[candidates[chosen].spec],
-                      baseline_accuracy, floor, walk.skipped + walk.measure.failed,
+                      floor, walk.skipped + walk.measure.failed,
                       time.monotonic() - walk.started)
 
 

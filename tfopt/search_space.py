@@ -19,10 +19,9 @@ import tensorflow as tf
 from tfopt import artifacts, convert, evaluate
 from tfopt._keras import keras
 from tfopt.config import EvaluateConfig
-from tfopt.data import Dataset
+from tfopt.data import Dataset, take_images
 from tfopt.errors import TfoptError
-from tfopt.image_files import is_image_files
-from tfopt.macs import count_macs
+from tfopt.macs import count_macs, parameter_counts
 from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
 from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
 from tfopt.train import accuracy
@@ -107,9 +106,8 @@ class Measure:
   failed: List[str] = dataclasses.field(default_factory=list)
 
   def __call__(self, model: keras.Model, spec: Spec, seconds: float) -> List[Candidate]:
-    params = [weight.numpy() for weight in model.weights]
-    shared = dict(params=int(sum(value.size for value in params)),
-                  nonzero_params=int(sum(np.count_nonzero(value) for value in params)),
+    params, nonzero_params = parameter_counts(model)
+    shared = dict(params=params, nonzero_params=nonzero_params,
                   macs=sum(entry.macs for entry in count_macs(model)))
     found = []
     for mode in self.modes:
@@ -181,7 +179,7 @@ def scan_for(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
   photos)."""
   count = len(dataset.y_val)
   probe = min(count, 256)
-  images = _first(dataset.x_val, probe)
+  images = take_images(dataset.x_val, np.arange(probe))
   accuracy(model, images, dataset.y_val[:probe], batch_size)  # traced once
   clock = time.monotonic()
   accuracy(model, images, dataset.y_val[:probe], batch_size)
@@ -192,15 +190,12 @@ def scan_for(model: keras.Model, dataset: Dataset, sparsities: Sequence[float],
   coarse = tuple(sorted(set(sparsities) | {max(SCAN_SPARSITIES)}))
   keep = max(min(count, SCAN_MIN_IMAGES),
              min(count, int(seconds / ((1 + layers * len(coarse)) * per_image))))
-  return Scan(_first(dataset.x_val, keep), dataset.y_val[:keep], coarse,
+  return Scan(take_images(dataset.x_val, np.arange(keep)), dataset.y_val[:keep], coarse,
                f"sparsities {', '.join(f'{value:.0%}' for value in coarse)} on the first "
                f"{keep:,} of {count:,} validation images (the full scan would take more "
                f"than {seconds:,.0f} s)")
 
 
-def _first(images, count: int):
-  """The first `count` images of an array or of a folder's files (undecoded)."""
-  return images.subset(np.arange(count)) if is_image_files(images) else images[:count]
 
 
 def with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:

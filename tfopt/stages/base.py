@@ -180,6 +180,9 @@ class Context:
         config, batch_size=self.distribution.global_batch(config.batch_size))
 
   def write_bytes(self, filename: str, content: bytes) -> str:
+    """Writes output_dir/filename atomically (its subfolder made) and lists it."""
+    if os.path.dirname(filename):
+      os.makedirs(os.path.dirname(self.path(filename)), exist_ok=True)
     path = artifacts.write_bytes_atomic(self.path(filename), content)
     self.manifest.record(self.stage, path)
     return path

@@ -17,13 +17,10 @@ import numpy as np
 
 from tfopt import artifacts, breakdown, convert, evaluate, quant_debug
 from tfopt._keras import keras
-from tfopt.macs import count_macs
+from tfopt.macs import count_macs, parameter_counts
 from tfopt.report import ModelRow
 from tfopt.stages.base import Stage, StageOutput
 
-# Variables of tfmot's quantize wrappers that are ranges and counters, not
-# parameters of the network.
-_QUANTIZER_VARIABLES = ("_min:0", "_max:0", "optimizer_step:0")
 AGREEMENT_TARGET = 0.99  # int8 vs its Keras model, below which layers are debugged
 
 
@@ -101,16 +98,14 @@ def measure_row(context, row_name: str, filename: str, model_name: str) -> Model
   path, model = context.path(filename), context.models[model_name]
   contents = context.contents(row_name)
   tflite_top1 = evaluate.top1(path, data.x_test, config.num_threads, config.batch_size)
-  parameters = [weight.numpy() for weight in model.weights
-                if not weight.name.endswith(_QUANTIZER_VARIABLES)]
+  params, nonzero_params = parameter_counts(model)
   return ModelRow(
       name=row_name, path=os.path.basename(path),
       accuracy=float(np.mean(tflite_top1 == data.y_test)),
       tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
       latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
                                      config.latency_warmup, config.latency_runs),
-      params=int(sum(weight.size for weight in parameters)),
-      nonzero_params=int(sum(np.count_nonzero(weight) for weight in parameters)),
+      params=params, nonzero_params=nonzero_params,
       macs=sum(entry.macs for entry in count_macs(model)),
       agreement=float(np.mean(tflite_top1 == context.keras_top1(model_name))),
       weight_sparsity=contents.weight_sparsity,

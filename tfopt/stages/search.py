@@ -11,7 +11,6 @@ front, the choice, and search.png.
 
 import dataclasses
 import io
-import os
 
 import numpy as np
 
@@ -56,7 +55,6 @@ class SearchStage(Stage):
     rows = [dict(candidate.to_json(), front=index in result.front,
                  chosen=index == result.chosen)
             for index, candidate in enumerate(result.candidates)]
-    os.makedirs(context.path(DIRECTORY), exist_ok=True)
     for index in result.front:  # the front's files, on the test set too
       candidate = result.candidates[index]
       filename = f"{DIRECTORY}/{candidate.spec.stem}_{candidate.mode}.tflite"
