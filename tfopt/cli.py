@@ -109,6 +109,7 @@ flags.DEFINE_bool("cluster_preserve_sparsity", None, "Keep the zeros of a pruned
 flags.DEFINE_list("cluster_layers", None, "Layers to cluster (default: every Conv2D, DepthwiseConv2D and Dense).")
 flags.DEFINE_list("cluster_layer_clusters", None, "Per-layer cluster counts as layer=clusters pairs, e.g. fc=8,block1a_conv=32 (others get --clusters).")
 flags.DEFINE_string("qat_scheme", None, "QAT variant: auto (pcqat after prune+cluster, pqat after prune, cqat after cluster, else qat), qat, pqat, cqat or pcqat (default auto).")
+flags.DEFINE_integer("qat_bits", None, "QAT for the int8 file (8, the default) or for the int4 file (4: the kernels the int4 file makes 4-bit are trained on its grid, the model is converted to int4; --quant_modes then defaults to int8,int4, so the post-training int4 file is there to compare).")
 flags.DEFINE_integer("qat_epochs", None, f"Quantization-aware fine-tuning epochs (default {_DEFAULT.qat.epochs}).")
 flags.DEFINE_float("qat_learning_rate", None, f"Quantization-aware fine-tuning learning rate (default {_DEFAULT.qat.learning_rate}).")
 flags.DEFINE_string("binary_mode", None, "Binary weights: bwn (alpha * sign(w)) or binaryconnect (sign(w)) (default bwn).")
@@ -157,7 +158,7 @@ _OVERRIDES = {
     "cluster_epochs": ("cluster", "epochs"),
     "cluster_learning_rate": ("cluster", "learning_rate"),
     "cluster_preserve_sparsity": ("cluster", "preserve_sparsity"),
-    "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"),
+    "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"), "qat_bits": ("qat", "bits"),
     "qat_learning_rate": ("qat", "learning_rate"),
     "binary_mode": ("binary", "mode"), "binary_epochs": ("binary", "epochs"),
     "max_accuracy_drop": ("analysis", "max_accuracy_drop"),
@@ -190,6 +191,9 @@ def config_from_flags() -> PipelineConfig:
                         changes)
   if FLAGS.search:
     merged[None]["stages"] = _with_search(merged[None].get("stages"), model)
+  if merged.get("qat", {}).get("bits") == 4 and "modes" not in merged.get("convert", {}):
+    # The int4 QAT file's post-training twin, to compare with.
+    merged.setdefault("convert", {})["modes"] = ("int8", "int4")
   if "output_dir" not in merged[None]:
     merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
   return recipe.build(merged, loaded)
