@@ -10,7 +10,7 @@ import pytest
 from absl import flags
 
 from conftest import synthetic_images, write_idx_dataset
-from tfopt import cli, evaluate, keras2_flatten, pipeline, search
+from tfopt import cli, evaluate, keras2_flatten, pipeline, qat_int4, search
 from tfopt._keras import keras
 from tfopt.config import (ConfigError, ConvertConfig, DataConfig, DistillConfig,
                           EvaluateConfig, PipelineConfig, SearchConfig, TrainConfig)
@@ -72,7 +72,11 @@ def test_search_run_deploys_the_smallest_feasible_file_and_resumes(tmp_path):
     if candidate["mode"] == "int4":
       assert candidate["tflite_bytes"] < 0.75 * next(
           other["tflite_bytes"] for other in candidates
-          if other["spec"] == candidate["spec"] and other["mode"] == "int8")
+          if other["spec"] == dict(candidate["spec"], int4_qat=False)
+          and other["mode"] == "int8")
+  # Last, when an int4 file was chosen: its model trained on the int4 grid, as int4.
+  qat4 = [candidate for candidate in candidates if candidate["spec"]["int4_qat"]]
+  assert len(qat4) <= 1 and all(candidate["mode"] == "int4" for candidate in qat4)
   chosen = next(candidate for candidate in candidates if candidate["chosen"])
   feasible = [candidate for candidate in candidates if candidate["feasible"]]
   smallest = min(candidate["gzip_bytes"] for candidate in feasible)
@@ -146,6 +150,24 @@ def test_nothing_feasible_keeps_the_model_as_given(trained_teacher, dataset):
   assert not any(candidate.feasible for candidate in result.candidates)
   assert result.candidates[result.chosen].spec == search.Spec()
   assert result.model is trained_teacher
+
+
+def test_a_chosen_int4_file_is_trained_on_the_int4_grid_last(trained_teacher, dataset):
+  config = SearchConfig(max_accuracy_drop=100, slim_rates=(), sparsities=(0.5,),
+                        modes=("int4",), finetune_epochs=1, batch_size=32)
+  result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
+                         log=lambda line: None)
+  *before, qat4 = result.candidates
+  source = next(candidate for candidate in before
+                if candidate.spec == dataclasses.replace(qat4.spec, int4_qat=False))
+  assert qat4.spec.int4_qat and qat4.spec.sparsity == 0.5 and qat4.mode == "int4"
+  # The zeros kept (weights under half a grid step round to new ones).
+  assert qat4.nonzero_params <= source.nonzero_params
+  assert sum(candidate.spec.int4_qat for candidate in result.candidates) == 1
+  if result.candidates[result.chosen] is qat4:
+    for name in qat_int4.grid_layers(result.model):
+      kernel = result.model.get_layer(name).kernel.numpy()
+      assert np.array_equal(qat_int4.on_grid(kernel), kernel)
 
 
 def _nested_mobilenet_dataset(size=32, count=160) -> Dataset:

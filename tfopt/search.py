@@ -25,7 +25,9 @@ How it walks the space, cheap first:
      feasible rate and the lowest failed one (BISECTIONS times). Then
      fine-tuned models that missed the floor by less than PROMISING_PP and
      would beat the best feasible candidate are fine-tuned again, LONGER
-     times longer, most compressed first; last, the chosen model too.
+     times longer, most compressed first; then the chosen model too.
+  4. When the choice is an int4 file: its model trained on the int4 grid
+     (tfopt.qat_int4: QAT before int4, zeros kept) and measured as int4.
 
 The choice: among feasible candidates whose objective is within TIE of the
 smallest, the most accurate.
@@ -47,11 +49,12 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from tfopt._keras import keras
-from tfopt.config import EvaluateConfig, PruneConfig, SearchConfig, SlimConfig
+from tfopt.config import EvaluateConfig, PruneConfig, QatConfig, SearchConfig, SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
 from tfopt.errors import TfoptError
 from tfopt.prune import prune
+from tfopt.qat_int4 import qat_int4
 from tfopt.report import pareto_front
 from tfopt.search_space import (SCAN_SHARE, Candidate, Measure, Spec, masked, objective_of,
                                 quiet_tf, scan_for, with_sparsity)
@@ -117,6 +120,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
       walk.between()
     walk.longer()
     walk.polish()
+    walk.int4_qat()
   candidates = walk.candidates
   front = pareto_front([(objective_of(candidate, config.objective), candidate.accuracy)
                         for candidate in candidates])
@@ -148,9 +152,9 @@ class _Walk:
     # slim rate -> (its fine-tuned model, {sparsity: per-layer sparsities})
     self.bases = {0.0: (model, {})}
 
-  def add(self, model: keras.Model, spec: Spec, seconds: float) -> bool:
-    """Measures `model` in every mode; whether one of its files is feasible."""
-    found = self.measure(model, spec, seconds)
+  def add(self, model: keras.Model, spec: Spec, seconds: float, modes=()) -> bool:
+    """Measures `model` in every mode (or `modes`); whether a file is feasible."""
+    found = self.measure(model, spec, seconds, modes)
     for candidate in found:
       candidate.feasible = candidate.accuracy >= self.floor
     self.candidates.extend(found)
@@ -245,6 +249,24 @@ class _Walk:
     if spec.finetuned and not spec.longer and dataclasses.replace(
         spec, longer=True) not in self.models:
       self._again(spec)
+
+  def int4_qat(self):
+    """Last, when the choice is an int4 file: its model trained on the int4
+    grid (tfopt.qat_int4, zeros kept) and measured as int4, the same size with
+    what post-training int4 lost taken back; the choice takes it if so."""
+    best = self.candidates[_best(self.candidates, self.config.objective)]
+    spec = dataclasses.replace(best.spec, int4_qat=True)
+    if best.mode != "int4" or best.spec.int4_qat or spec in self.models:
+      return
+    epochs = self.config.finetune_epochs
+    if not self.fits(epochs, spec.name):
+      return
+    self.log(f"search: {spec.name} ({epochs} epochs)")
+    clock = time.monotonic()
+    trained = qat_int4(self.models[best.spec], self.dataset, epochs, self.config.batch_size,
+                       QatConfig.learning_rate, keep_zeros=bool(best.spec.sparsity),
+                       teacher=self.teacher, verbose=self.verbose)
+    self.add(trained, spec, self.pace.add(time.monotonic() - clock, epochs), ("int4",))
 
   def _again(self, spec: Spec) -> bool:
     """`spec` fine-tuned LONGER times longer; False when the budget says no."""

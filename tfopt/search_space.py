@@ -43,6 +43,7 @@ class Spec:
   sparsity: float = 0.0
   finetuned: bool = False
   longer: bool = False  # step 3: fine-tuned LONGER times longer
+  int4_qat: bool = False  # last: trained on the int4 grid (tfopt.qat_int4)
 
   @property
   def name(self) -> str:
@@ -51,7 +52,7 @@ class Spec:
     if not parts:
       return "as given"
     return " + ".join(parts) + ("" if self.finetuned else " (no fine-tune)") + (
-        ", fine-tuned longer" if self.longer else "")
+        ", fine-tuned longer" if self.longer else "") + (", int4 QAT" if self.int4_qat else "")
 
   @property
   def stem(self) -> str:
@@ -59,7 +60,7 @@ class Spec:
                     * bool(self.slim_rate)
                     + [f"sparse{round(100 * self.sparsity)}"] * bool(self.sparsity)
                     + ["raw"] * (not self.finetuned and bool(self.sparsity))
-                    + ["longer"] * self.longer) or "start"
+                    + ["longer"] * self.longer + ["qat4"] * self.int4_qat) or "start"
 
 
 @dataclasses.dataclass
@@ -105,12 +106,14 @@ class Measure:
   log: Callable[[str], None]
   failed: List[str] = dataclasses.field(default_factory=list)
 
-  def __call__(self, model: keras.Model, spec: Spec, seconds: float) -> List[Candidate]:
+  def __call__(self, model: keras.Model, spec: Spec, seconds: float,
+               modes: Sequence[str] = ()) -> List[Candidate]:
+    """`model`'s file in each of `modes` (none given: the search's), measured."""
     params, nonzero_params = parameter_counts(model)
     shared = dict(params=params, nonzero_params=nonzero_params,
                   macs=sum(entry.macs for entry in count_macs(model)))
     found = []
-    for mode in self.modes:
+    for mode in modes or self.modes:
       try:
         candidate = self._file(model, spec, mode, seconds, shared)
       except TfoptError as error:  # e.g. degenerate int8 scales of a collapsed model
