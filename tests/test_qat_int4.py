@@ -12,6 +12,8 @@ from tfopt.config import (ConfigError, ConvertConfig, DataConfig, PipelineConfig
 
 from conftest import write_idx_dataset
 
+ONE_EPOCH = QatConfig(bits=4, epochs=1, batch_size=32)
+
 
 def test_on_grid_is_litert_int4_per_channel():
   kernel = np.random.default_rng(0).normal(size=(3, 3, 4, 6)).astype(np.float32)
@@ -50,8 +52,9 @@ def pruned_model(dataset, trained_teacher):
 
 
 def test_trained_kernels_reach_the_int4_file_unchanged(pruned_model, dataset, tmp_path):
-  trained = qat_int4.qat_int4(pruned_model, dataset, epochs=1, batch_size=32,
-                              learning_rate=1e-4, keep_zeros=True, verbose=0)
+  result = qat_int4.qat_int4(pruned_model, dataset, ONE_EPOCH, keep_zeros=True, verbose=0)
+  trained = result.model
+  assert result.scheme == "pqat4"
   assert [type(layer) for layer in trained.layers] == [type(layer)
                                                       for layer in pruned_model.layers]
   for name in qat_int4.grid_layers(trained):
@@ -74,16 +77,15 @@ def test_trained_kernels_reach_the_int4_file_unchanged(pruned_model, dataset, tm
 
 
 def test_only_the_chosen_layers_are_trained_on_the_grid(trained_teacher, dataset):
-  trained = qat_int4.qat_int4(trained_teacher, dataset, epochs=1, batch_size=32,
-                              learning_rate=1e-4, layers="logits", verbose=0)
+  trained = qat_int4.qat_int4(trained_teacher, dataset, ONE_EPOCH, layers="logits",
+                              verbose=0).model
   assert qat_int4.grid_layers(trained, "logits") == ["logits"]
   logits = trained.get_layer("logits").kernel.numpy()
   conv = trained.get_layer("block1_conv").kernel.numpy()
   assert np.array_equal(qat_int4.on_grid(logits), logits)
   assert not np.array_equal(qat_int4.on_grid(conv), conv)
   with pytest.raises(qat_int4.QatInt4Error, match="matches none"):
-    qat_int4.qat_int4(trained_teacher, dataset, 1, 32, 1e-4, layers="nothing_here",
-                      verbose=0)
+    qat_int4.qat_int4(trained_teacher, dataset, ONE_EPOCH, layers="nothing_here", verbose=0)
 
 
 def test_qat_bits_is_validated():

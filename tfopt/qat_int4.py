@@ -27,9 +27,11 @@ from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_layout_transform)
 
 from tfopt._keras import clone_model, keras, require_keras2_model
+from tfopt.config import QatConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
+from tfopt.qat import QatResult
 
 __all__ = ["QatInt4Error", "LEVELS", "grid_layers", "on_grid", "qat_int4"]
 
@@ -150,11 +152,23 @@ def _baked(model: keras.Model, trained: keras.Model, names) -> keras.Model:
   return plain
 
 
-def qat_int4(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
-             learning_rate: float, layers: str = ".*", keep_zeros: bool = False,
-             teacher: Teacher = None, verbose: int = 2) -> keras.Model:
-  """Fine-tunes `model` with its int4 kernels on LiteRT's grid; returns a
-  plain Keras model whose kernels are on it (`model` is not modified).
+def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: str = ".*",
+             keep_zeros: bool = False, teacher: Teacher = None,
+             verbose: int = 2) -> QatResult:
+  """Fine-tunes `model` with its int4 kernels on LiteRT's grid.
+
+  Args:
+    model: a trained Keras 2 model that outputs logits; not modified.
+    dataset: training data for fine-tuning, validation data for monitoring.
+    config: epochs, batch size, learning rate (its bits and scheme are the
+      caller's business).
+    layers: a regular expression over layer names: the int4 file's 4-bit ones.
+    keep_zeros: keep a pruned model's zeros (PQAT4).
+    teacher: if given, fine-tune by distillation from it.
+
+  Returns:
+    A QatResult with a plain Keras model whose kernels are on the grid
+    (scheme "pqat4" or "qat4"); convert it with mode "int4".
 
   Raises:
     QatInt4Error: no Conv2D / Dense layer matches `layers`.
@@ -165,6 +179,6 @@ def qat_int4(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
     raise QatInt4Error(f"--qat_bits 4 trains Conv2D and Dense kernels for int4, and "
                        f"int4_layers={layers!r} matches none of {model.name!r}'s.")
   trained = _fake_quantized(model, set(names), keep_zeros)
-  fine_tune(trained, dataset, epochs, batch_size, learning_rate, teacher=teacher,
-            verbose=verbose)
-  return _baked(model, trained, set(names))
+  fine_tune(trained, dataset, config.epochs, config.batch_size, config.learning_rate,
+            teacher=teacher, verbose=verbose)
+  return QatResult(_baked(model, trained, set(names)), "pqat4" if keep_zeros else "qat4")

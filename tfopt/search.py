@@ -263,9 +263,10 @@ class _Walk:
       return
     self.log(f"search: {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
-    trained = qat_int4(self.models[best.spec], self.dataset, epochs, self.config.batch_size,
-                       QatConfig.learning_rate, keep_zeros=bool(best.spec.sparsity),
-                       teacher=self.teacher, verbose=self.verbose)
+    trained = qat_int4(self.models[best.spec], self.dataset, QatConfig(
+        bits=4, epochs=epochs, batch_size=self.config.batch_size),
+                       keep_zeros=bool(best.spec.sparsity), teacher=self.teacher,
+                       verbose=self.verbose).model
     self.add(trained, spec, self.pace.add(time.monotonic() - clock, epochs), ("int4",))
 
   def _again(self, spec: Spec) -> bool:

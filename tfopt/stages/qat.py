@@ -80,15 +80,14 @@ class QatStage(Stage):
     context.log(f"qat: {label} of {base.name} (its int4 kernels, {layers!r}, trained on "
                 f"the int4 grid), {config.epochs} epoch(s) at learning rate "
                 f"{config.learning_rate}")
-    model = qat_int4.qat_int4(context.current_model(), context.dataset, config.epochs,
-                              config.batch_size, config.learning_rate, layers,
-                              keep_zeros=scheme == "pqat",
-                              teacher=context.teacher(config.use_teacher))
+    result = qat_int4.qat_int4(context.current_model(), context.dataset, config, layers,
+                               keep_zeros=scheme == "pqat",
+                               teacher=context.teacher(config.use_teacher))
     entry = base.then(scheme + "4", label, modes=("int4",))
     run = dict(model=entry.name, base=base.name, scheme=scheme + "4", mode="int4",
                target_sparsity=context.config.prune.target_sparsity if base.pruned else None,
                clusters=None)
-    return StageOutput(models=[NewModel(entry, model)], record={"runs": [run]})
+    return StageOutput(models=[NewModel(entry, result.model)], record={"runs": [run]})
 
   def summarize(self, record, context):
     """Each QAT model against the float and post-training int8 of its base."""
