@@ -116,6 +116,18 @@ def test_pipeline_writes_the_pqat4_int4_row(tmp_path):
   assert "qat" in again.resumed_stages and again.models == result.models
 
 
+def test_int4_layers_that_match_no_kernel_stop_the_run_before_training(tmp_path):
+  write_idx_dataset(tmp_path / "data" / "mnist")
+  config = PipelineConfig.quick(
+      data=DataConfig(data_dir=str(tmp_path / "data")),
+      convert=ConvertConfig(modes=("int4",), int4_layers="nothing_here"),
+      qat=QatConfig(bits=4), stages=("teacher", "distill", "qat"),
+      output_dir=str(tmp_path / "out"))
+  with pytest.raises(qat_int4.QatInt4Error, match="matches none of 'student'"):
+    pipeline.run(config)
+  assert not (tmp_path / "out").exists()
+
+
 def test_qat_bits_4_after_cluster_is_refused(tmp_path):
   with pytest.raises(ConfigError, match="undoes a clustered model"):
     PipelineConfig.quick(qat=QatConfig(bits=4), stages=("teacher", "prune", "cluster", "qat"))

@@ -43,11 +43,19 @@ class QatInt4Error(TfoptError, ValueError):
   """4-bit weight QAT cannot run as asked."""
 
 
-def grid_layers(model: keras.Model, layers: str = ".*"):
-  """Names of the Conv2D / Dense layers whose kernels the int4 file makes 4-bit."""
-  return [layer.name for layer in model.layers
-          if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)
-          and re.search(layers, layer.name)]
+def grid_layers(model: keras.Model, layers: str = ".*", required: bool = False):
+  """Names of the Conv2D / Dense layers whose kernels the int4 file makes 4-bit.
+
+  Raises:
+    QatInt4Error: `required` and there are none.
+  """
+  names = [layer.name for layer in model.layers
+           if type(layer) in (keras.layers.Conv2D, keras.layers.Dense)
+           and re.search(layers, layer.name)]
+  if required and not names:
+    raise QatInt4Error(f"--qat_bits 4 trains Conv2D and Dense kernels for int4, and "
+                       f"int4_layers={layers!r} matches none of {model.name!r}'s.")
+  return names
 
 
 def on_grid(kernel: np.ndarray) -> np.ndarray:
@@ -174,10 +182,7 @@ def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: st
     QatInt4Error: no Conv2D / Dense layer matches `layers`.
   """
   require_keras2_model(model)
-  names = grid_layers(model, layers)
-  if not names:
-    raise QatInt4Error(f"--qat_bits 4 trains Conv2D and Dense kernels for int4, and "
-                       f"int4_layers={layers!r} matches none of {model.name!r}'s.")
+  names = grid_layers(model, layers, required=True)
   trained = _fake_quantized(model, set(names), keep_zeros)
   fine_tune(trained, dataset, config.epochs, config.batch_size, config.learning_rate,
             teacher=teacher, verbose=verbose)

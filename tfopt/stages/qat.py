@@ -43,8 +43,12 @@ class QatStage(Stage):
                         "--qat_scheme qat (or auto).")
 
   def preflight(self, config, dataset, architecture):
-    # tfmot refuses some layers (or activations): know it before training.
-    qat.apply_qat(architecture(), "qat")
+    # Know before training that there is something to train, or (int8) that
+    # tfmot does not refuse a layer or activation.
+    if config.qat.bits == 4:
+      qat_int4.grid_layers(architecture(), config.convert.int4_layers, required=True)
+    else:
+      qat.apply_qat(architecture(), "qat")
     return architecture
 
   def run(self, context) -> StageOutput:
@@ -83,14 +87,14 @@ class QatStage(Stage):
     result = qat_int4.qat_int4(context.current_model(), context.dataset, config, layers,
                                keep_zeros=scheme == "pqat",
                                teacher=context.teacher(config.use_teacher))
-    entry = base.then(scheme + "4", label, modes=("int4",))
-    run = dict(model=entry.name, base=base.name, scheme=scheme + "4", mode="int4",
+    entry = base.then(result.scheme, label, modes=("int4",))
+    run = dict(model=entry.name, base=base.name, scheme=result.scheme, mode="int4",
                target_sparsity=context.config.prune.target_sparsity if base.pruned else None,
                clusters=None)
     return StageOutput(models=[NewModel(entry, result.model)], record={"runs": [run]})
 
   def summarize(self, record, context):
-    """Each QAT model against the float and post-training int8 of its base."""
+    """Each QAT model against its base: in Keras, and post-training in the same mode."""
     summary = []
     for run in record["runs"]:
       mode = run.get("mode", "int8")
