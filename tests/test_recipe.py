@@ -70,12 +70,14 @@ def test_a_flag_completes_what_a_recipe_leaves_open(tmp_path):
 
 
 def test_presets_are_valid_recipes():
-  assert {"default", "smallest", "fastest"} <= set(recipe.preset_names())
+  assert {"default", "smallest", "fastest", "accurate"} <= set(recipe.preset_names())
   for name in recipe.preset_names():
     config = parse("--preset", name)
     assert config.stages[0] == "teacher"
   assert parse("--preset", "default") == parse()  # the preset is the default run
   assert parse("--preset", "smallest").stages == ("teacher", "distill", "binary")
+  accurate = parse("--preset", "accurate")
+  assert accurate.data.augment and accurate.distill.epochs == 10
 
 
 BAD_RECIPES = {
@@ -111,7 +113,7 @@ def test_missing_recipe_and_unknown_preset(tmp_path, capsys):
   code, error = run_cli(capsys, "--recipe", str(tmp_path / "nope.yaml"))
   assert code == 2 and "cannot be read" in error
   code, error = run_cli(capsys, "--preset", "tiniest")
-  assert code == 2 and "preset='tiniest' is invalid: it must be one of default" in error
+  assert code == 2 and "preset='tiniest' is invalid: it must be one of accurate, default" in error
 
 
 def test_a_run_writes_its_recipe_and_the_recipe_reruns_it(tmp_path, capsys):

@@ -142,6 +142,30 @@ def test_the_choice_is_the_most_accurate_within_a_tie_of_the_smallest():
   assert search._best(candidates, "size") == 0  # none feasible: the model as given
 
 
+@pytest.mark.parametrize("miss, tried_at_25", [(0.002, [0.5, 0.9]), (0.02, [0.5])])
+def test_a_higher_slim_rate_tries_the_sparsity_a_lower_one_nearly_made(miss, tried_at_25):
+  """Rate 0 fails at sparsity 90 %: by 0.2 pp (near) slim 25 % tries 90 % too;
+  by 2 pp it stops before it."""
+  config = SearchConfig(slim_rates=(0.25,), sparsities=(0.5, 0.9))
+  walk = search._Walk(None, None, config, 0.99, lambda line: None, None, None, 0)
+  tried = []
+
+  def slim(rate, epochs, spec=None):
+    walk.bases[rate] = (None, {0.5: {}, 0.9: {}})
+    return True
+
+  def prune(spec, epochs):
+    tried.append((spec.slim_rate, spec.sparsity))
+    accuracy = 0.99 - miss if (spec.slim_rate, spec.sparsity) == (0.0, 0.9) else 0.995
+    walk.candidates.append(_candidate(spec, 1000, accuracy, accuracy >= 0.99))
+    return accuracy >= 0.99
+
+  walk.bases[0.0] = (None, {0.5: {}, 0.9: {}})
+  walk.fits, walk.slim, walk.prune = (lambda epochs, what: True), slim, prune
+  walk.chains()
+  assert tried == [(0.0, 0.5), (0.0, 0.9)] + [(0.25, sparsity) for sparsity in tried_at_25]
+
+
 def test_nothing_feasible_keeps_the_model_as_given(trained_teacher, dataset):
   config = SearchConfig(time_budget=1e-3, max_accuracy_drop=0.0, sparsities=(0.9,),
                         modes=("int8",))

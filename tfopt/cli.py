@@ -42,9 +42,11 @@ flags.DEFINE_list("image_size", None, "Image folders: HEIGHT,WIDTH to resize to 
                   "(default: the model's input size, else the images' own).")
 flags.DEFINE_string("color_mode", None, "Image folders: grayscale or rgb (default: "
                     "the model's channels, else rgb unless all images are gray).")
-flags.DEFINE_bool("augment", None, "Image folders: random horizontal flip and "
-                  "translation of the training images (default: on for folders; "
-                  "--noaugment for digits or text, which a flip changes).")
+flags.DEFINE_bool("augment", None, "Random translation of the training images, and a "
+                  "horizontal flip except on MNIST; distillation then runs the teacher "
+                  "on each augmented batch (default: on for image folders, off for "
+                  "named data sets; --noaugment for a folder of digits or text, which "
+                  "a flip changes).")
 flags.DEFINE_list("input_range", None, "LOW,HIGH: the model input that pixels 0 "
                   "and 255 become, e.g. 0,1 or 0,255 or -1,1 (default: 0,255 for a "
                   "model that starts with Rescaling, else 0,1).")

@@ -58,10 +58,11 @@ class DataConfig:
   test_fraction: share of a folder without a test split held out as the
     test set.
   max_train_examples / max_test_examples: take a slice (for a quick look).
-  augment: random horizontal flip and translation (up to 10 %) of the
-    training images, each epoch; None: on for image folders (photos), off
-    for the named data sets. Image folders only; give False for images a
-    flip changes the meaning of (digits, text).
+  augment: random translation (up to 10 %) of the training images, each
+    epoch, and a random horizontal flip except on MNIST (a flip changes a
+    digit); None: on for image folders (photos), off for the named data sets.
+    Give False for a folder of images a flip changes the meaning of (digits,
+    text). Distillation then runs the teacher on each augmented batch.
   """
   dataset: str = "mnist"
   data_dir: Optional[str] = None
@@ -78,9 +79,6 @@ class DataConfig:
   def __post_init__(self):
     require(self.dataset in DATASETS, "dataset", self.dataset,
             "one of " + ", ".join(DATASETS))
-    if self.augment and self.dataset != "folder":
-      raise ConfigError(f"augment is for image folders (dataset folder); "
-                        f"{self.dataset} is trained as it is.")
     if self.dataset == "folder":
       require(bool(self.data_dir), "data_dir", self.data_dir,
               "the image folder's path when dataset is folder")

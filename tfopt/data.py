@@ -44,6 +44,10 @@ CLASS_NAMES = {
 _IDX_UBYTE = 0x08
 
 
+# Named data sets whose images a horizontal flip changes (augmentation translates only).
+NO_FLIP = ("mnist",)
+
+
 class DataError(TfoptError, ValueError):
   """Data files are missing, unreadable or inconsistent."""
 
@@ -72,6 +76,7 @@ class Dataset:
   source: str
   input_range: Tuple[float, float] = (0.0, 1.0)
   augment: bool = False
+  augment_flip: bool = True  # augmentation flips too (not for digits)
 
   @property
   def input_shape(self) -> Tuple[int, ...]:
@@ -89,8 +94,8 @@ class Dataset:
     if is_image_files(self.x_train):
       text += (", decoded from disk per batch" + (" (kept in memory after the first "
                "epoch)" if self.x_train.cached else ""))
-    return text + (", training images randomly flipped and translated"
-                   if self.augment else "")
+    return text + ((", training images randomly flipped and translated" if self.augment_flip
+                    else ", training images randomly translated") if self.augment else "")
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -324,5 +329,6 @@ def load_dataset(config: DataConfig, seed: int = 0) -> Dataset:
       class_names=class_names,
       source=source,
       input_range=input_range,
-      augment=config.dataset == "folder" and config.augment is not False,
+      augment=bool(config.augment) or (config.dataset == "folder" and config.augment is None),
+      augment_flip=config.dataset not in NO_FLIP,
   )

@@ -28,7 +28,7 @@ from PIL import Image
 
 from tfopt.errors import ImageFolderError
 
-__all__ = ["ImageFiles", "CACHE_BYTES", "reading_errors", "is_image_files", "bounded_batch",
+__all__ = ["ImageFiles", "CACHE_BYTES", "augmenter", "reading_errors", "is_image_files", "bounded_batch",
            "read_image", "fit_image", "unreadable", "GRAY_MODES"]
 
 CACHE_BYTES = 1 << 30  # decoded uint8 pixels kept in memory per split, at most
@@ -187,7 +187,7 @@ class ImageFiles:
     # Labels, or a tuple of per-image targets (labels, a teacher's logits).
     label_array = None if labels is None else (
         tuple(map(np.asarray, labels)) if isinstance(labels, tuple) else np.asarray(labels))
-    augmenter = _augmenter(self.shape[1:], np.random.randint(2 ** 30)) if augment else None
+    augment_batch = augmenter(self.shape[1:], np.random.randint(2 ** 30)) if augment else None
 
     def load(batch_indices):
       images = tf.numpy_function(self._recorded_batch, [batch_indices], tf.float32)
@@ -198,10 +198,10 @@ class ImageFiles:
           lambda array: tf.gather(tf.constant(array), batch_indices), label_array)
 
     def augmented(images, *labels):
-      return (augmenter(images, training=True),) + labels
+      return (augment_batch(images, training=True),) + labels
 
     loaded = batches.map(load, num_parallel_calls=tf.data.AUTOTUNE)
-    if augmenter is not None:  # one batch after the other: its random stream is fixed
+    if augment_batch is not None:  # one batch after the other: its random stream is fixed
       loaded = loaded.map(augmented)
     return loaded.prefetch(2)
 
@@ -217,14 +217,17 @@ def is_image_files(images) -> bool:
   return isinstance(images, ImageFiles)
 
 
-def _augmenter(shape, seed: int):
-  """Random horizontal flip and translation by up to 10 % (Keras' own layers)."""
+def augmenter(shape, seed: int, flip: bool = True, fill_value: Optional[float] = None):
+  """Random horizontal flip (if `flip`) and translation by up to 10 % (Keras'
+  own layers). What the shift uncovers is reflected, or `fill_value` (the
+  background of digits) when given."""
   from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
-  return keras.Sequential([
-      keras.Input(shape),
-      keras.layers.RandomFlip("horizontal", seed=seed),
-      keras.layers.RandomTranslation(0.1, 0.1, fill_mode="reflect", seed=seed + 1)],
-      name="folder_augmentation")
+  fill = dict(fill_mode="reflect") if fill_value is None else dict(
+      fill_mode="constant", fill_value=fill_value)
+  return keras.Sequential(
+      [keras.Input(shape)] + [keras.layers.RandomFlip("horizontal", seed=seed)] * flip
+      + [keras.layers.RandomTranslation(0.1, 0.1, seed=seed + 1, **fill)],
+      name="augmentation")
 
 
 @contextlib.contextmanager

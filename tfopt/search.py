@@ -17,8 +17,11 @@ How it walks the space, cheap first:
   2. Chains that fine-tune (distilled from the teacher): for each slim rate,
      0 first, the slimmed model, then each sparsity in increasing order on
      top of it. A chain stops at its first model that no mode keeps
-     feasible, and a higher slim rate never goes past the sparsity where a
-     lower one failed (more compression, less accuracy). With the latency
+     feasible, and a higher slim rate does not go past the sparsity where a
+     lower one failed (more compression, less accuracy); it tries that
+     sparsity itself when the lower rate missed by less than PROMISING_PP
+     (on a teacher whose Dense layer holds most weights, slim 25 % +
+     sparsity 90 % was more accurate than sparsity 90 % alone). With the latency
      objective the sparsities are not fine-tuned: LiteRT runs sparse
      kernels densely, so they cannot be faster than their slimmed model.
   3. With the latency objective, slim rates halfway between the highest
@@ -214,7 +217,9 @@ class _Walk:
           return
         feasible = self.prune(spec, config.finetune_epochs)
         if not feasible:
-          reach = position
+          # Higher rates stop before this sparsity, or at it after a near miss:
+          # slimming can remove what the sparsity had to cut from a layer.
+          reach = position + self._near_miss(spec)
           break
 
   def between(self):
@@ -280,6 +285,11 @@ class _Walk:
     else:
       self.slim(spec.slim_rate, epochs, longer)
     return True
+
+  def _near_miss(self, spec: Spec) -> bool:
+    """Whether a file of `spec` missed the floor by less than PROMISING_PP."""
+    return any(candidate.spec == spec and candidate.accuracy >= self.floor - PROMISING_PP / 100
+               for candidate in self.candidates)
 
   def _promising(self) -> List[Spec]:
     best = self.candidates[_best(self.candidates, self.config.objective)]

@@ -10,7 +10,7 @@ from tfopt import epoch_checkpoints, progress, tensorboard_logs
 from tfopt._keras import keras, predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
-from tfopt.image_files import is_image_files, reading_errors
+from tfopt.image_files import augmenter, is_image_files, reading_errors
 
 __all__ = ["make_optimizer", "classifier_loss", "train_classifier", "fit", "accuracy"]
 
@@ -72,6 +72,11 @@ def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
 
 def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose):
   if not is_image_files(dataset.x_train):
+    if dataset.augment:
+      return trainer.fit(_augmented_arrays(dataset, batch_size), epochs=epochs,
+                         initial_epoch=initial_epoch,
+                         validation_data=(dataset.x_val, dataset.y_val),
+                         callbacks=list(callbacks), verbose=verbose)
     return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
                        epochs=epochs, initial_epoch=initial_epoch,
                        validation_data=(dataset.x_val, dataset.y_val),
@@ -83,6 +88,20 @@ def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose
     return trainer.fit(train, epochs=epochs, initial_epoch=initial_epoch,
                        validation_data=validation, callbacks=list(callbacks),
                        verbose=verbose)
+
+
+def _augmented_arrays(dataset: Dataset, batch_size: int):
+  """In-memory training images as shuffled, augmented tf.data batches (the
+  shuffle and the augmentation follow the global seeds)."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  digits = not dataset.augment_flip  # shifted in from a black background
+  augment = augmenter(dataset.input_shape, np.random.randint(2 ** 30),
+                      flip=dataset.augment_flip,
+                      fill_value=dataset.input_range[0] if digits else None)
+  batches = tf.data.Dataset.from_tensor_slices((dataset.x_train, dataset.y_train)).shuffle(
+      len(dataset.x_train), seed=np.random.randint(2 ** 30)).batch(batch_size)
+  return batches.map(lambda images, targets: (augment(images, training=True), targets)
+                     ).prefetch(2)
 
 
 def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
