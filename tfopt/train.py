@@ -76,6 +76,7 @@ def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose
       return trainer.fit(_augmented_arrays(dataset, batch_size), epochs=epochs,
                          initial_epoch=initial_epoch,
                          validation_data=(dataset.x_val, dataset.y_val),
+                         validation_batch_size=batch_size,
                          callbacks=list(callbacks), verbose=verbose)
     return trainer.fit(dataset.x_train, dataset.y_train, batch_size=batch_size,
                        epochs=epochs, initial_epoch=initial_epoch,

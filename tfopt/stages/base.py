@@ -167,6 +167,8 @@ class Context:
       self.write_bytes(TEACHER_LOGITS_FILE, buffer.getvalue())
       log(f"{self.stage}: the teacher's logits for {len(logits):,} training images "
           f"computed once, for every distilled epoch ({TEACHER_LOGITS_FILE})")
+    else:
+      log(f"{self.stage}: the teacher runs on each augmented batch, as the student sees it")
     return logits
 
   def build(self, builder: str) -> keras.Model:
