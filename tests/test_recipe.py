@@ -77,7 +77,7 @@ def test_presets_are_valid_recipes():
   assert parse("--preset", "default") == parse()  # the preset is the default run
   assert parse("--preset", "smallest").stages == ("teacher", "distill", "binary")
   accurate = parse("--preset", "accurate")
-  assert accurate.data.augment and accurate.distill.epochs == 10
+  assert accurate.data.augment and accurate.distill.epochs == 20
 
 
 BAD_RECIPES = {
