@@ -171,6 +171,21 @@ def test_rerun_into_its_own_output_dir_is_allowed(quick_run):
   pipeline.check_output_dir(str(output_dir))  # raises if refused
 
 
+def test_event_file_of_an_epoch_cut_short_is_no_foreign_file(quick_run):
+  """A run killed mid-epoch leaves that epoch's TensorBoard file unlisted: the
+  rerun takes the folder, removes it, and keeps the listed ones."""
+  output_dir, _ = quick_run
+  listed = sorted(name for name in preflight.files_below(str(output_dir))
+                  if name.startswith("tensorboard/"))
+  cut_short = output_dir / "tensorboard" / "distill" / "train" / "events.out.tfevents.1.vm.2.v2"
+  cut_short.write_bytes(b"partial")
+  pipeline.check_output_dir(str(output_dir))  # raises if refused
+  preflight.remove_half_written(str(output_dir))
+  assert not cut_short.exists()
+  assert sorted(name for name in preflight.files_below(str(output_dir))
+                if name.startswith("tensorboard/")) == listed
+
+
 @pytest.mark.parametrize("flag, expected", [
     ("--dataset=imagenet", "dataset='imagenet'"),
     ("--target_sparsity=1.5", "target_sparsity=1.5"),

@@ -17,7 +17,7 @@ from typing import List
 import filelock
 import numpy as np
 
-from tfopt import artifacts, model_io, models
+from tfopt import artifacts, model_io, models, tensorboard_logs
 from tfopt._keras import predict_top1
 from tfopt.config import DataConfig, PipelineConfig
 from tfopt.data import Dataset, load_dataset
@@ -93,7 +93,8 @@ def check_output_dir(output_dir: str):
   manifest = artifacts.Manifest(output_dir)
   foreign = sorted(name for name in files_below(output_dir)
                    if name != artifacts.Manifest.FILENAME and name not in LOCK_FILES
-                   and not manifest.owns(name) and not _half_written(name))
+                   and not manifest.owns(name) and not _half_written(name)
+                   and not _cut_short(name, manifest))
   if foreign:
     shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
     raise OutputDirError(
@@ -243,10 +244,12 @@ def remove_half_written(output_dir: str):
   """Removes the half-written files a killed run left (under the lock only).
 
   Those are the files, and the folders of files, whose name starts with
-  artifacts.TEMPORARY_PREFIX (an atomic write, or a checkpoint being saved).
+  artifacts.TEMPORARY_PREFIX (an atomic write, or a checkpoint being saved),
+  and the TensorBoard event files of an epoch the kill cut short.
   """
+  manifest = artifacts.Manifest(output_dir)
   for name in files_below(output_dir):
-    if _half_written(name):
+    if _half_written(name) or _cut_short(name, manifest):
       os.remove(os.path.join(output_dir, name))
       log(f"resume: removed {name}, a file a killed run left half-written")
   artifacts.remove_empty_dirs(
@@ -255,3 +258,11 @@ def remove_half_written(output_dir: str):
 
 def _half_written(name: str) -> bool:
   return any(part.startswith(artifacts.TEMPORARY_PREFIX) for part in name.split("/"))
+
+
+def _cut_short(name: str, manifest: artifacts.Manifest) -> bool:
+  """The TensorBoard event file of an epoch a kill cut short: written as the
+  epoch goes, listed in the manifest only when it ends."""
+  parts = name.split("/")
+  return (parts[0] == tensorboard_logs.DIRECTORY and parts[-1].startswith("events.out.tfevents.")
+          and not manifest.owns(name))
