@@ -29,7 +29,7 @@ from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
 __all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",
-           "quantize_scope"]
+           "quantize_scope", "annotated_copy"]
 
 # The schemes a model can be trained with ("auto" in the config picks one).
 SCHEMES = tuple(scheme for scheme in QAT_SCHEMES if scheme != "auto")
@@ -107,11 +107,20 @@ def _annotated(model: keras.Model) -> keras.Model:
   """A copy of `model` with every layer marked for QAT."""
   if not any(_output_only(layer) for layer in model.layers):
     return tfmot.quantization.keras.quantize_annotate_model(clone_model(model))
+  return annotated_copy(model, lambda layer: OutputQuantizeConfig() if _output_only(layer)
+                        else None)
+
+
+def annotated_copy(model: keras.Model, config_of) -> keras.Model:
+  """A copy of `model` (same weights) whose layers are marked for tfmot's
+  quantize_apply as `config_of(layer)` says: a QuantizeConfig, None (tfmot's
+  own for that layer), or False (not marked, left float)."""
 
   def annotate(layer):
     copy = layer.__class__.from_config(layer.get_config())
-    config = OutputQuantizeConfig() if _output_only(layer) else None
-    return tfmot.quantization.keras.quantize_annotate_layer(copy, config)
+    config = config_of(layer)
+    return copy if config is False else tfmot.quantization.keras.quantize_annotate_layer(
+        copy, config)
 
   annotated = keras.models.clone_model(model, clone_function=annotate)
   annotated.set_weights(model.get_weights())

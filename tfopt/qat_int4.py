@@ -31,7 +31,7 @@ from tfopt.config import QatConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
-from tfopt.qat import QatResult
+from tfopt.qat import QatResult, annotated_copy
 
 __all__ = ["QatInt4Error", "LEVELS", "grid_layers", "on_grid", "qat_int4"]
 
@@ -130,15 +130,8 @@ class _KernelsOnlyScheme(tfmot.quantization.keras.default_8bit.Default8BitQuanti
 def _fake_quantized(model: keras.Model, names, keep_zeros: bool) -> keras.Model:
   """A copy of `model` whose named layers' kernels are 4-bit fake-quantized."""
 
-  def annotate(layer):
-    copy = layer.__class__.from_config(layer.get_config())
-    if layer.name not in names:
-      return copy
-    return tfmot.quantization.keras.quantize_annotate_layer(
-        copy, _Int4KernelConfig(keep_zeros))
-
-  annotated = keras.models.clone_model(model, clone_function=annotate)
-  annotated.set_weights(model.get_weights())
+  annotated = annotated_copy(model, lambda layer: _Int4KernelConfig(keep_zeros)
+                             if layer.name in names else False)
   with tfmot.quantization.keras.quantize_scope(
       {"_Int4KernelConfig": _Int4KernelConfig, "_Int4KernelQuantizer": _Int4KernelQuantizer}):
     return tfmot.quantization.keras.quantize_apply(annotated, scheme=_KernelsOnlyScheme())
@@ -150,14 +143,17 @@ def _baked(model: keras.Model, trained: keras.Model, names) -> keras.Model:
   for layer in plain.layers:
     if layer.name in names:
       wrapper = trained.get_layer(f"quant_{layer.name}")
-      values = {weight.name.split("/")[-1].split(":")[0]: weight.numpy()
-                for weight in wrapper.weights}
+      values = {_short(weight): weight.numpy() for weight in wrapper.weights}
       layer.set_weights([on_grid(values["kernel"]) if weight is layer.kernel
-                         else values[weight.name.split("/")[-1].split(":")[0]]
-                         for weight in layer.weights])
+                         else values[_short(weight)] for weight in layer.weights])
     elif layer.weights:
       layer.set_weights(trained.get_layer(layer.name).get_weights())
   return plain
+
+
+def _short(weight) -> str:
+  """A variable's own name: "kernel" for "quant_fc/kernel:0"."""
+  return weight.name.split("/")[-1].split(":")[0]
 
 
 def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: str = ".*",
