@@ -227,6 +227,25 @@ def test_latency_search_slims_a_nested_keras_applications_backbone():
   fastest = min(candidate.latency_us for candidate in result.candidates)
   assert chosen.latency_us <= fastest * (1 + search.TIE)
   assert any("slim 50%" in line for line in lines)
+  assert any(line.startswith("strided: ") and "no 2 x 2 pool" in line for line in result.skipped)
+
+
+def test_latency_search_folds_pools_into_strides_and_slims_from_there(trained_teacher,
+                                                                      dataset):
+  config = SearchConfig(objective="latency", max_accuracy_drop=100, slim_rates=(0.5,),
+                        modes=("int8",), finetune_epochs=1, batch_size=32)
+  result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
+                         log=lambda line: None)
+  by_spec = {candidate.spec: candidate for candidate in result.candidates}
+  start, strided = by_spec[search.Spec()], by_spec[search.Spec(finetuned=True, strided=True)]
+  assert strided.macs < 0.65 * start.macs and strided.params == start.params
+  # Feasible, so the slim chain starts from the strided model.
+  slimmed = by_spec[search.Spec(0.5, 0.0, True, strided=True)]
+  assert slimmed.macs < strided.macs and search.Spec(0.5, 0.0, True) not in by_spec
+  chosen = result.candidates[result.chosen]
+  assert chosen.spec.strided
+  assert [layer.strides for layer in result.model.layers
+          if layer.name in ("block1_conv", "block2_conv")] == [(2, 2), (2, 2)]
 
 
 def test_a_file_that_cannot_be_written_is_noted_and_the_walk_goes_on(

@@ -14,7 +14,10 @@ How it walks the space, cheap first:
   1. The starting model and its masks at each sparsity without any training
      (the sensitivity scan's allocation applied as is), in every mode:
      conversions only, up to the first sparsity that no mode keeps feasible.
-  2. Chains that fine-tune (distilled from the teacher): for each slim rate,
+  2. With the latency objective first: the model with its 2 x 2 pools folded
+     into stride-2 convolutions (tfopt.strided), fine-tuned; when it is
+     feasible, the slim chains below start from it.
+     Chains that fine-tune (distilled from the teacher): for each slim rate,
      0 first, the slimmed model, then each sparsity in increasing order on
      top of it. A chain stops at its first model that no mode keeps
      feasible, and a higher slim rate does not go past the sparsity where a
@@ -54,7 +57,7 @@ from typing import Callable, Dict, List, Optional
 from tfopt._keras import keras
 from tfopt.config import EvaluateConfig, PruneConfig, QatConfig, SearchConfig, SlimConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 from tfopt.prune import prune
 from tfopt.qat_int4 import qat_int4
@@ -62,6 +65,7 @@ from tfopt.report import pareto_front
 from tfopt.search_space import (SCAN_SHARE, Candidate, Measure, Spec, masked, objective_of,
                                 quiet_tf, scan_for, with_sparsity)
 from tfopt.slim import slim
+from tfopt.strided import strided
 
 __all__ = ["Spec", "Candidate", "SearchResult", "SearchError", "search", "objective_of"]
 
@@ -113,7 +117,11 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
       raise SearchError(f"The model {model.name!r} could not be converted and measured "
                         f"in any of the modes {', '.join(config.modes)}: "
                         + "; ".join(walk.measure.failed))
-    log("search: 2. fine-tuned chains: slim rate, then sparsity on top")
+    log("search: 2. fine-tuned chains: " + (
+        "the pools folded into strided convolutions, then " if
+        config.objective == "latency" else "") + "slim rate, then sparsity on top")
+    if config.objective == "latency":
+      walk.stride(config.finetune_epochs)
     walk.chains()
     log("search: 3. while the budget lasts: " + (
         "slim rates between the last feasible and the first failed one, then " if
@@ -149,6 +157,7 @@ class _Walk:
     self.model, self.dataset, self.config, self.floor = model, dataset, config, floor
     self.log, self.measure, self.teacher, self.verbose = log, measure, teacher, verbose
     self.started, self.pace = time.monotonic(), _Pace()
+    self.start, self.strided = model, False  # what the slim chains start from
     self.candidates: List[Candidate] = []
     self.models: Dict[Spec, keras.Model] = {}
     self.skipped: List[str] = []
@@ -198,6 +207,30 @@ class _Walk:
                                 "already lost too much")
           return
 
+  def stride(self, epochs: int, spec: Spec = Spec(finetuned=True, strided=True)) -> bool:
+    """Step 2, latency: the model's pools folded into strided convolutions,
+    fine-tuned; the slim chains start from it when it is feasible."""
+    if not self.fits(epochs, spec.name):
+      return False
+    try:
+      model = strided(self.model).model
+    except TfoptError as error:  # no pool to fold, or a model it cannot rebuild
+      self.skipped.append(f"strided: {error}")
+      self.log(f"search: no strided convolutions: {error}")
+      return False
+    self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
+    clock = time.monotonic()
+    fine_tune(model, self.dataset, epochs, self.config.batch_size, self.config.learning_rate,
+              teacher=self.teacher, verbose=self.verbose)
+    seconds = self.pace.add(time.monotonic() - clock, epochs)
+    clock = time.monotonic()
+    feasible = self.add(model, spec, seconds)
+    self.pace.add_measuring(time.monotonic() - clock)
+    if feasible and not spec.longer:
+      self.start, self.strided = model, True
+      self.bases[0.0] = (model, {})
+    return feasible
+
   def chains(self):
     """Step 2: for each slim rate, the slimmed model, then each sparsity on it."""
     config = self.config
@@ -228,7 +261,7 @@ class _Walk:
     for _ in range(BISECTIONS):
       slimmed = [candidate for candidate in self.candidates
                  if candidate.spec.finetuned and not candidate.spec.sparsity
-                 and not candidate.spec.longer]
+                 and not candidate.spec.longer and candidate.spec.strided == self.strided]
       feasible = {candidate.spec.slim_rate for candidate in slimmed if candidate.feasible}
       low = max(feasible | {0.0})
       failed = [candidate.spec.slim_rate for candidate in slimmed
@@ -280,7 +313,9 @@ class _Walk:
     if not self.fits(epochs, f"{spec.name} fine-tuned longer"):
       return False
     longer = dataclasses.replace(spec, longer=True)
-    if spec.sparsity:
+    if spec.strided and not spec.slim_rate:
+      self.stride(epochs, longer)
+    elif spec.sparsity:
       self.prune(longer, epochs)
     else:
       self.slim(spec.slim_rate, epochs, longer)
@@ -306,11 +341,11 @@ class _Walk:
 
   def slim(self, rate: float, epochs: int, spec: Optional[Spec] = None) -> bool:
     """Slims the model to `rate` and fine-tunes it; whether a mode is feasible."""
-    spec = spec or Spec(rate, 0.0, True)
+    spec = spec or Spec(rate, 0.0, True, strided=self.strided)
     self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
     try:
-      slimmed = slim(self.model, self.dataset, SlimConfig(
+      slimmed = slim(self.start, self.dataset, SlimConfig(
           rate=rate, prune_count=1, finetune_epochs=epochs, sparsity_epochs=0,
           batch_size=self.config.batch_size, learning_rate=self.config.learning_rate),
                      teacher=self.teacher, verbose=self.verbose).model

@@ -38,17 +38,20 @@ SCAN_MIN_IMAGES = 500
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-  """One Keras model of the search: slimmed, then pruned, fine-tuned or not."""
+  """One Keras model of the search: strided or not, slimmed, then pruned,
+  fine-tuned or not."""
   slim_rate: float = 0.0
   sparsity: float = 0.0
   finetuned: bool = False
   longer: bool = False  # step 3: fine-tuned LONGER times longer
   int4_qat: bool = False  # last: trained on the int4 grid (tfopt.qat_int4)
+  strided: bool = False  # latency: pools folded into strided convs (tfopt.strided)
 
   @property
   def name(self) -> str:
-    parts = ([f"slim {100 * self.slim_rate:.4g}%"] if self.slim_rate else []) + (
-        [f"sparsity {self.sparsity:.0%}"] if self.sparsity else [])
+    parts = ["strided"] * self.strided + (
+        [f"slim {100 * self.slim_rate:.4g}%"] if self.slim_rate else []) + (
+            [f"sparsity {self.sparsity:.0%}"] if self.sparsity else [])
     if not parts:
       return "as given"
     return " + ".join(parts) + ("" if self.finetuned else " (no fine-tune)") + (
@@ -56,7 +59,8 @@ class Spec:
 
   @property
   def stem(self) -> str:
-    return "_".join([f"slim{100 * self.slim_rate:.4g}".replace(".", "p")]
+    return "_".join(["strided"] * self.strided
+                    + [f"slim{100 * self.slim_rate:.4g}".replace(".", "p")]
                     * bool(self.slim_rate)
                     + [f"sparse{round(100 * self.sparsity)}"] * bool(self.sparsity)
                     + ["raw"] * (not self.finetuned and bool(self.sparsity))
