@@ -237,7 +237,8 @@ def test_latency_search_folds_pools_into_strides_and_slims_from_there(trained_te
   result = search.search(trained_teacher, dataset, config, 1.0, FAST_EVALUATE, 20,
                          log=lambda line: None)
   by_spec = {candidate.spec: candidate for candidate in result.candidates}
-  start, strided = by_spec[search.Spec()], by_spec[search.Spec(finetuned=True, strided=True)]
+  start = by_spec[search.Spec()]
+  strided = by_spec[search.Spec(finetuned=True, longer=True, strided=True)]
   assert strided.macs < 0.65 * start.macs and strided.params == start.params
   # Feasible, so the slim chain starts from the strided model.
   slimmed = by_spec[search.Spec(0.5, 0.0, True, strided=True)]

@@ -15,8 +15,8 @@ How it walks the space, cheap first:
      (the sensitivity scan's allocation applied as is), in every mode:
      conversions only, up to the first sparsity that no mode keeps feasible.
   2. With the latency objective first: the model with its 2 x 2 pools folded
-     into stride-2 convolutions (tfopt.strided), fine-tuned; when it is
-     feasible, the slim chains below start from it.
+     into stride-2 convolutions (tfopt.strided), fine-tuned LONGER times
+     longer; when it is feasible, the slim chains below start from it.
      Chains that fine-tune (distilled from the teacher): for each slim rate,
      0 first, the slimmed model, then each sparsity in increasing order on
      top of it. A chain stops at its first model that no mode keeps
@@ -121,7 +121,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
         "the pools folded into strided convolutions, then " if
         config.objective == "latency" else "") + "slim rate, then sparsity on top")
     if config.objective == "latency":
-      walk.stride(config.finetune_epochs)
+      walk.stride(LONGER * config.finetune_epochs)
     walk.chains()
     log("search: 3. while the budget lasts: " + (
         "slim rates between the last feasible and the first failed one, then " if
@@ -207,9 +207,11 @@ class _Walk:
                                 "already lost too much")
           return
 
-  def stride(self, epochs: int, spec: Spec = Spec(finetuned=True, strided=True)) -> bool:
+  def stride(self, epochs: int) -> bool:
     """Step 2, latency: the model's pools folded into strided convolutions,
-    fine-tuned; the slim chains start from it when it is feasible."""
+    fine-tuned longer (every layer after a fold sees new inputs, and the slim
+    chains start from it when it is feasible)."""
+    spec = Spec(finetuned=True, longer=True, strided=True)
     if not self.fits(epochs, spec.name):
       return False
     try:
@@ -226,7 +228,7 @@ class _Walk:
     clock = time.monotonic()
     feasible = self.add(model, spec, seconds)
     self.pace.add_measuring(time.monotonic() - clock)
-    if feasible and not spec.longer:
+    if feasible:
       self.start, self.strided = model, True
       self.bases[0.0] = (model, {})
     return feasible
@@ -313,9 +315,7 @@ class _Walk:
     if not self.fits(epochs, f"{spec.name} fine-tuned longer"):
       return False
     longer = dataclasses.replace(spec, longer=True)
-    if spec.strided and not spec.slim_rate:
-      self.stride(epochs, longer)
-    elif spec.sparsity:
+    if spec.sparsity:
       self.prune(longer, epochs)
     else:
       self.slim(spec.slim_rate, epochs, longer)
@@ -330,7 +330,7 @@ class _Walk:
     best = self.candidates[_best(self.candidates, self.config.objective)]
     bar = objective_of(best, self.config.objective) if best.feasible else float("inf")
     close = [candidate for candidate in self.candidates
-             if candidate.spec.finetuned and not candidate.feasible
+             if candidate.spec.finetuned and not candidate.spec.longer and not candidate.feasible
              and candidate.accuracy >= self.floor - PROMISING_PP / 100
              and objective_of(candidate, self.config.objective) < bar]
     specs = []
