@@ -18,7 +18,7 @@ from tfopt import pipeline, preflight
 from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConfigError,
                           ConvertConfig, DataConfig, DistillConfig, EvaluateConfig,
                           LowRankConfig, PipelineConfig, PruneConfig, QatConfig,
-                          SlimConfig, TrainConfig)
+                          SlimConfig, StridedConfig, TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.stages import registry
 
@@ -33,11 +33,13 @@ def tiny_config(data_dir, output_dir, stages):
       teacher=TrainConfig(builder="student", **fast),
       distill=DistillConfig(**fast), prune=PruneConfig(**fast),
       slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, prune_count=1, batch_size=64),
+      strided=StridedConfig(finetune_epochs=1, batch_size=64),
       lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
       cluster=ClusterConfig(epochs=1, batch_size=64, number_of_clusters=8),
       qat=QatConfig(**fast), binary=BinaryConfig(**fast),
       analysis=AnalysisConfig(bits=(4,), granularities=("per_channel",),
-                              sweep_qualities=(0.5,), sensitivity_sparsities=(0.5,)),
+                              sweep_qualities=(0.5,), sensitivity_sparsities=(0.5,),
+                              max_accuracy_drop=100),  # chance-level models here
       convert=ConvertConfig(representative_examples=10),
       evaluate=EvaluateConfig(latency_warmup=1, latency_runs=1, latency_breakdown=False),
       output_dir=str(output_dir), stages=("teacher",) + stages)

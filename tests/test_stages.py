@@ -96,8 +96,9 @@ def test_a_stage_defined_outside_tfopt_runs_in_a_chain_and_resumes(toy_stages, t
 
 def test_registry_names_are_what_stages_accepts_and_resume_keys(toy_stages):
   names = registry.names()
-  assert names[:12] == ("teacher", "distill", "scratch", "prune", "slim", "lowrank",
-                        "cluster", "qat", "binary", "bitwidth", "sweep", "sensitivity")
+  assert names[:13] == ("teacher", "distill", "scratch", "prune", "slim", "strided",
+                        "lowrank", "cluster", "qat", "binary", "bitwidth", "sweep",
+                        "sensitivity")
   assert names[-2:] == ("kernel_norm", "halve")
   for name in names[1:]:
     stages = ("teacher", "distill", name) if name == "scratch" else ("teacher", name)

@@ -65,3 +65,14 @@ def test_a_conv_that_something_else_reads_keeps_its_pool():
   assert strided.downsampling_pairs(model) == []
   with pytest.raises(strided.StridedError, match="no 2 x 2 pool"):
     strided.strided(model)
+
+
+def test_a_layer_that_refuses_the_new_shape_keeps_its_pool():
+  """A low-rank Dense after the last pool fails to rebuild at 4 x 4: that pool
+  stays, named with why, and the two before it still fold."""
+  from tfopt import lowrank  # pylint: disable=g-import-not-at-top
+  from tfopt.config import LowRankConfig  # pylint: disable=g-import-not-at-top
+  factorized = lowrank.factorize(models.student((28, 28, 1), 10), LowRankConfig())[0]
+  result = strided.strided(factorized)
+  assert [pool for _, pool in result.folded] == ["block1_pool", "block2_pool"]
+  assert result.kept[0].startswith("block3_pool after block3_conv: Cannot rebuild")

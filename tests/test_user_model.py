@@ -213,3 +213,32 @@ def test_a_trained_model_with_another_class_order_gets_a_warning(trained_teacher
   shift.set_weights([np.roll(np.eye(10, dtype=np.float32), 1, axis=1)])
   preflight._warn_if_near_chance(shifted, dataset)  # pylint: disable=protected-access
   assert "probably in another class order" in capsys.readouterr().out
+
+
+def test_a_users_pools_fold_into_strides_and_a_model_without_one_is_refused(
+    color_folder, keras3_model, tmp_path):
+  model_path, _ = keras3_model
+  common = ("--dataset", "folder", "--data_dir", str(color_folder), "--labels_file",
+            str(color_folder / "labels.txt"), "--quick", "--stages", "teacher,strided")
+  out = tmp_path / "out"
+  completed = _cli(*common, "--model", model_path, "--output_dir", str(out))
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  report = json.loads((out / "report.json").read_text())
+  record = report["strided"]
+  assert len(record["folded"]) == 1 and record["macs_after"] < 0.5 * record["macs_before"]
+  rows = {row["name"]: row for row in report["models"]}
+  strided_row, baseline = rows["strided teacher int8"], rows["baseline int8"]
+  assert strided_row["tflite_bytes"] <= baseline["tflite_bytes"]  # the same weights
+  assert "## Strided downsampling" in (out / "report.md").read_text()
+  # A model whose only pooling is global has nothing to fold: one clear error
+  # before any training, and no output folder.
+  inputs = keras3.Input((16, 16, 3))
+  x = keras3.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+  x = keras3.layers.GlobalAveragePooling2D()(x)
+  no_pools = keras3.Model(inputs, keras3.layers.Dense(3, activation="softmax")(x))
+  path = str(tmp_path / "no_pools.keras")
+  no_pools.save(path)
+  refused = _cli(*common, "--model", path, "--output_dir", str(tmp_path / "refused"))
+  assert refused.returncode != 0 and "Traceback" not in refused.stderr
+  assert "no 2 x 2 pool" in refused.stderr + refused.stdout
+  assert not (tmp_path / "refused").exists()

@@ -98,6 +98,7 @@ flags.DEFINE_string("slim_criterion", None, f"Channel importance: bn_gamma, l1 o
 flags.DEFINE_string("slim_scope", None, f"Channel selection: global or local (default {_DEFAULT.slim.scope}).")
 flags.DEFINE_float("slim_min_channels", None, f"Share of each conv's channels always kept, in (0, 1] (default {_DEFAULT.slim.min_channels}).")
 flags.DEFINE_list("slim_layers", None, "Convs to slim (default: every conv that can be).")
+flags.DEFINE_integer("strided_finetune_epochs", None, f"Fine-tuning epochs after folding pools into strided convolutions (default {_DEFAULT.strided.finetune_epochs}).")
 flags.DEFINE_float("lowrank_energy", None, "Choose each rank to keep this share of the singular-value energy, in (0, 1].")
 flags.DEFINE_float("lowrank_param_ratio", None, f"Choose each rank so the layer keeps this share of its parameters, in (0, 1) (default {_DEFAULT.lowrank.param_ratio}).")
 flags.DEFINE_list("lowrank_layers", None, "Layers to factorize, or largest_dense (default largest_dense).")
@@ -152,6 +153,7 @@ _OVERRIDES = {
     "slim_sparsity_epochs": ("slim", "sparsity_epochs"),
     "slim_l1": ("slim", "l1_strength"), "slim_criterion": ("slim", "criterion"),
     "slim_scope": ("slim", "scope"), "slim_min_channels": ("slim", "min_channels"),
+    "strided_finetune_epochs": ("strided", "finetune_epochs"),
     "lowrank_energy": ("lowrank", "energy"),
     "lowrank_param_ratio": ("lowrank", "param_ratio"),
     "lowrank_finetune_epochs": ("lowrank", "finetune_epochs"),
@@ -212,8 +214,8 @@ def _flag_changes() -> dict:
       else:
         changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune", "slim", "lowrank", "cluster", "qat",
-                    "binary"):
+    for section in ("teacher", "distill", "prune", "slim", "strided", "lowrank", "cluster",
+                    "qat", "binary"):
       changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
   if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio

@@ -17,13 +17,14 @@ from tfopt.technique_config import (BINARY_MODES, CENTROID_INITS, GRANULARITIES,
                                     QAT_SCHEMES, SLIM_CRITERIA, SLIM_SCOPES,
                                     AnalysisConfig, BinaryConfig, ClusterConfig,
                                     LowRankConfig, PruneConfig, QatConfig, SearchConfig,
-                                    SlimConfig)
+                                    SlimConfig, StridedConfig)
 from tfopt.validate import (ConfigError, require, require_fraction,
                             require_positive_int, require_positive_number)
 
 __all__ = [
     "ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",
-    "DistillConfig", "PruneConfig", "SlimConfig", "LowRankConfig", "ClusterConfig",
+    "DistillConfig", "PruneConfig", "SlimConfig", "StridedConfig", "LowRankConfig",
+    "ClusterConfig",
     "QatConfig", "BinaryConfig", "AnalysisConfig", "SearchConfig", "ConvertConfig",
     "EvaluateConfig",
     "PipelineConfig", "QUANT_MODES", "BINARY_MODES", "CENTROID_INITS", "GRANULARITIES",
@@ -224,7 +225,7 @@ class PipelineConfig:
 
   stages: the stages, in order (names from tfopt.stages.registry). "teacher"
     comes first; "distill" turns the teacher into the student; prune, slim,
-    lowrank, cluster, qat, binary and sensitivity each compress the latest
+    strided, lowrank, cluster, qat, binary and sensitivity each compress the latest
     model (e.g. teacher, distill, slim, prune prunes the slimmed student);
     "search" looks for the smallest or fastest file within an accuracy drop
     (see SearchConfig); "scratch" needs distill before it; bitwidth and sweep
@@ -248,6 +249,7 @@ class PipelineConfig:
   distill: DistillConfig = field(default_factory=DistillConfig)
   prune: PruneConfig = field(default_factory=PruneConfig)
   slim: SlimConfig = field(default_factory=SlimConfig)
+  strided: StridedConfig = field(default_factory=StridedConfig)
   lowrank: LowRankConfig = field(default_factory=LowRankConfig)
   cluster: ClusterConfig = field(default_factory=ClusterConfig)
   qat: QatConfig = field(default_factory=QatConfig)
@@ -298,6 +300,7 @@ class PipelineConfig:
         distill=DistillConfig(epochs=2, batch_size=64),
         prune=PruneConfig(epochs=1, batch_size=64),
         slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, batch_size=64),
+        strided=StridedConfig(finetune_epochs=1, batch_size=64),
         lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
         cluster=ClusterConfig(epochs=1, batch_size=64),
         qat=QatConfig(epochs=1, batch_size=64),

@@ -21,12 +21,17 @@ pools are left alone.
 """
 
 import dataclasses
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
+from tfopt import train
 from tfopt._keras import inbound_layer_names, keras, map_inbound_refs, require_keras2_model
+from tfopt.config import StridedConfig
+from tfopt.data import Dataset
+from tfopt.distill import Teacher, fine_tune
 from tfopt.errors import TfoptError
 
-__all__ = ["StridedError", "StridedResult", "downsampling_pairs", "strided"]
+__all__ = ["StridedError", "StridedResult", "downsampling_pairs", "strided",
+           "strided_and_finetuned"]
 
 POOLS = ("MaxPooling2D", "AveragePooling2D")
 CONVS = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D")
@@ -46,6 +51,8 @@ class StridedResult:
   model: keras.Model
   folded: List[Tuple[str, str]]
   kept: List[str]
+  val_accuracy_before_finetune: Optional[float] = None
+  val_accuracy_after_finetune: Optional[float] = None
 
 
 def _consumers(layers: List[dict]) -> Dict[str, List[str]]:
@@ -153,7 +160,11 @@ def strided(model: keras.Model) -> StridedResult:
   folded, kept = [], []
   rebuilt = model
   for pair in downsampling_pairs(model):
-    trial = _rebuild(model, folded + [pair])
+    try:
+      trial = _rebuild(model, folded + [pair])
+    except StridedError as error:  # e.g. a layer after it that checks its input size
+      kept.append(f"{pair[1]} after {pair[0]}: {str(error).splitlines()[0]}")
+      continue
     if _same_shapes(model, trial):
       folded.append(pair)
       rebuilt = trial
@@ -166,3 +177,17 @@ def strided(model: keras.Model) -> StridedResult:
   for layer in rebuilt.layers:
     layer.set_weights(model.get_layer(layer.name).get_weights())
   return StridedResult(rebuilt, folded, kept)
+
+
+def strided_and_finetuned(model: keras.Model, dataset: Dataset, config: StridedConfig,
+                          teacher: Optional[Teacher] = None, verbose: int = 2) -> StridedResult:
+  """`strided(model)`, then fine-tuned (distilled from `teacher` if given),
+  with the validation accuracy before and after the fine-tune."""
+  result = strided(model)
+  batch_size = config.batch_size
+  before = train.accuracy(result.model, dataset.x_val, dataset.y_val, batch_size)
+  fine_tune(result.model, dataset, config.finetune_epochs, batch_size, config.learning_rate,
+            teacher=teacher, verbose=verbose)
+  after = train.accuracy(result.model, dataset.x_val, dataset.y_val, batch_size)
+  return dataclasses.replace(result, val_accuracy_before_finetune=before,
+                             val_accuracy_after_finetune=after)

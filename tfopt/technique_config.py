@@ -10,7 +10,8 @@ from typing import Dict, Optional, Tuple
 from tfopt.validate import (require, require_fraction,
                             require_positive_int, require_positive_number)
 
-__all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "LowRankConfig",
+__all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "StridedConfig",
+           "LowRankConfig",
            "CENTROID_INITS", "ClusterConfig", "BINARY_MODES", "BinaryConfig",
            "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig",
            "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig"]
@@ -102,6 +103,22 @@ class SlimConfig:
             "one of " + ", ".join(SLIM_SCOPES))
     require_fraction("min_channels", self.min_channels, low_open=True,
                      high_open=False)
+    require_positive_int("batch_size", self.batch_size)
+    require_positive_number("learning_rate", self.learning_rate)
+
+
+@dataclass(frozen=True)
+class StridedConfig:
+  """Strided downsampling (tfopt.strided): each stride-1 conv before a 2 x 2
+  pool made stride 2 and the pool removed, where the shapes after it stay;
+  then `finetune_epochs` of (distilled) fine-tuning."""
+  finetune_epochs: int = 6
+  batch_size: int = 128
+  learning_rate: float = 1e-3
+  use_teacher: bool = True
+
+  def __post_init__(self):
+    require_positive_int("finetune_epochs", self.finetune_epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
 

@@ -26,6 +26,7 @@ BUILTIN = {
     "scratch": "tfopt.stages.scratch",
     "prune": "tfopt.stages.prune",
     "slim": "tfopt.stages.slim",
+    "strided": "tfopt.stages.strided",
     "lowrank": "tfopt.stages.lowrank",
     "cluster": "tfopt.stages.cluster",
     "qat": "tfopt.stages.qat",
