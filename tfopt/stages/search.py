@@ -1,7 +1,7 @@
 """search: the smallest (or fastest) file within an accuracy drop, under a time budget.
 
-Walks slim rates, sensitivity-spread sparsities and conversion modes from the
-latest model (tfopt.search), each candidate a .tflite measured in LiteRT on
+Walks strided downsampling (latency only), slim rates, sensitivity-spread
+sparsities and conversion modes from the latest model (tfopt.search), each candidate a .tflite measured in LiteRT on
 the validation split, against the baseline's validation accuracy minus
 --max_accuracy_drop. The best feasible candidate goes on as the run's final
 model, converted in its own mode only (so it is the deploy bundle's file);
