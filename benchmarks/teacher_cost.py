@@ -16,13 +16,15 @@ Variants (VGG-style like tfopt's teacher; fc 128 and dropout 0.4 unless said):
   three_quarter  24, 24 | 48, 48
   half         16, 16 | 32, 32
   one_at_28    32 | pool | 64, 64 | pool | fc (one conv at full resolution)
+  strided      32, 32/2 | 64, 64/2 | fc (tfopt.strided applied: the pools
+               folded into the convs before them, the same weights' shapes)
 """
 
 import argparse
 import json
 import time
 
-from tfopt import macs, models, train
+from tfopt import macs, models, strided, train
 from tfopt._keras import keras
 from tfopt.config import DataConfig, TrainConfig
 from tfopt.data import load_dataset
@@ -52,6 +54,7 @@ VARIANTS = {
     "three_quarter": _vgg((24, 24, "pool", 48, 48)),
     "half": _vgg((16, 16, "pool", 32, 32)),
     "one_at_28": _vgg((32, "pool", 64, 64)),
+    "strided": lambda *args: strided.strided(_vgg((32, 32, "pool", 64, 64))(*args)).model,
 }
 
 
