@@ -76,3 +76,11 @@ def test_a_layer_that_refuses_the_new_shape_keeps_its_pool():
   result = strided.strided(factorized)
   assert [pool for _, pool in result.folded] == ["block1_pool", "block2_pool"]
   assert result.kept[0].startswith("block3_pool after block3_conv: Cannot rebuild")
+
+
+@pytest.mark.parametrize("before", ["prune", "cluster", "binary"])
+def test_strided_after_a_stage_whose_weights_it_would_undo_is_refused(before):
+  from tfopt.config import ConfigError, PipelineConfig  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ConfigError, match=f"put strided before {before} in --stages"):
+    PipelineConfig(stages=("teacher", "distill", before, "strided"))
+  PipelineConfig(stages=("teacher", "distill", "strided", before))  # the other way is fine

@@ -12,6 +12,7 @@ before and after fine-tuning.
 import functools
 
 from tfopt import macs, strided
+from tfopt.validate import ConfigError
 from tfopt.stages.base import NewModel, Stage, StageOutput
 
 
@@ -22,6 +23,15 @@ class StridedStage(Stage):
 
   def training_epochs(self, config):
     return config.strided.finetune_epochs
+
+  def check_chain(self, config, before):
+    """Its plain fine-tune would undo what these stages leave in the weights."""
+    undone = {"prune": "zeros", "sensitivity": "zeros", "cluster": "shared values",
+              "binary": "binary weights", "search": "zeros or int4 grid"}
+    for name, what in undone.items():
+      if name in before:
+        raise ConfigError(f"strided after {name} would fine-tune away the {what} {name} "
+                          f"leaves: put strided before {name} in --stages.")
 
   def preflight(self, config, dataset, architecture):
     strided.strided(architecture())  # a model with nothing to fold stops here
