@@ -84,3 +84,13 @@ def test_strided_after_a_stage_whose_weights_it_would_undo_is_refused(before):
   with pytest.raises(ConfigError, match=f"put strided before {before} in --stages"):
     PipelineConfig(stages=("teacher", "distill", before, "strided"))
   PipelineConfig(stages=("teacher", "distill", "strided", before))  # the other way is fine
+
+
+def test_the_small_student_is_the_student_with_its_folds_at_a_quarter_width():
+  small = models.build_model("student_small", (28, 28, 1), 10)
+  folded = strided.strided(models.student((28, 28, 1), 10)).model
+  assert [layer.output_shape for layer in small.layers][-3:] == [
+      (None, 3, 3, 32), (None, 288), (None, 10)]
+  assert [layer.output_shape[1:3] for layer in small.layers if "conv" in layer.name] == [
+      layer.output_shape[1:3] for layer in folded.layers if "conv" in layer.name]
+  assert small.count_params() == 8_946

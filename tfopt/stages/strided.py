@@ -30,8 +30,9 @@ class StridedStage(Stage):
               "binary": "binary weights", "search": "zeros or int4 grid"}
     for name, what in undone.items():
       if name in before:
-        raise ConfigError(f"strided after {name} would fine-tune away the {what} {name} "
-                          f"leaves: put strided before {name} in --stages.")
+        raise ConfigError(f"stages={','.join(config.stages)} is invalid: strided after "
+                          f"{name} would fine-tune away the {what} {name} leaves; put "
+                          f"strided before {name} in --stages.")
 
   def preflight(self, config, dataset, architecture):
     strided.strided(architecture())  # a model with nothing to fold stops here
