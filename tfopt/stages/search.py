@@ -29,11 +29,14 @@ class SearchStage(Stage):
   report_fields = {"search": dict}
 
   def training_epochs(self, config):
-    """At most: every slim step, and every sparsity of every chain (size)."""
+    """At most: every slim step, and every sparsity of every chain (size), or
+    the strided model's longer fine-tune (latency)."""
     search_config = config.search
     chains = 1 + len(search_config.slim_rates)
-    prunes = chains * len(search_config.sparsities) if search_config.objective == "size" else 0
-    return search_config.finetune_epochs * (len(search_config.slim_rates) + prunes)
+    size = search_config.objective == "size"
+    prunes = chains * len(search_config.sparsities) if size else 0
+    strided = 0 if size else search.LONGER
+    return search_config.finetune_epochs * (len(search_config.slim_rates) + prunes + strided)
 
   def time_budget(self, config):
     return config.search.time_budget
