@@ -67,8 +67,8 @@ def student(input_shape: Tuple[int, ...], num_classes: int) -> keras.Model:
 def student_small(input_shape: Tuple[int, ...], num_classes: int) -> keras.Model:
   """The student at a quarter of the channels (8, 16, 32; ~9 k parameters), its
   first two blocks downsampling by stride instead of pooling (tfopt.strided's
-  fold built in): about 4x faster than `student` in LiteRT, and the shape
-  where distillation beats training from the labels alone."""
+  fold built in): 2.3 us against `student`'s 8.5 us in LiteRT on MNIST, and the shape
+  where distillation gains about 0.1 pp over the labels alone (BUILD_NOTES)."""
   inputs = keras.Input(input_shape, name="image")
   x = _conv_bn_relu(inputs, 8, strides=2, name="block1")
   x = _conv_bn_relu(x, 16, strides=2, name="block2")
