@@ -13,7 +13,7 @@ import numpy as np
 from tfopt._keras import keras
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
-__all__ = ["LayerMacs", "layer_macs", "count_macs", "parameter_counts"]
+__all__ = ["LayerMacs", "layer_macs", "count_macs", "total_macs", "parameter_counts"]
 
 # Variables of tfmot's quantize wrappers that are ranges and counters, not
 # parameters of the network.
@@ -69,6 +69,11 @@ def count_macs(model: keras.Model) -> List[LayerMacs]:
     if macs:
       table.append(LayerMacs(layer.name, type(layer).__name__, int(macs)))
   return table
+
+
+def total_macs(model: keras.Model) -> int:
+  """MACs of the whole model for one image (the sum of count_macs)."""
+  return sum(entry.macs for entry in count_macs(model))
 
 
 def parameter_counts(model: keras.Model):

@@ -157,7 +157,7 @@ class _Walk:
     self.model, self.dataset, self.config, self.floor = model, dataset, config, floor
     self.log, self.measure, self.teacher, self.verbose = log, measure, teacher, verbose
     self.started, self.pace = time.monotonic(), _Pace()
-    self.start, self.strided = model, False  # what the slim chains start from
+    self.start = model  # what the slim chains start from: the strided model if feasible
     self.candidates: List[Candidate] = []
     self.models: Dict[Spec, keras.Model] = {}
     self.skipped: List[str] = []
@@ -207,6 +207,11 @@ class _Walk:
                                 "already lost too much")
           return
 
+  @property
+  def strided(self) -> bool:
+    """Whether the slim chains start from the strided model (step 2)."""
+    return self.start is not self.model
+
   def stride(self, epochs: int) -> bool:
     """Step 2, latency: the model's pools folded into strided convolutions,
     fine-tuned longer (every layer after a fold sees new inputs, and the slim
@@ -229,7 +234,7 @@ class _Walk:
     feasible = self.add(model, spec, seconds)
     self.pace.add_measuring(time.monotonic() - clock)
     if feasible:
-      self.start, self.strided = model, True
+      self.start = model
       self.bases[0.0] = (model, {})
     return feasible
 

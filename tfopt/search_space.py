@@ -21,7 +21,7 @@ from tfopt._keras import keras
 from tfopt.config import EvaluateConfig
 from tfopt.data import Dataset, take_images
 from tfopt.errors import TfoptError
-from tfopt.macs import count_macs, parameter_counts
+from tfopt.macs import parameter_counts, total_macs
 from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
 from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
 from tfopt.train import accuracy
@@ -115,7 +115,7 @@ class Measure:
     """`model`'s file in each of `modes` (none given: the search's), measured."""
     params, nonzero_params = parameter_counts(model)
     shared = dict(params=params, nonzero_params=nonzero_params,
-                  macs=sum(entry.macs for entry in count_macs(model)))
+                  macs=total_macs(model))
     found = []
     for mode in modes or self.modes:
       try:

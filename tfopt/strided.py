@@ -80,7 +80,7 @@ def downsampling_pairs(model: keras.Model) -> List[Tuple[str, str]]:
   by_name, readers = {layer["name"]: layer for layer in layers}, _consumers(layers)
   pairs = []
   for pool in filter(_is_2x2_pool, layers):
-    reader, name = pool["name"], None
+    reader = pool["name"]
     sources = inbound_layer_names(pool["inbound_nodes"][0])
     name = sources[0] if len(sources) == 1 else None
     while name and by_name[name]["class_name"] in POINTWISE and readers[name] == [reader]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from tfopt import artifacts, breakdown, convert, evaluate, quant_debug
 from tfopt._keras import keras
-from tfopt.macs import count_macs, parameter_counts
+from tfopt.macs import count_macs, parameter_counts, total_macs
 from tfopt.report import ModelRow
 from tfopt.stages.base import Stage, StageOutput
 
@@ -106,7 +106,7 @@ def measure_row(context, row_name: str, filename: str, model_name: str) -> Model
       latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
                                      config.latency_warmup, config.latency_runs),
       params=params, nonzero_params=nonzero_params,
-      macs=sum(entry.macs for entry in count_macs(model)),
+      macs=total_macs(model),
       agreement=float(np.mean(tflite_top1 == context.keras_top1(model_name))),
       weight_sparsity=contents.weight_sparsity,
       input_dtype=contents.input_dtype, weight_dtypes=contents.weight_dtypes)

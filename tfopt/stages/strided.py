@@ -9,8 +9,6 @@ Report: the pools folded and kept, MACs before and after, validation accuracy
 before and after fine-tuning.
 """
 
-import functools
-
 from tfopt import macs, strided
 from tfopt.validate import ConfigError
 from tfopt.stages.base import NewModel, Stage, StageOutput
@@ -35,8 +33,8 @@ class StridedStage(Stage):
                           f"strided before {name} in --stages.")
 
   def preflight(self, config, dataset, architecture):
-    strided.strided(architecture())  # a model with nothing to fold stops here
-    return functools.lru_cache(maxsize=None)(lambda: strided.strided(architecture()).model)
+    folded = strided.strided(architecture()).model  # nothing to fold stops here
+    return lambda: folded
 
   def run(self, context) -> StageOutput:
     config, model = context.config.strided, context.current_model()
@@ -49,7 +47,7 @@ class StridedStage(Stage):
     for reason in result.kept:
       context.log(f"  kept {reason}")
     record = dict(folded=[list(pair) for pair in result.folded], kept=result.kept,
-                  macs_before=_macs(model), macs_after=_macs(result.model),
+                  macs_before=macs.total_macs(model), macs_after=macs.total_macs(result.model),
                   val_accuracy_before_finetune=result.val_accuracy_before_finetune,
                   val_accuracy_after_finetune=result.val_accuracy_after_finetune)
     context.log(f"  MACs {record['macs_before']:,} -> {record['macs_after']:,}; validation "
@@ -73,10 +71,6 @@ class StridedStage(Stage):
              "| convolution | pool removed |", "|---|---|"]
     lines += [f"| {conv} | {pool} |" for conv, pool in record["folded"]]
     return lines + [""] + [f"Kept: {reason}." for reason in record["kept"]]
-
-
-def _macs(model) -> int:
-  return sum(entry.macs for entry in macs.count_macs(model))
 
 
 STAGE = StridedStage()
