@@ -121,3 +121,29 @@ def test_a_run_with_int4_rows_reports_them_and_their_validation(tmp_path, capsys
   assert "## int4 files against their float file" in markdown
   assert json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())  # int8 first
   capsys.readouterr()
+
+
+def test_depthwise_kernels_in_an_int4_file_stay_int8_not_float(tmp_path, capsys):
+  # A MobileNet-style block: LiteRT's quantizer has no 4-bit DEPTHWISE_CONV_2D,
+  # so those kernels fall back to int8 (they were left float before).
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  layers = keras.layers
+  inputs = keras.Input((16, 16, 3))
+  x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)
+  x = layers.DepthwiseConv2D(3, padding="same", name="depthwise")(x)
+  x = layers.ReLU(6.0)(layers.BatchNormalization()(x))
+  x = layers.SeparableConv2D(24, 3, padding="same", activation="relu", name="separable")(x)
+  x = layers.GlobalAveragePooling2D()(x)
+  model = keras.Model(inputs, layers.Dense(4, name="logits")(x))
+  images = np.random.default_rng(0).random((20, 16, 16, 3), dtype=np.float32)
+  path = write_bytes_atomic(str(tmp_path / "mobile_int4.tflite"),
+                            convert.to_tflite(model, "int4", images, 20))
+  found = inspected(capsys, path)
+  dtypes = {kernel["op"]: set() for kernel in found["kernels"]}
+  for kernel in found["kernels"]:
+    dtypes[kernel["op"]].add(kernel["dtype"])
+  assert dtypes == {"CONV_2D": {"int4"}, "DEPTHWISE_CONV_2D": {"int8"},
+                    "FULLY_CONNECTED": {"int4"}}
+  assert len(found["kernels"]) == 5  # stem, depthwise, separable's two, logits
+  assert evaluate.top1(path, images[:4]).shape == (4,)  # it runs in LiteRT

@@ -36,6 +36,8 @@ from tfopt.errors import TfoptError
 __all__ = ["MODES", "Int4Error", "quantize", "validate"]
 
 MODES = ("int4", "dynamic_int4")
+# The int4 mode's int8 recipe: matches every op, under a key of its own.
+_INT8_SCOPE = "^"
 
 
 class Int4Error(TfoptError, ValueError):
@@ -53,8 +55,12 @@ def quantize(float_tflite: bytes, mode: str, representative_images=None,
     if representative_images is None or not len(representative_images):
       raise Int4Error("int4 conversion needs representative images to calibrate "
                       "activation ranges.")
-    tool.add_static_config(".*", every_op, activation_num_bits=8, weight_num_bits=8)
-    # Another scope key, searched after ".*": ops it cannot take fall back to int8.
+    # Every op int8 first, then the 4-bit scope: the quantizer takes the last
+    # recipe that matches an op and supports it, so ops with no 4-bit kernel
+    # (DEPTHWISE_CONV_2D) stay int8. The two keys must differ ("^" and ".*"
+    # both match every name): a second recipe under the same key replaces the
+    # first, and those ops would then be left float.
+    tool.add_static_config(_INT8_SCOPE, every_op, activation_num_bits=8, weight_num_bits=8)
     tool.add_static_config(scope, every_op, activation_num_bits=8, weight_num_bits=4)
   elif mode == "dynamic_int4":
     tool.add_dynamic_config(scope, every_op, num_bits=4)
