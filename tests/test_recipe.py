@@ -78,6 +78,7 @@ def test_presets_are_valid_recipes():
   assert parse("--preset", "smallest").stages == ("teacher", "distill", "binary")
   accurate = parse("--preset", "accurate")
   assert accurate.data.augment and accurate.distill.epochs == 20
+  assert accurate.teacher.epochs == 20
 
 
 BAD_RECIPES = {
