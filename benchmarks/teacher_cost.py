@@ -76,7 +76,7 @@ def main():
   cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
   print(json.dumps(dict(
       variant=args.variant, epochs=args.epochs, seed=args.seed,
-      macs=sum(layer.macs for layer in macs.count_macs(model)),
+      macs=macs.total_macs(model),
       params=model.count_params(), cpu_s=round(cpu, 1), wall_s=round(wall, 1),
       test_accuracy=round(100 * train.accuracy(model, data.x_test, data.y_test), 2))))
 

@@ -4,6 +4,7 @@ on pruned, clustered, int8 and int4 files read back from the files."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 from tfopt import cluster, console, convert, evaluate, int4, prune
@@ -126,7 +127,6 @@ def test_a_run_with_int4_rows_reports_them_and_their_validation(tmp_path, capsys
 def test_depthwise_kernels_in_an_int4_file_stay_int8_not_float(tmp_path, capsys):
   # A MobileNet-style block: LiteRT's quantizer has no 4-bit DEPTHWISE_CONV_2D,
   # so those kernels fall back to int8 (they were left float before).
-  import numpy as np  # pylint: disable=g-import-not-at-top
   from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
   layers = keras.layers
   inputs = keras.Input((16, 16, 3))
@@ -140,9 +140,8 @@ def test_depthwise_kernels_in_an_int4_file_stay_int8_not_float(tmp_path, capsys)
   path = write_bytes_atomic(str(tmp_path / "mobile_int4.tflite"),
                             convert.to_tflite(model, "int4", images, 20))
   found = inspected(capsys, path)
-  dtypes = {kernel["op"]: set() for kernel in found["kernels"]}
-  for kernel in found["kernels"]:
-    dtypes[kernel["op"]].add(kernel["dtype"])
+  dtypes = {op: {kernel["dtype"] for kernel in found["kernels"] if kernel["op"] == op}
+            for op in {kernel["op"] for kernel in found["kernels"]}}
   assert dtypes == {"CONV_2D": {"int4"}, "DEPTHWISE_CONV_2D": {"int8"},
                     "FULLY_CONNECTED": {"int4"}}
   assert len(found["kernels"]) == 5  # stem, depthwise, separable's two, logits

@@ -38,7 +38,7 @@ from tfopt.distill import Teacher, fine_tune
 from tfopt.channel_groups import ChannelGroup, channel_groups
 from tfopt.channels import (ZERO_PRESERVING, SlimError, following_bn, functional_model,
                             is_conv, layer_graph, layers, remove_channels, width)
-from tfopt.macs import count_macs
+from tfopt.macs import total_macs
 
 __all__ = ["SlimError", "SlimStep", "SlimResult", "slimmable_groups", "prunable_convs",
            "group_importance", "channel_importance", "select_channels", "remove_channels",
@@ -368,7 +368,7 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
       fine_tune(current, dataset, config.finetune_epochs, **train)
     steps.append(SlimStep(
         step, rate, _channels(current, convs), int(current.count_params()),
-        sum(entry.macs for entry in count_macs(current)),
+        total_macs(current),
         _val_accuracy(current, dataset), current))
   return SlimResult(current, original, steps, skipped,
                     {group.name: group.producers for group in groups})
