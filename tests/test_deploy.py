@@ -49,6 +49,12 @@ def test_bundle_describes_the_final_int8_file(bundle_run):
   assert spec["measured"]["accuracy"] == row.accuracy
   assert (deploy / "labels.txt").read_text().split("\n")[:-1] == spec["class_names"]
   assert len(spec["class_names"]) == 10
+  # how the int8 file was quantized: the recipe the repair chose, as measured
+  repair = result.int8_repair[row.name]
+  assert spec["quantization"]["recipe"] == repair["chosen"]["choice"]
+  assert spec["quantization"]["validation_agreement_with_float"] == repair["chosen"]["agreement"]
+  assert repair["plain"]["choice"]["description"].startswith("per-channel weights")
+  assert "## int8 files: where they part" in (root / "out" / "report.md").read_text()
   manifest = json.loads((root / "out" / "manifest.json").read_text())
   assert {"deploy/model.tflite", "deploy/model.json", "deploy/labels.txt"} <= {
       entry["path"] for entry in manifest["artifacts"]}

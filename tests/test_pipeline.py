@@ -106,7 +106,9 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
   assert [step["step"] for step in steps] == [1, 2]
   assert steps[0]["channels"] > steps[1]["channels"] == sum(
       entry["after"] for entry in report["slim_channels"])
-  assert steps[1]["tflite_bytes"] == slimmed["tflite_bytes"]
+  # the step table measures the converter's plain int8 file; the row is the
+  # repaired one (tfopt.int8_repair), within its 1.1x size budget
+  assert slimmed["tflite_bytes"] <= 1.1 * steps[1]["tflite_bytes"]
   assert all(0.5 < step["accuracy"] <= 1 and step["latency_us"] > 0 for step in steps)
   for name in ("baseline int8", "slimmed student int8"):
     segments = report["latency_breakdown"][name]

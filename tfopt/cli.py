@@ -127,10 +127,13 @@ flags.DEFINE_float("search_budget", None, f"Seconds the search stage may spend (
 flags.DEFINE_list("search_modes", None, f"Conversion modes the search tries for every model (default {','.join(_DEFAULT.search.modes)}).")
 flags.DEFINE_float("max_accuracy_drop", None, f"Validation accuracy drop allowed, in percentage points: with --search, the whole model against the baseline (default {_DEFAULT.search.max_accuracy_drop}); in the sensitivity stage, per layer (default {_DEFAULT.analysis.max_accuracy_drop}).")
 flags.DEFINE_float("sensitivity_target_sparsity", None, "Sensitivity stage: reach this overall sparsity where the curves say it costs least, instead of the --max_accuracy_drop budget.")
-flags.DEFINE_bool("quantization_debug", None, "List the layers that lose the most precision in each int8 file (TF Lite's QuantizationDebugger; default: for files that agree with their Keras model on under 99 % of the test images).")
+flags.DEFINE_bool("quantization_debug", None, "Also list each int8 op's own error in quantization steps (TF Lite's QuantizationDebugger); every int8 file's diagnosis along the graph is in the report's int8 section anyway.")
 flags.DEFINE_bool("latency_breakdown", None, "Time every int8 model segment by segment (default: for models of at most 32 compute layers; --latency_breakdown forces it, --nolatency_breakdown skips it).")
 flags.DEFINE_list("quant_modes", None, "Conversion modes, each a report row per model: float32, float16, dynamic_range, int8, int16x8, int4 (4-bit weights, int8 activations) or dynamic_int4 (4-bit weights, float activations); the int4 modes are written by LiteRT's quantizer (default int8).")
 flags.DEFINE_string("int4_layers", None, "Mixed precision: a regular expression over the weight tensor names (the Keras layer names, as tfopt inspect lists them) of the layers that get 4-bit weights in the int4 modes, e.g. 'block[23]|logits'; the others stay int8 (default: every layer the quantizer can take).")
+flags.DEFINE_string("int8_repair", None, "on (default): every int8 file is the most faithful of the recipes tfopt tries on the validation images (per-channel or per-tensor weights, the ops that lose the most kept float), within --int8_repair_size_ratio / --int8_repair_latency_ratio of the plain file; off: the converter's plain int8 file.")
+flags.DEFINE_float("int8_repair_size_ratio", None, f"How much larger than the plain int8 file a repaired one may be (default {_DEFAULT.convert.int8_repair_size_ratio}).")
+flags.DEFINE_float("int8_repair_latency_ratio", None, f"How much slower than the plain int8 file a repaired one may be (default {_DEFAULT.convert.int8_repair_latency_ratio}).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
 
@@ -172,6 +175,9 @@ _OVERRIDES = {
     "objective": ("search", "objective"), "search_budget": ("search", "time_budget"),
     "num_threads": ("evaluate", "num_threads"), "int4_layers": ("convert", "int4_layers"),
     "latency_runs": ("evaluate", "latency_runs"),
+    "int8_repair": ("convert", "int8_repair"),
+    "int8_repair_size_ratio": ("convert", "int8_repair_size_ratio"),
+    "int8_repair_latency_ratio": ("convert", "int8_repair_latency_ratio"),
 }
 
 

@@ -145,6 +145,7 @@ class DistillConfig:
     require_fraction("alpha", self.alpha, high_open=False)
 
 
+INT8_REPAIR_MODES = ("on", "off")
 QUANT_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4",
                "dynamic_int4")
 
@@ -160,10 +161,21 @@ class ConvertConfig:
     layer names, as `tfopt inspect` lists them): the layers int4 /
     dynamic_int4 give 4-bit weights (mixed precision); the others stay int8
     (int4) or float (dynamic_int4).
+  int8_repair: "on" (default): each int8 file is the most faithful of the
+    recipes tried on the validation images (per-channel or per-tensor
+    weights, the worst ops in float; see tfopt.int8_repair); "off": the
+    converter's plain file, still diagnosed.
+  int8_repair_size_ratio / int8_repair_latency_ratio: how much larger and
+    slower than the plain int8 file a repaired one may be.
+  int8_repair_examples: validation images the recipes are judged on.
   """
   modes: Tuple[str, ...] = ("int8",)
   representative_examples: int = 500
   int4_layers: str = ".*"
+  int8_repair: str = "on"
+  int8_repair_size_ratio: float = 1.1
+  int8_repair_latency_ratio: float = 1.1
+  int8_repair_examples: int = 1000
 
   def __post_init__(self):
     require(bool(self.modes) and all(mode in QUANT_MODES for mode in self.modes)
@@ -172,6 +184,13 @@ class ConvertConfig:
             "a list without repeats from " + ", ".join(QUANT_MODES))
     require_positive_int("representative_examples",
                          self.representative_examples)
+    require(self.int8_repair in INT8_REPAIR_MODES, "int8_repair", self.int8_repair,
+            "on or off")
+    for name in ("int8_repair_size_ratio", "int8_repair_latency_ratio"):
+      require(isinstance(getattr(self, name), (int, float)) and math.isfinite(
+          getattr(self, name)) and getattr(self, name) >= 1, name, getattr(self, name),
+              "a number >= 1 (1.1: at most 10 % larger / slower than plain int8)")
+    require_positive_int("int8_repair_examples", self.int8_repair_examples)
     require(isinstance(self.int4_layers, str) and self.int4_layers and _compiles(
         self.int4_layers), "int4_layers", self.int4_layers,
             "a regular expression over layer names, e.g. .* or block[23]|logits")
@@ -195,11 +214,11 @@ class EvaluateConfig:
     breakdown.AUTO_MAX_SEGMENTS compute layers (tfopt's builders) and skips
     it, with a log line, for deep ones (a MobileNetV2 backbone: 52 segments,
     ~10 minutes); True or False forces it.
-  quantization_debug: per int8 file, the layers that lose the most precision
-    (TF Lite's QuantizationDebugger, see tfopt.quant_debug). None (the
-    default): for files that agree with their Keras model on fewer than
-    99 % (stages.evaluate.AGREEMENT_TARGET) of the test images; True: every
-    int8 file; False: never.
+  quantization_debug: True: also list, per int8 file, each op's own error in
+    quantization steps (TF Lite's QuantizationDebugger, see
+    tfopt.quant_debug). Off by default (None or False): the convert stage's
+    diagnosis (tfopt.int8_fidelity, SNR along the graph) covers every int8
+    file and finds what that measure misses.
   """
   num_threads: int = 1
   latency_warmup: int = 20

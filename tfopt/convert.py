@@ -32,7 +32,8 @@ from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4",
-           "representative_dataset", "is_quantization_aware", "converter_for"]
+           "representative_dataset", "is_quantization_aware", "converter_for",
+           "without_converter_noise"]
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -81,7 +82,7 @@ def to_tflite(model: keras.Model, mode: str = "float32",
     return to_int4(model, mode, representative_images, representative_count,
                    int4_layers)[1]
   converter = converter_for(model, mode, representative_images, representative_count)
-  with _without_converter_noise():
+  with without_converter_noise():
     return converter.convert()
 
 
@@ -110,7 +111,7 @@ _NOISE_LINE = re.compile(rb"^fully_quantize: \d+, inference_type: ")
 
 
 @contextlib.contextmanager
-def _without_converter_noise():
+def without_converter_noise():
   """Drops those two from stderr; every other line is written back after."""
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message=_NOISE_WARNING)

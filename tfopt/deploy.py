@@ -12,7 +12,7 @@
 
 import json
 import os
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter
@@ -38,7 +38,8 @@ def _tensor(detail: dict) -> dict:
 
 def write_bundle(output_dir: str, tflite_path: str, row: dict,
                  class_names: List[str], dataset: str,
-                 input_range: Tuple[float, float] = (0.0, 1.0)) -> List[str]:
+                 input_range: Tuple[float, float] = (0.0, 1.0),
+                 int8_recipe: Optional[dict] = None) -> List[str]:
   """Writes deploy/ for the .tflite at `tflite_path`; returns the file paths.
 
   Args:
@@ -48,6 +49,8 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
     class_names: the class names, in the model's output order.
     dataset: the data set the figures were measured on.
     input_range: the float input that pixel values 0 and 255 map to.
+    int8_recipe: for an int8 file, how it was quantized (tfopt.int8_repair's
+      record of the chosen recipe), written as "quantization".
   """
   low, high = input_range
   directory = os.path.join(output_dir, DIRECTORY)
@@ -83,6 +86,8 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
                   "at batch 1 on the machine in report.json",
       },
   }
+  if int8_recipe:
+    description["quantization"] = int8_recipe
   labels_path = write_text_atomic(os.path.join(directory, "labels.txt"),
                                   "\n".join(class_names) + "\n")
   json_path = write_text_atomic(os.path.join(directory, "model.json"),

@@ -6,6 +6,12 @@
 Prints the file's size, gzip size, input type, top-1 accuracy in LiteRT and
 batch-1 latency, the same measurements as the pipeline's report. Needs no
 TensorFlow unless the data set must be downloaded.
+
+    python -m tfopt.measure model_int8.tflite --float_file model_float.tflite ...
+
+also diagnoses a quantized file made anywhere (tfopt.int8_fidelity): its
+top-1 agreement and output SNR against the float file it was converted from,
+and the ops along the graph where it parts from it, on the test images.
 """
 
 import argparse
@@ -15,7 +21,7 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from tfopt import artifacts, evaluate
+from tfopt import artifacts, evaluate, int8_fidelity
 from tfopt.config import DATASETS, DataConfig
 from tfopt.data import load_dataset
 from tfopt.errors import TfoptError
@@ -43,14 +49,18 @@ def _bundle_file(path: str) -> Tuple[str, Optional[Tuple[float, float]]]:
 
 
 def measure_file(path: str, data: DataConfig, num_threads: int = 1,
-                 latency_runs: int = 50) -> dict:
-  """Size, gzip size, input dtype, accuracy and latency of one .tflite file."""
+                 latency_runs: int = 50, float_file: Optional[str] = None,
+                 diagnosis_images: int = 32) -> dict:
+  """Size, gzip size, input dtype, accuracy and latency of one .tflite file;
+  with `float_file`, its fidelity to that file (see diagnose_file)."""
   path, bundle_range = _bundle_file(path)
   if data.input_range is None and bundle_range is not None:
     data = dataclasses.replace(data, input_range=bundle_range)
   classifier = evaluate.TFLiteClassifier(path, num_threads)  # checks the file first
   dataset = load_dataset(data)
-  return dict(
+  fidelity = (diagnose_file(path, float_file, dataset.x_test, diagnosis_images)
+              if float_file else None)
+  return dict(fidelity=fidelity,
       file=path, tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
       input_dtype=str(classifier.input_dtype.__name__),
       accuracy=evaluate.accuracy(path, dataset.x_test, dataset.y_test, num_threads),
@@ -58,6 +68,27 @@ def measure_file(path: str, data: DataConfig, num_threads: int = 1,
       latency_us=evaluate.latency_us(path, dataset.x_test[0], num_threads,
                                      warmup=max(1, latency_runs // 10),
                                      runs=latency_runs))
+
+
+def diagnose_file(path: str, float_file: str, images, diagnosis_images: int = 32) -> dict:
+  """Agreement and output SNR of `path` against `float_file` on `images`, and
+  the ops along the graph that add the most noise (on the first
+  `diagnosis_images`)."""
+  if not os.path.isfile(float_file):
+    raise evaluate.TFLiteError(f"--float_file {float_file} does not exist; give the "
+                               "float32 .tflite the quantized file was made from.")
+  with open(path, "rb") as stream:
+    quantized = stream.read()
+  with open(float_file, "rb") as stream:
+    reference = stream.read()
+  expected = int8_fidelity.FileRunner(reference).predict(images)
+  got = int8_fidelity.FileRunner(quantized).predict(images)
+  ops = int8_fidelity.op_fidelity(reference, quantized, images[:diagnosis_images])
+  worst = sorted((op for op in ops if op.added_noise is not None),
+                 key=lambda op: -op.added_noise)
+  return dict(agreement=int8_fidelity.output_agreement(expected, got),
+              output_snr_db=int8_fidelity.output_snr_db(expected, got),
+              worst_ops=[dataclasses.asdict(op) for op in worst[:8]])
 
 
 def _parser(prog: str = "python -m tfopt.measure") -> argparse.ArgumentParser:
@@ -73,6 +104,8 @@ def _parser(prog: str = "python -m tfopt.measure") -> argparse.ArgumentParser:
   parser.add_argument("--max_test_examples", type=int)
   parser.add_argument("--num_threads", type=int, default=1)
   parser.add_argument("--latency_runs", type=int, default=50)
+  parser.add_argument("--float_file", help="the float32 .tflite this file was quantized "
+                      "from: also diagnose where the file parts from it")
   return parser
 
 
@@ -95,7 +128,8 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m tfopt.measure"
                       labels_file=args.labels_file,
                       input_range=_input_range(args.input_range),
                       max_test_examples=args.max_test_examples)
-    measured = measure_file(args.model, data, args.num_threads, args.latency_runs)
+    measured = measure_file(args.model, data, args.num_threads, args.latency_runs,
+                            args.float_file)
   except TfoptError as error:
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2
@@ -104,7 +138,18 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m tfopt.measure"
         f"accuracy {measured['accuracy']:.2%} on {measured['test_examples']} "
         f"{measured['dataset']} test images, {measured['latency_us']:,.0f} µs "
         f"(batch 1, {args.num_threads} thread(s))")
+  if measured["fidelity"]:
+    print(_fidelity_text(measured["fidelity"]))
   return 0
+
+
+def _fidelity_text(fidelity: dict) -> str:
+  lines = [f"against the float file: top-1 agreement {fidelity['agreement']:.2%}, output "
+           f"SNR {fidelity['output_snr_db']:.1f} dB; the ops that add the most noise "
+           "(SNR along the graph, dB lost by the op itself):"]
+  lines += [f"  {op['layer']:<32} {op['op']:<20} SNR {op['snr_db']:6.1f} dB  "
+            f"lost {op['drop_db']:5.1f} dB" for op in fidelity["worst_ops"]]
+  return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import shutil
 import tempfile
 import time
 import types
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -264,10 +264,25 @@ def write_deploy_bundle(state: Run):
                              for mode in deploy.PREFERRED_MODES) if row is not None)
   paths = deploy.write_bundle(state.config.output_dir, context.path(row.path),
                               dataclasses.asdict(row), state.dataset.class_names,
-                              state.dataset.name, state.dataset.input_range)
+                              state.dataset.name, state.dataset.input_range,
+                              _int8_recipe(state, row.name))
   for path in paths:
     state.manifest.record("deploy", path)
   log(f"deploy: {row.name} -> {os.path.join(state.config.output_dir, deploy.DIRECTORY)}/")
+
+
+def _int8_recipe(state: Run, row_name: str) -> Optional[dict]:
+  """How the deployed int8 file was quantized, from the convert stage's record."""
+  record = state.records.get("convert", {}).get("int8_repair", {}).get(row_name)
+  if not record:
+    return None
+  chosen, plain = record["chosen"], record["plain"]
+  return {"recipe": chosen["choice"], "repaired": record["changed"],
+          "validation_images": record["validation_images"],
+          "validation_agreement_with_float": chosen["agreement"],
+          "plain_int8_validation_agreement": plain["agreement"],
+          "output_snr_db": chosen["output_snr_db"],
+          "plain_int8_output_snr_db": plain["output_snr_db"]}
 
 
 def _baseline_source(state: Run) -> str:

@@ -4,11 +4,17 @@ Ends every run, with evaluate. The baseline float32 file comes first (every
 ratio is against it); then each model in each mode (--quant_modes, or the
 modes its entry asks for: QAT models are int8 only), mode by mode
 (tfopt.convert). Makes the file of each report row.
+
+Each int8 file of a float model is made by tfopt.int8_repair: the recipes it
+tries are judged on the validation images against the float model, and the
+most faithful within the size / latency budget is written (--int8_repair off:
+the converter's plain file). Either way the file is diagnosed op by op along
+the graph (tfopt.int8_fidelity); the report's int8 section shows both.
 """
 
 import numpy as np
 
-from tfopt import convert, int4
+from tfopt import convert, int4, int8_repair
 from tfopt.stages.base import Stage, StageOutput
 
 
@@ -16,10 +22,10 @@ class ConvertStage(Stage):
   name = "convert"
   settings = ("convert",)
 
-  report_fields = {"int4_validation": dict}
+  report_fields = {"int4_validation": dict, "int8_repair": dict}
 
   def run(self, context) -> StageOutput:
-    config, files, validation = context.config.convert, {}, {}
+    config, files, validation, repairs = context.config.convert, {}, {}, {}
     for row_name, stem, model_name, mode in tflite_plan(context):
       context.log(f"convert: {model_name} -> {stem}.tflite ({mode})")
       model, images = context.models[model_name], context.dataset.x_train
@@ -29,28 +35,89 @@ class ConvertStage(Stage):
                                               config.int4_layers)
         validation[row_name] = int4.validate(float_file, content,
                                              np.asarray(context.dataset.x_test[:16]))
+      elif mode == "int8" and not convert.is_quantization_aware(model):
+        repair = _repair(context, model, row_name)
+        content, repairs[row_name] = repair.content, repair.to_record()
       else:
         content = convert.to_tflite(model, mode, images, config.representative_examples)
       context.write_bytes(f"{stem}.tflite", content)
       files[row_name] = (f"{stem}.tflite", model_name)
-    return StageOutput(tflite_files=files, record={"int4_validation": validation})
+    return StageOutput(tflite_files=files, record={"int4_validation": validation,
+                                                   "int8_repair": repairs})
 
   def summarize(self, record, context):
-    return {"int4_validation": record.get("int4_validation", {})}
+    return {"int4_validation": record.get("int4_validation", {}),
+            "int8_repair": record.get("int8_repair", {})}
 
   def report_section(self, report):
-    if not report.int4_validation:
-      return []
-    lines = ["", "## int4 files against their float file (LiteRT's quantizer validator)",
-             "", "Each tensor of the int4 file beside the same tensor of the float32 file "
-             "on 16 test images: signal-to-noise ratio (dB; higher is closer) and cosine "
-             "similarity. The 8 worst tensors by SNR:", ""]
-    for name, tensors in report.int4_validation.items():
-      lines += [f"**{name}**", "", "| tensor | SNR dB | cosine |", "|---|---|---|"]
-      lines += [f"| {_short(row['tensor'])} | {_number(row['snr_db'], '.1f')} "
-                f"| {_number(row['cosine'], '.4f')} |" for row in tensors[:8]]
-      lines.append("")
-    return lines
+    return _int8_section(report) + _int4_section(report)
+
+
+def _repair(context, model, row_name: str) -> int8_repair.Repair:
+  config, data = context.config.convert, context.dataset
+  validation = np.asarray(data.x_val[:config.int8_repair_examples], np.float32)
+  context.log(f"convert: {row_name}: int8 recipes judged on {len(validation):,} validation "
+              f"images (--int8_repair {config.int8_repair})")
+  return int8_repair.repair(
+      model, data.x_train, validation, config.representative_examples, config.int8_repair,
+      config.int8_repair_size_ratio, config.int8_repair_latency_ratio,
+      log=lambda line: context.log(f"convert: {row_name}: {line}"))
+
+
+def _int8_section(report) -> list:
+  if not report.int8_repair:
+    return []
+  lines = ["", "## int8 files: where they part from the float model, and the repair", "",
+           "Each int8 file runs beside its float model on validation images. *Diagnosis*: "
+           "every op's output against the float one, both run from the input on: SNR "
+           "(dB; 40 dB is an error of 1 % of the signal) and the dB the op itself lost "
+           "(its inputs' SNR minus its own); the 8 ops that add the most noise. *Recipes tried*: each "
+           "file measured whole (top-1 agreement with the float model, output SNR, size, "
+           "latency); experiments change one thing alone. The chosen recipe is written; "
+           "one that is not better keeps the plain file.", ""]
+  for name, record in report.int8_repair.items():
+    lines += _repair_lines(name, record)
+  return lines
+
+
+def _repair_lines(name: str, record: dict) -> list:
+  chosen, plain = record["chosen"], record["plain"]
+  verdict = (f"repaired: {chosen['choice']['description']}" if record["changed"]
+             else "kept the plain file (no recipe tried beat it)")
+  lines = [f"**{name}**: {verdict}; validation agreement {plain['agreement']:.2%} → "
+           f"{chosen['agreement']:.2%}, output SNR {plain['output_snr_db']:.1f} → "
+           f"{chosen['output_snr_db']:.1f} dB, {chosen['tflite_bytes'] / plain['tflite_bytes']:.2f}× "
+           f"the bytes, {chosen['latency_us'] / max(plain['latency_us'], 1e-9):.2f}× the "
+           f"latency ({record['validation_images']:,} images, {record['seconds']:.1f} s).", ""]
+  if record["diagnosis"]:
+    lines += ["| layer | op | SNR dB | own drop dB |", "|---|---|---|---|"]
+    lines += [f"| {row['layer']} | {row['op']} | {_number(row['snr_db'], '.1f')} "
+              f"| {_number(row['drop_db'], '.1f')} |" for row in record["diagnosis"][:8]]
+    lines.append("")
+  if len(record["candidates"]) > 1:
+    lines += ["| recipe tried | why | agrees | output SNR dB | bytes | µs |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {c['choice']['description']} | {c['purpose']} | {c['agreement']:.2%} "
+              f"| {c['output_snr_db']:.1f} | {c['tflite_bytes']:,} | {c['latency_us']:,.0f}"
+              f"{'' if c['within_budget'] else ' (over budget)'} |"
+              for c in record["candidates"]]
+    lines.append("")
+  return lines
+
+
+def _int4_section(report) -> list:
+  if not report.int4_validation:
+    return []
+  lines = ["", "## int4 files against their float file (LiteRT's quantizer validator)",
+           "", "Each tensor of the int4 file beside the same tensor of the float32 file "
+           "on 16 test images: signal-to-noise ratio (dB; higher is closer) and cosine "
+           "similarity. The 8 worst tensors by SNR:", ""]
+  for name, tensors in report.int4_validation.items():
+    lines += [f"**{name}**", "", "| tensor | SNR dB | cosine |", "|---|---|---|"]
+    lines += [f"| {_short(row['tensor'])} | {_number(row['snr_db'], '.1f')} "
+              f"| {_number(row['cosine'], '.4f')} |" for row in tensors[:8]]
+    lines.append("")
+  return lines
 
 
 def _short(tensor: str, width: int = 60) -> str:

@@ -4,10 +4,11 @@ Ends every run. Per file: top-1 accuracy on the whole test set, raw and gzip
 bytes, median latency at batch 1, agreement with its Keras model, weight
 sparsity and dtypes read back from the file; per int8 file of a model without
 wrappers, where its latency comes from, segment by segment (tfopt.breakdown),
-and, where it disagrees with its Keras model on more than 1 % of the test
-images, which layers lose precision (tfopt.quant_debug). Report: the
-comparison table (rendered by tfopt.report), the latency breakdown and the
-precision losses.
+and with --quantization_debug, TF Lite's QuantizationDebugger's per-op
+errors in quantization steps (tfopt.quant_debug; where each int8 file parts
+from its float model, along the graph, is the convert stage's diagnosis).
+Report: the comparison table (rendered by tfopt.report), the latency
+breakdown and the debugger's table.
 """
 
 import dataclasses
@@ -21,7 +22,6 @@ from tfopt.macs import count_macs, parameter_counts, total_macs
 from tfopt.report import ModelRow
 from tfopt.stages.base import Stage, StageOutput
 
-AGREEMENT_TARGET = 0.99  # int8 vs its Keras model, below which layers are debugged
 
 
 class EvaluateStage(Stage):
@@ -79,8 +79,9 @@ def _precision_section(report) -> list:
   lines = ["", "## Layers that lose precision in int8 (TF Lite QuantizationDebugger)", "",
            "Each op runs in int8 and in float on the same input; RMSE / scale is its own "
            f"error in quantization steps ({quant_debug.ROUNDING_ONLY:.2f} is plain rounding). "
-           "Listed for int8 files that agree with their Keras model on fewer than "
-           f"{AGREEMENT_TARGET:.0%} of the test images (or with --quantization_debug).", ""]
+           "Listed with --quantization_debug; an op can round to a fine grid and still "
+           "lose its signal, so the int8 section above (SNR along the graph) is the one "
+           "that finds where a file loses accuracy.", ""]
   for name, layers in report.precision_loss.items():
     agreement = next((row.agreement for row in report.models if row.name == name), None)
     lines += [f"**{name}**" + (f" (agrees on {agreement:.2%})" if agreement is not None
@@ -128,15 +129,14 @@ def _wants_breakdown(context, row_name: str, model: keras.Model) -> bool:
 
 
 def _wants_debug(context, row: ModelRow, model: keras.Model) -> bool:
-  asked = context.config.evaluate.quantization_debug
-  if asked is False or (asked is None and row.agreement >= AGREEMENT_TARGET):
+  if not context.config.evaluate.quantization_debug:
     return False
   if convert.is_quantization_aware(model):
     context.log(f"evaluate: {row.name} is quantization-aware; the debugger takes "
                 "float models only")
     return False
-  context.log(f"evaluate: {row.name} agrees with its Keras model on {row.agreement:.2%}; "
-              "finding the layers that lose precision (QuantizationDebugger)")
+  context.log(f"evaluate: {row.name}: per-op errors in quantization steps "
+              "(QuantizationDebugger, --quantization_debug)")
   return True
 
 

@@ -1,0 +1,152 @@
+"""int8 diagnosis along the graph, MSE-clipped ranges and the repair, on real files."""
+
+import numpy as np
+import pytest
+
+from tfopt import evaluate, int8_fidelity, int8_ranges, int8_repair
+from tfopt._keras import keras
+
+
+def _model_with_a_bad_layer():
+  """A conv net whose middle Dense has one huge input weight per column: its
+  per-channel int8 scale rounds every other weight of the layer to zero."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="good_conv")(inputs)
+  x = keras.layers.Flatten()(x)
+  x = keras.layers.Dense(16, activation="relu", name="bad_dense")(x)
+  model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+  kernel = model.get_layer("bad_dense").kernel.numpy()
+  kernel[0, :] = 200.0
+  model.get_layer("bad_dense").kernel.assign(kernel)
+  return model
+
+
+def _images(count, seed):
+  return np.random.default_rng(seed).random((count, 8, 8, 3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def bad_model_repair():
+  model = _model_with_a_bad_layer()
+  # bad_dense holds most of this small model's weights: in float it makes the
+  # file 3.2x larger, which this user allows (the default budget is 1.1x)
+  return model, int8_repair.repair(model, _images(128, 0), _images(200, 1), 64,
+                                   size_ratio=4.0, experiments=3)
+
+
+def test_diagnosis_finds_the_layer_that_loses_the_signal(bad_model_repair):
+  _, repair = bad_model_repair
+  worst = repair.diagnosis[0]
+  assert worst.layer == "bad_dense" and worst.op == "FULLY_CONNECTED"
+  assert worst.drop_db > 10  # it loses more than 10 dB of its input's SNR by itself
+  good = next(row for row in repair.diagnosis if row.layer == "good_conv")
+  assert good.snr_db > worst.snr_db + 10
+
+
+def test_repair_keeps_that_layer_float_and_recovers_the_outputs(bad_model_repair, tmp_path):
+  _, repair = bad_model_repair
+  assert repair.changed
+  assert "bad_dense" in [layer for _, layer in repair.chosen.choice.float_ops]
+  assert repair.plain.agreement < 0.5 and repair.chosen.agreement > 0.95
+  assert repair.chosen.output_snr_db > repair.plain.output_snr_db + 3
+  # the experiment that proved it is in the record, measured
+  record = repair.to_record()
+  experiment = next(c for c in record["candidates"] if c["purpose"].startswith(
+      "experiment: bad_dense"))
+  assert experiment["output_snr_db"] > record["plain"]["output_snr_db"]
+  # the written file: int8 input and output, builtins only, runs in LiteRT
+  path = tmp_path / "repaired.tflite"
+  path.write_bytes(repair.content)
+  contents = evaluate.inspect_tflite(str(path))
+  assert contents.input_dtype == "int8" and contents.output_dtype == "int8"
+  assert "CUSTOM" not in contents.ops and contents.ops.get("DEQUANTIZE", 0) >= 1
+  assert contents.weight_dtypes.get("float32") == 1  # bad_dense's kernel, and only it
+  assert repair.chosen.tflite_bytes <= 4.0 * repair.plain.tflite_bytes
+
+
+def test_repair_off_writes_the_plain_file_and_still_diagnoses():
+  model = _model_with_a_bad_layer()
+  repair = int8_repair.repair(model, _images(64, 0), _images(50, 1), 64, mode="off")
+  assert not repair.changed and len(repair.candidates) == 1
+  assert repair.chosen.choice == int8_repair.Choice()
+  assert repair.diagnosis[0].layer == "bad_dense"
+  plain = int8_repair.quantize(int8_repair.calibrate(model, _images(64, 0), 64),
+                               int8_repair.Choice())
+  assert repair.content == plain
+
+
+def test_a_choice_over_the_size_budget_is_not_taken():
+  model = _model_with_a_bad_layer()
+  # bad_dense in float makes the file 3.2x larger: the default budget refuses it
+  repair = int8_repair.repair(model, _images(64, 0), _images(100, 1), 64, experiments=2)
+  assert all(layer != "bad_dense" for _, layer in repair.chosen.choice.float_ops)
+  over = [c for c in repair.candidates if not c.within_budget]
+  assert over and all(c.tflite_bytes > repair.plain.tflite_bytes for c in over)
+
+
+def test_bad_calibration_data_is_refused_with_one_clear_message():
+  model = _model_with_a_bad_layer()
+  images = _images(32, 0)
+  images[3, 0, 0, 0] = np.nan
+  with pytest.raises(int8_repair.RepairError, match="1 of the 32 calibration images hold NaN"):
+    int8_repair.repair(model, images, _images(10, 1), 32)
+  with pytest.raises(int8_repair.RepairError, match="validation images hold NaN or inf"):
+    int8_repair.repair(model, _images(32, 0), images, 32)
+
+
+def test_a_model_with_non_finite_outputs_is_refused():
+  inputs = keras.Input((4,))
+  outputs = keras.layers.Lambda(lambda x: x / 0.0)(keras.layers.Dense(3)(inputs))
+  model = keras.Model(inputs, outputs)
+  images = np.ones((16, 4), np.float32)
+  with pytest.raises(int8_repair.RepairError, match="outputs are NaN or inf"):
+    int8_repair.repair(model, images, images, 16)
+
+
+def test_best_range_clips_a_long_tail_and_keeps_a_full_range():
+  bins = int8_ranges.BINS
+  tail = 1000 * np.exp(-np.linspace(0, 100, bins) / 2.0)  # most values near 0, a long tail
+  low, high = int8_ranges.best_range(tail, 0.0, 100.0)
+  assert low == 0.0 and 10.0 < high < 40.0
+  uniform = np.full(bins, 10.0)
+  assert int8_ranges.best_range(uniform, -1.0, 1.0) == (-1.0, 1.0)
+
+
+def test_clipped_ranges_lower_the_error_of_a_long_tailed_tensor():
+  """exp() of a Dense output: log-normal activations, whose min/max range
+  the tail sets; MSE-clipped ranges make a file closer to float."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((16,))
+  hidden = keras.layers.Dense(32, name="hidden", kernel_initializer=(
+      keras.initializers.RandomNormal(stddev=0.5)))(inputs)
+  hidden = keras.layers.Activation("exponential", name="tail")(hidden)
+  model = keras.Model(inputs, keras.layers.Dense(8, name="out")(hidden))
+  rng = np.random.default_rng(0)
+  calibration = rng.normal(size=(512, 16)).astype(np.float32)
+  calibrated = int8_repair.calibrate(model, calibration, 512)
+  clipped = int8_ranges.clip_ranges(calibrated, calibration)
+  moved = int8_ranges.changed_ranges(calibrated, clipped)
+  assert moved and all(before[0] <= after[0] <= after[1] <= before[1] for before, after in
+                       ((row["before"], row["after"]) for row in moved))
+  unseen = rng.normal(size=(300, 16)).astype(np.float32)
+  reference = int8_fidelity.FileRunner(calibrated).predict(unseen)
+  snr = {name: int8_fidelity.output_snr_db(reference, int8_fidelity.FileRunner(
+      int8_repair.quantize(statistics, int8_repair.Choice())).predict(unseen))
+         for name, statistics in (("min/max", calibrated), ("clipped", clipped))}
+  assert snr["clipped"] > snr["min/max"] + 1
+
+
+def test_measure_diagnoses_a_file_made_elsewhere(tmp_path, capsys):
+  """`tfopt measure FILE --float_file F`: a plain converter int8 file, made
+  outside tfopt, diagnosed against its float file."""
+  from tfopt import convert, measure  # pylint: disable=g-import-not-at-top
+  model = _model_with_a_bad_layer()
+  float_path, int8_path = tmp_path / "float.tflite", tmp_path / "int8.tflite"
+  float_path.write_bytes(convert.to_tflite(model, "float32"))
+  int8_path.write_bytes(convert.to_tflite(model, "int8", _images(64, 0), 64))
+  fidelity = measure.diagnose_file(str(int8_path), str(float_path), _images(40, 1))
+  assert fidelity["worst_ops"][0]["layer"] == "bad_dense"
+  assert fidelity["agreement"] < 0.9
+  with pytest.raises(evaluate.TFLiteError, match="does not exist"):
+    measure.diagnose_file(str(int8_path), str(tmp_path / "missing.tflite"), _images(4, 1))

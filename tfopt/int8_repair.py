@@ -1,0 +1,341 @@
+"""An int8 file repaired without training: measured choices, per layer.
+
+The TFLite converter's full-integer int8 file is one fixed recipe: int8
+weights with one scale per output channel, int8 activations with min/max
+ranges. On models users bring that recipe can lose several points (a
+per-channel scale spent on a BN-folded channel, an activation whose range a
+few outliers take). tfopt calibrates once (the converter's own calibrator)
+and then quantizes the calibrated model as often as it likes (the
+converter's MLIR quantizer, ~0.1 s a file), so it can *try* recipes and keep
+the one whose file is measured closest to the float model:
+
+  1. the plain file (today's recipe), measured on the validation images
+     (never the test set): top-1 agreement with the float file and the SNR
+     of its outputs;
+  2. whole-file alternatives: per-tensor weights, per-tensor weights for
+     the fully-connected layers only;
+  3. a diagnosis of the best of those (tfopt.int8_fidelity: where along the
+     graph its tensors part from the float ones) names the ops whose own
+     loss is largest; each is tried *alone* in float (an experiment that
+     proves or refutes it), and the ones that helped are combined, one by
+     one, while the file improves and stays within the size and latency
+     budget (1.1x plain int8 by default);
+  4. the file with the best agreement (then SNR) within the budget wins; on
+     a tie the plain file stays.
+
+Every file stays LiteRT builtins with int8 input and output; what was tried,
+what it measured and what was chosen is returned as a record (the report's
+int8 section and the deploy bundle carry it). `mode="off"` writes the plain
+file and measures nothing.
+"""
+
+import dataclasses
+import os
+import tempfile
+import time
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import tensorflow as tf
+
+from tfopt import convert, evaluate, int8_fidelity, int8_ranges
+from tfopt.config import INT8_REPAIR_MODES
+from tfopt.errors import TfoptError
+
+__all__ = ["RepairError", "Choice", "Candidate", "Repair", "REPAIR_MODES", "calibrate",
+           "quantize", "repair"]
+
+REPAIR_MODES = INT8_REPAIR_MODES
+# How many of the worst ops (largest own SNR drop) are tried in float.
+DEFAULT_EXPERIMENTS = 6
+# Images the diagnosis runs with every tensor kept (the slow part).
+DIAGNOSIS_IMAGES = 32
+# Calibration images whose activations set the clipped ranges (int8_ranges).
+RANGE_IMAGES = 128
+# An op whose own loss is below this is no suspect (measurement noise).
+MIN_DROP_DB = 0.5
+# Latency at batch 1 jitters by a few µs on a busy host: a candidate within
+# the ratio plus this many µs of the plain file is within the budget.
+LATENCY_SLACK_US = 2.0
+# With equal agreement, a change must lower the output noise by this much
+# (1 dB: a fifth less noise power) to be worth its extra bytes.
+SNR_MARGIN_DB = 1.0
+
+
+class RepairError(TfoptError, ValueError):
+  """The data or the model cannot be calibrated or quantized as asked."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """One int8 recipe: how weights are scaled and which ops stay float."""
+  per_tensor: bool = False  # every conv / dense kernel one scale, not one per channel
+  dense_per_tensor: bool = False  # fully-connected kernels only
+  # (op output tensor, its Keras layer) of each op left in float32
+  float_ops: Tuple[Tuple[str, str], ...] = ()
+  clip_ranges: bool = False  # activation ranges at their MSE-optimal clip (tfopt.int8_ranges)
+
+  def describe(self) -> str:
+    parts = ["per-tensor weights" if self.per_tensor else
+             "per-channel conv, per-tensor dense weights" if self.dense_per_tensor else
+             "per-channel weights"]
+    parts.append("MSE-clipped activation ranges" if self.clip_ranges
+                 else "min/max activation ranges")
+    if self.float_ops:
+      parts.append(f"float: {', '.join(layer for _, layer in self.float_ops)}")
+    return "; ".join(parts)
+
+  def with_float(self, op: Tuple[str, str]) -> "Choice":
+    return dataclasses.replace(self, float_ops=tuple(sorted(set(self.float_ops + (op,)))))
+
+  def to_json(self) -> dict:
+    return dict(per_tensor=self.per_tensor, dense_per_tensor=self.dense_per_tensor,
+                clip_ranges=self.clip_ranges, float_ops=[tensor for tensor, _ in self.float_ops],
+                float_layers=[layer for _, layer in self.float_ops],
+                description=self.describe())
+
+
+@dataclasses.dataclass
+class Candidate:
+  """A file made with one Choice, measured on the validation images."""
+  choice: Choice
+  purpose: str
+  agreement: float
+  output_snr_db: float
+  tflite_bytes: int
+  latency_us: float
+  within_budget: bool = True
+
+  def beats(self, other: "Candidate") -> bool:
+    """More examples agree, or as many with an output SNR at least SNR_MARGIN_DB higher."""
+    if round(self.agreement, 6) != round(other.agreement, 6):
+      return self.agreement > other.agreement
+    return self.output_snr_db >= other.output_snr_db + SNR_MARGIN_DB
+
+  def to_json(self) -> dict:
+    return dict(choice=self.choice.to_json(), purpose=self.purpose,
+                agreement=self.agreement, output_snr_db=self.output_snr_db,
+                tflite_bytes=self.tflite_bytes, latency_us=self.latency_us,
+                within_budget=self.within_budget)
+
+
+@dataclasses.dataclass
+class Repair:
+  """What repair tried and chose; `content` is the chosen file."""
+  content: bytes
+  chosen: Candidate
+  plain: Candidate
+  candidates: List[Candidate]
+  diagnosis: List[int8_fidelity.OpFidelity]
+  validation_images: int
+  seconds: float
+  size_ratio: float
+  latency_ratio: float
+
+  @property
+  def changed(self) -> bool:
+    return self.chosen.choice != self.plain.choice
+
+  def to_record(self) -> dict:
+    return dict(
+        chosen=self.chosen.to_json(), plain=self.plain.to_json(),
+        candidates=[candidate.to_json() for candidate in self.candidates],
+        diagnosis=[dataclasses.asdict(row) for row in self.diagnosis],
+        validation_images=self.validation_images, seconds=round(self.seconds, 2),
+        budget=dict(size_ratio=self.size_ratio, latency_ratio=self.latency_ratio),
+        changed=self.changed)
+
+
+def calibrate(model, images: np.ndarray, count: int) -> bytes:
+  """The model converted to float with the converter's activation statistics."""
+  _check_finite("calibration images", images[:count])
+  converter = convert.converter_for(model, "int8", images, count)
+  converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+  with convert.without_converter_noise():
+    try:
+      return converter.convert()
+    except (ValueError, RuntimeError, tf.errors.OpError) as error:
+      raise RepairError(f"The converter could not calibrate this model for int8: "
+                        f"{str(error).strip().splitlines()[-1] if str(error).strip() else error}"
+                        ) from error
+
+
+def quantize(calibrated: bytes, choice: Choice) -> bytes:
+  """The full-integer int8 file (int8 input and output) for `choice`."""
+  from tensorflow.lite.python import convert as tflite_convert  # pylint: disable=g-import-not-at-top
+  with convert.without_converter_noise():
+    return tflite_convert.mlir_quantize(
+        calibrated, disable_per_channel=choice.per_tensor, fully_quantize=True,
+        input_data_type=tf.int8, output_data_type=tf.int8,
+        denylisted_nodes=[tensor for tensor, _ in choice.float_ops] or None,
+        disable_per_channel_for_dense_layers=choice.dense_per_tensor)
+
+
+def _check_finite(what: str, images: np.ndarray):
+  values = np.asarray(images, np.float32)
+  if not np.all(np.isfinite(values)):
+    bad = int(np.sum(~np.all(np.isfinite(values.reshape(len(values), -1)), axis=1)))
+    raise RepairError(f"{bad} of the {len(values)} {what} hold NaN or inf: int8 ranges "
+                      "cannot be calibrated on them. Clean the data (or the input scaling) "
+                      "and run again.")
+
+
+class _Trials:
+  """Makes and measures candidate files, each Choice once."""
+
+  def __init__(self, calibrated: bytes, range_images: np.ndarray, images: np.ndarray,
+               latency_image: np.ndarray, size_ratio: float, latency_ratio: float, log):
+    self.calibrated, self.images, self.latency_image = calibrated, images, latency_image
+    self.range_images, self._clipped = range_images, None
+    self.size_ratio, self.latency_ratio, self.log = size_ratio, latency_ratio, log
+    self.reference = int8_fidelity.FileRunner(calibrated).predict(images)
+    if not all(np.all(np.isfinite(output)) for output in self.reference):
+      raise RepairError("The float model's outputs are NaN or inf on the validation images: "
+                        "int8 cannot be made faithful to them. Check the model and its "
+                        "input scaling (--input_range).")
+    self.files: Dict[Choice, bytes] = {}
+    self.measured: Dict[Choice, Candidate] = {}
+    self.plain: Optional[Candidate] = None
+
+  def statistics(self, choice: Choice) -> bytes:
+    """The calibrated model whose ranges `choice` quantizes with."""
+    if not choice.clip_ranges:
+      return self.calibrated
+    if self._clipped is None:
+      self._clipped = int8_ranges.clip_ranges(self.calibrated, self.range_images)
+    return self._clipped
+
+  def file(self, choice: Choice) -> bytes:
+    if choice not in self.files:
+      self.files[choice] = quantize(self.statistics(choice), choice)
+    return self.files[choice]
+
+  def measure(self, choice: Choice, purpose: str) -> Candidate:
+    if choice in self.measured:
+      return self.measured[choice]
+    content = self.file(choice)
+    outputs = int8_fidelity.FileRunner(content).predict(self.images)
+    candidate = Candidate(
+        choice=choice, purpose=purpose,
+        agreement=int8_fidelity.output_agreement(self.reference, outputs),
+        output_snr_db=round(int8_fidelity.output_snr_db(self.reference, outputs), 3),
+        tflite_bytes=len(content), latency_us=round(_latency_us(content, self.latency_image), 1))
+    if self.plain is not None:
+      candidate.within_budget = (
+          candidate.tflite_bytes <= self.size_ratio * self.plain.tflite_bytes
+          and candidate.latency_us <= self.latency_ratio * self.plain.latency_us
+          + LATENCY_SLACK_US)
+    self.measured[choice] = candidate
+    self.log(f"int8 repair: {choice.describe()}: agrees {candidate.agreement:.2%}, output "
+             f"SNR {candidate.output_snr_db:.1f} dB, {candidate.tflite_bytes:,} B, "
+             f"{candidate.latency_us:,.0f} µs" + ("" if candidate.within_budget
+                                                  else " (over the budget)"))
+    return candidate
+
+  def best(self) -> Candidate:
+    """The candidate within budget that beats every other (in the order
+    measured: simpler recipes first); the plain file unless one beats it."""
+    best = self.plain
+    for candidate in self.measured.values():
+      if candidate.within_budget and candidate.beats(best):
+        best = candidate
+    return best
+
+
+def _latency_us(content: bytes, image: np.ndarray, rounds: int = 3) -> float:
+  """The fastest of `rounds` medians: what the file costs, with less of what
+  other work on the host adds."""
+  with tempfile.TemporaryDirectory() as folder:
+    path = os.path.join(folder, "candidate.tflite")
+    with open(path, "wb") as stream:
+      stream.write(content)
+    return min(evaluate.latency_us(path, image, 1, warmup=10, runs=60)
+               for _ in range(rounds))
+
+
+def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
+           calibration_count: int = 500, mode: str = "on", size_ratio: float = 1.1,
+           latency_ratio: float = 1.1, experiments: int = DEFAULT_EXPERIMENTS,
+           log=lambda message: None) -> Repair:
+  """The most faithful int8 file within the budget (see the module docstring).
+
+  Args:
+    model: a float Keras 2 model (no quantization wrappers).
+    calibration_images: images to calibrate activation ranges on (training split).
+    validation_images: images the candidates are judged on (validation split).
+    calibration_count: how many calibration images to use.
+    mode: "on" or "off" (the plain file, measured once).
+    size_ratio / latency_ratio: how much larger / slower than the plain
+      int8 file a repaired file may be.
+    experiments: how many of the worst ops to try in float, one at a time.
+    log: called with one line per measured candidate.
+
+  Returns:
+    A Repair (the chosen file and the record of what was tried).
+
+  Raises:
+    RepairError: NaN/inf in the data or the model's outputs, or a model the
+      converter cannot calibrate.
+  """
+  if mode not in REPAIR_MODES:
+    raise RepairError(f"int8_repair={mode!r}; choose one of {', '.join(REPAIR_MODES)}.")
+  started = time.perf_counter()
+  _check_finite("validation images", validation_images)
+  calibrated = calibrate(model, calibration_images, calibration_count)
+  range_images = np.concatenate([batch[0] for batch in convert.representative_dataset(
+      calibration_images, min(calibration_count, RANGE_IMAGES))()])
+  trials = _Trials(calibrated, range_images, np.asarray(validation_images, np.float32),
+                   np.asarray(validation_images[0], np.float32), size_ratio, latency_ratio, log)
+  trials.plain = plain = trials.measure(Choice(), "the plain int8 file (converter defaults)")
+  if mode == "on":
+    trials.measure(Choice(per_tensor=True), "whole file: one weight scale per tensor")
+    if _has_dense(trials.file(Choice())):
+      trials.measure(Choice(dense_per_tensor=True),
+                     "fully-connected layers: one weight scale per tensor")
+    for weights in list(trials.measured):
+      trials.measure(dataclasses.replace(weights, clip_ranges=True),
+                     "activation ranges clipped where that lowers their int8 error")
+  start = trials.best()
+  diagnosis = int8_fidelity.op_fidelity(calibrated, trials.file(start.choice),
+                                        validation_images[:DIAGNOSIS_IMAGES])
+  if mode == "on":
+    _float_experiments(trials, start, diagnosis, experiments)
+  chosen = trials.best()
+  return Repair(content=trials.file(chosen.choice), chosen=chosen, plain=plain,
+                candidates=list(trials.measured.values()),
+                diagnosis=_worst_first(diagnosis), validation_images=len(validation_images),
+                seconds=time.perf_counter() - started, size_ratio=size_ratio,
+                latency_ratio=latency_ratio)
+
+
+def _has_dense(content: bytes) -> bool:
+  runner = int8_fidelity.FileRunner(content)
+  return any(op["op_name"] == "FULLY_CONNECTED"
+             for op in runner.interpreter._get_ops_details())  # pylint: disable=protected-access
+
+
+def _worst_first(diagnosis: List[int8_fidelity.OpFidelity]) -> List[int8_fidelity.OpFidelity]:
+  return sorted((row for row in diagnosis if row.added_noise is not None),
+                key=lambda row: -row.added_noise)
+
+
+def _float_experiments(trials: _Trials, start: Candidate,
+                       diagnosis: List[int8_fidelity.OpFidelity], count: int):
+  """Each of the `count` worst ops in float alone, then the helpful ones combined."""
+  suspects = [row for row in _worst_first(diagnosis)
+              if row.dtype != "float32" and row.drop_db > MIN_DROP_DB][:count]
+  tried = []
+  for row in suspects:
+    candidate = trials.measure(start.choice.with_float((row.tensor, row.layer)),
+                               f"experiment: {row.layer} ({row.op}, loses "
+                               f"{row.drop_db:.1f} dB) alone in float")
+    if candidate.within_budget and candidate.beats(start):
+      tried.append(candidate)
+  tried.sort(key=lambda c: (c.agreement, c.output_snr_db), reverse=True)
+  combined = tried[0] if tried else start
+  for candidate in tried[1:]:
+    added = set(candidate.choice.float_ops) - set(start.choice.float_ops)
+    both = trials.measure(combined.choice.with_float(added.pop()),
+                          "the helpful experiments combined")
+    if both.within_budget and both.beats(combined):
+      combined = both
