@@ -17,6 +17,9 @@ import numpy as np
 from tfopt import convert, int4, int8_repair
 from tfopt.stages.base import Stage, StageOutput
 
+# Top-1 agreement of an int8 file with its float model that the report asks of it.
+FIDELITY_TARGET = 0.99
+
 
 class ConvertStage(Stage):
   name = "convert"
@@ -76,8 +79,26 @@ def _int8_section(report) -> list:
            "latency); experiments change one thing alone. The chosen recipe is written; "
            "one that is not better keeps the plain file.", ""]
   for name, record in report.int8_repair.items():
-    lines += _repair_lines(name, record)
+    lines += _repair_lines(name, record) + _next_step(report, name, record)
   return lines
+
+
+def _next_step(report, name: str, record: dict) -> list:
+  """Below FIDELITY_TARGET after repair: say so, and what QAT measured if it ran."""
+  if record["chosen"]["agreement"] >= FIDELITY_TARGET:
+    return []
+  qat_rows = [row for row in report.models if row.name.endswith(" int8") and
+              any(word in row.name for word in ("QAT", "quantization-aware"))]
+  text = (f"*{name} still agrees on fewer than {FIDELITY_TARGET:.0%} of the validation "
+          "images after repair within the budget.* ")
+  if qat_rows:
+    text += "QAT in this run: " + "; ".join(
+        f"{row.name} agrees with its Keras model on {row.agreement:.2%} of the test images"
+        for row in qat_rows) + "."
+  else:
+    text += ("Quantization-aware training is the next step (`--stages ...,qat`), or a larger "
+             "budget (`--int8_repair_size_ratio`, `--int8_repair_latency_ratio`).")
+  return [text, ""]
 
 
 def _repair_lines(name: str, record: dict) -> list:
