@@ -324,7 +324,7 @@ class PipelineConfig:
         cluster=ClusterConfig(epochs=1, batch_size=64),
         qat=QatConfig(epochs=1, batch_size=64),
         binary=BinaryConfig(epochs=1, batch_size=64),
-        convert=ConvertConfig(representative_examples=100),
+        convert=ConvertConfig(representative_examples=100, int8_repair_examples=300),
         evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
     )
     quick.update(overrides)
