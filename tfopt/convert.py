@@ -33,7 +33,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4",
            "representative_dataset", "is_quantization_aware", "converter_for",
-           "without_converter_noise"]
+           "without_converter_noise", "calibration_images"]
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
@@ -93,11 +93,11 @@ def to_int4(model: keras.Model, mode: str, representative_images=None,
   if is_quantization_aware(model):
     raise ConversionError(f"A quantization-aware model converts to int8 only, not {mode}.")
   float_file = to_tflite(model, "float32")
-  return float_file, int4.quantize(float_file, mode, _calibration_images(
+  return float_file, int4.quantize(float_file, mode, calibration_images(
       representative_images, representative_count), representative_count, int4_layers)
 
 
-def _calibration_images(images, count: int) -> Optional[np.ndarray]:
+def calibration_images(images, count: int) -> Optional[np.ndarray]:
   """The same `count` images the converter's calibration would take."""
   if images is None or not len(images):
     return None

@@ -15,7 +15,7 @@ from typing import Dict, List, Optional
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tfopt import progress
+from tfopt import int8_fidelity, progress
 from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
@@ -98,19 +98,10 @@ class TFLiteClassifier:
 
   def quantize_input(self, images: np.ndarray) -> np.ndarray:
     """Float images -> the input tensor's dtype, with its scale/zero-point."""
-    dtype = self.input["dtype"]
-    if not np.issubdtype(dtype, np.integer):
-      return images.astype(dtype)
-    scale, zero_point = self.input["quantization"]
-    info = np.iinfo(dtype)
-    quantized = np.round(images / scale + zero_point)
-    return np.clip(quantized, info.min, info.max).astype(dtype)
+    return int8_fidelity.to_dtype(images, self.input)
 
   def dequantize_output(self, values: np.ndarray) -> np.ndarray:
-    if not np.issubdtype(self.output["dtype"], np.integer):
-      return values.astype(np.float32)
-    scale, zero_point = self.output["quantization"]
-    return (values.astype(np.float32) - zero_point) * scale
+    return int8_fidelity.dequantize(values, self.output)
 
   def run(self, images: np.ndarray) -> np.ndarray:
     """Output (dequantized logits) for one batch of float images."""

@@ -38,7 +38,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tfopt.errors import TfoptError
 
 __all__ = ["FidelityError", "OpFidelity", "FileRunner", "op_fidelity", "output_snr_db",
-           "output_agreement", "layer_of"]
+           "output_agreement", "layer_of", "worst_first", "dequantize", "to_dtype"]
 
 # Ops that only move between number formats: nothing to compare them with.
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -109,7 +109,7 @@ class FileRunner:
     """Runs one batch (one array per input, float, batch first)."""
     self._resize(len(inputs[0]))
     for detail, values in zip(self.inputs, inputs):
-      self.interpreter.set_tensor(detail["index"], _to_dtype(values, detail))
+      self.interpreter.set_tensor(detail["index"], to_dtype(values, detail))
     self.interpreter.invoke()
 
   def output_values(self) -> List[np.ndarray]:
@@ -151,7 +151,8 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
   return ((values.astype(np.float32) - zero_points) * scales).astype(np.float32)
 
 
-def _to_dtype(values: np.ndarray, detail: dict) -> np.ndarray:
+def to_dtype(values: np.ndarray, detail: dict) -> np.ndarray:
+  """Float values as the tensor's dtype (quantized with its scale and zero-point)."""
   dtype = detail["dtype"]
   if not np.issubdtype(dtype, np.integer):
     return np.asarray(values, dtype)
@@ -270,6 +271,12 @@ def _layer(runner: FileRunner, op: dict, tensor: str) -> str:
     return layer_of(tensor)
   weights = runner.details[int(op["inputs"][1])]["name"]
   return layer_of(weights) if "/" in weights else layer_of(tensor)
+
+
+def worst_first(rows: List[OpFidelity]) -> List[OpFidelity]:
+  """The rows that have an added noise, the ops that add the most first."""
+  return sorted((row for row in rows if row.added_noise is not None),
+                key=lambda row: -row.added_noise)
 
 
 def output_snr_db(reference: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> float:

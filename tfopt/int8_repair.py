@@ -39,13 +39,12 @@ import numpy as np
 import tensorflow as tf
 
 from tfopt import convert, evaluate, int8_fidelity, int8_ranges
-from tfopt.config import INT8_REPAIR_MODES
+from tfopt.config import INT8_REPAIR_MODES as REPAIR_MODES
 from tfopt.errors import TfoptError
 
 __all__ = ["RepairError", "Choice", "Candidate", "Repair", "REPAIR_MODES", "calibrate",
            "quantize", "repair"]
 
-REPAIR_MODES = INT8_REPAIR_MODES
 # How many of the worst ops (largest own SNR drop) are tried in float.
 DEFAULT_EXPERIMENTS = 6
 # Images the diagnosis runs with every tensor kept (the slow part).
@@ -282,8 +281,8 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
   started = time.perf_counter()
   _check_finite("validation images", validation_images)
   calibrated = calibrate(model, calibration_images, calibration_count)
-  range_images = np.concatenate([batch[0] for batch in convert.representative_dataset(
-      calibration_images, min(calibration_count, RANGE_IMAGES))()])
+  range_images = convert.calibration_images(calibration_images,
+                                            min(calibration_count, RANGE_IMAGES))
   trials = _Trials(calibrated, range_images, np.asarray(validation_images, np.float32),
                    np.asarray(validation_images[0], np.float32), size_ratio, latency_ratio, log)
   trials.plain = plain = trials.measure(Choice(), "the plain int8 file (converter defaults)")
@@ -303,7 +302,8 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
   chosen = trials.best()
   return Repair(content=trials.file(chosen.choice), chosen=chosen, plain=plain,
                 candidates=list(trials.measured.values()),
-                diagnosis=_worst_first(diagnosis), validation_images=len(validation_images),
+                diagnosis=int8_fidelity.worst_first(diagnosis),
+                validation_images=len(validation_images),
                 seconds=time.perf_counter() - started, size_ratio=size_ratio,
                 latency_ratio=latency_ratio)
 
@@ -314,15 +314,10 @@ def _has_dense(content: bytes) -> bool:
              for op in runner.interpreter._get_ops_details())  # pylint: disable=protected-access
 
 
-def _worst_first(diagnosis: List[int8_fidelity.OpFidelity]) -> List[int8_fidelity.OpFidelity]:
-  return sorted((row for row in diagnosis if row.added_noise is not None),
-                key=lambda row: -row.added_noise)
-
-
 def _float_experiments(trials: _Trials, start: Candidate,
                        diagnosis: List[int8_fidelity.OpFidelity], count: int):
   """Each of the `count` worst ops in float alone, then the helpful ones combined."""
-  suspects = [row for row in _worst_first(diagnosis)
+  suspects = [row for row in int8_fidelity.worst_first(diagnosis)
               if row.dtype != "float32" and row.drop_db > MIN_DROP_DB][:count]
   tried = []
   for row in suspects:
