@@ -2,6 +2,7 @@
 
     tfopt inspect runs/mnist/student_pruned_int8.tflite
     tfopt inspect model.tflite --json
+    tfopt inspect model_int8.tflite --float_file model_float.tflite [--images x.npy]
 
 Input and output types, op counts, and for every conv / fully-connected
 weight tensor its dtype, quantization (per tensor or per channel), sparsity
@@ -9,6 +10,14 @@ weight tensor its dtype, quantization (per tensor or per channel), sparsity
 whole tensor and in the fullest output channel, the unit weight sharing
 keeps). The same numbers the report's tables are made of
 (tfopt.evaluate.inspect_tflite).
+
+With --float_file (the float32 file the quantized one was made from), also
+where the quantized file parts from it along the graph (tfopt.int8_fidelity):
+top-1 agreement, output SNR and the ops that add the most noise. On the
+inputs in --images (a .npy of inputs as the model takes them), or, without
+real data, on random inputs spread over the quantized file's own input range
+(its int8 input scale says what range it was calibrated for): a data-free
+first look, which real inputs refine.
 """
 
 import argparse
@@ -18,7 +27,9 @@ import os
 import sys
 from typing import List, Optional
 
-from tfopt import artifacts, evaluate
+import numpy as np
+
+from tfopt import artifacts, evaluate, int8_fidelity
 from tfopt.errors import TfoptError
 
 __all__ = ["describe", "main"]
@@ -36,6 +47,49 @@ def describe(path: str) -> dict:
               weight_sparsity=contents.weight_sparsity,
               kernels=[dict(dataclasses.asdict(kernel), sparsity=kernel.sparsity)
                        for kernel in contents.kernels])
+
+
+# Random inputs the data-free diagnosis runs on.
+RANDOM_INPUTS = 64
+
+
+def diagnose(path: str, float_file: str, images_file: Optional[str] = None) -> dict:
+  """tfopt.measure.diagnose_file on the inputs of `images_file`, or on random
+  inputs over the quantized file's input range; says which."""
+  from tfopt import measure  # pylint: disable=g-import-not-at-top
+  with open(path, "rb") as stream:
+    runner = int8_fidelity.FileRunner(stream.read())
+  shape = tuple(int(size) for size in runner.inputs[0]["shape"][1:])
+  if images_file:
+    images, source = _images(images_file, shape), f"the {images_file} inputs"
+  else:
+    images, low, high = _random_inputs(runner.inputs[0], shape)
+    source = (f"{RANDOM_INPUTS} random inputs over the file's input range [{low:.3g}, "
+              f"{high:.3g}] (give --images for real ones)")
+  fidelity = measure.diagnose_file(path, float_file, images)
+  return dict(fidelity, inputs=source, examples=len(images))
+
+
+def _images(images_file: str, shape: tuple) -> np.ndarray:
+  try:
+    images = np.load(images_file, allow_pickle=False).astype(np.float32)
+  except (OSError, ValueError) as error:
+    raise TfoptError(f"--images {images_file}: cannot read it as a .npy array ({error}).")
+  if images.shape[1:] != shape:
+    raise TfoptError(f"--images {images_file} holds inputs of shape {images.shape[1:]}; "
+                     f"the file takes {shape} (batch first).")
+  return images
+
+
+def _random_inputs(detail: dict, shape: tuple):
+  scale, zero_point = detail["quantization"]
+  if np.issubdtype(detail["dtype"], np.integer) and scale:
+    info = np.iinfo(detail["dtype"])
+    low, high = (info.min - zero_point) * scale, (info.max - zero_point) * scale
+  else:
+    low, high = 0.0, 1.0
+  images = np.random.default_rng(0).uniform(low, high, (RANDOM_INPUTS,) + shape)
+  return images.astype(np.float32), float(low), float(high)
 
 
 def _quantization(kernel: dict) -> str:
@@ -68,6 +122,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("file", help="a .tflite file")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+  parser.add_argument("--float_file", help="the float32 .tflite this file was quantized "
+                      "from: also diagnose where the file parts from it, op by op")
+  parser.add_argument("--images", help="with --float_file: a .npy of inputs (batch first, "
+                      "as the model takes them) to diagnose on; default: random inputs "
+                      "over the file's input range")
   parser.add_argument("--explorer", nargs="?", const="", metavar="DIR",
                       help="also write per-layer overlays (sparsity, distinct values, "
                       "bits, latency share, sensitivity) as Model Explorer node data "
@@ -76,6 +135,10 @@ def main(argv: Optional[List[str]] = None) -> int:
   args = parser.parse_args(argv)
   try:
     found = describe(args.file)
+    if args.float_file:
+      found["fidelity"] = diagnose(args.file, args.float_file, args.images)
+    elif args.images:
+      raise TfoptError("--images is for the diagnosis: give --float_file too.")
     if args.explorer is not None:
       from tfopt import explorer  # pylint: disable=g-import-not-at-top
       directory = args.explorer or os.path.splitext(os.path.basename(args.file))[0] + ".explorer"
@@ -85,6 +148,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"tfopt: error: {error}", file=sys.stderr)
     return 2
   print(json.dumps(found, indent=2) if args.json else as_text(found))
+  if "fidelity" in found and not args.json:
+    from tfopt import measure  # pylint: disable=g-import-not-at-top
+    print(f"\ndiagnosis on {found['fidelity']['inputs']}:\n"
+          + measure.fidelity_text(found["fidelity"]))
   if args.explorer is not None:
     print(f"\nModel Explorer overlays ({len(written)}): {', '.join(written)}\n"
           f"open them (pip install tfopt[explorer]): {explorer.command(args.file, written)}",

@@ -38,7 +38,8 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType
 from tfopt.errors import TfoptError
 
 __all__ = ["FidelityError", "OpFidelity", "FileRunner", "op_fidelity", "output_snr_db",
-           "output_agreement", "layer_of", "worst_first", "dequantize", "to_dtype"]
+           "output_agreement", "layer_of", "comparable_ops", "worst_first", "dequantize",
+           "to_dtype"]
 
 # Ops that only move between number formats: nothing to compare them with.
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -211,7 +212,7 @@ def op_fidelity(float_file: bytes, quantized_file: bytes, images: np.ndarray,
       tuple(d["shape"][1:]) for d in quantized.inputs]:
     raise FidelityError("The float and the quantized file take inputs of different "
                         "shapes: they are not the same model.")
-  ops = _comparable_ops(reference, quantized)
+  ops = comparable_ops(reference, quantized)
   if not ops:
     raise FidelityError("The quantized file shares no tensor name with the float file: "
                         "give the float file it was converted from.")
@@ -229,7 +230,7 @@ def op_fidelity(float_file: bytes, quantized_file: bytes, images: np.ndarray,
   return [_row(quantized, op, output, sums[output], snr) for op, _, output, _ in ops]
 
 
-def _comparable_ops(reference: FileRunner, quantized: FileRunner) -> list:
+def comparable_ops(reference: FileRunner, quantized: FileRunner) -> list:
   """(op details, op name, output index, float twin index) in execution order."""
   exact = {detail["name"]: index for index, detail in reference.details.items()}
   loose: Dict[str, list] = {}

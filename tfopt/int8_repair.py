@@ -13,13 +13,18 @@ the one whose file is measured closest to the float model:
      (never the test set): top-1 agreement with the float file and the SNR
      of its outputs;
   2. whole-file alternatives: per-tensor weights, per-tensor weights for
-     the fully-connected layers only;
+     the fully-connected layers only, each with min/max and with MSE-clipped
+     activation ranges (tfopt.int8_ranges); then the best of those with its
+     biases corrected for the mean shift int8 puts on each layer's outputs
+     (tfopt.int8_bias_correction, on unlabelled calibration images);
   3. a diagnosis of the best of those (tfopt.int8_fidelity: where along the
      graph its tensors part from the float ones) names the ops whose own
-     loss is largest; each is tried *alone* in float (an experiment that
-     proves or refutes it), and the ones that helped are combined, one by
-     one, while the file improves and stays within the size and latency
-     budget (1.1x plain int8 by default);
+     loss is largest; each is changed *alone* (an experiment that proves or
+     refutes it): first, for a conv / dense op with per-channel weights, one
+     weight scale for that op only (spliced into the file,
+     tfopt.int8_file_edits), then the op in float; the changes that helped
+     are combined, one by one, while the file improves and stays within the
+     size and latency budget (1.1x plain int8 by default);
   4. the file with the best agreement (then SNR) within the budget wins; on
      a tie the plain file stays.
 
@@ -38,7 +43,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfopt import convert, evaluate, int8_fidelity, int8_ranges
+from tfopt import (convert, evaluate, int8_bias_correction, int8_fidelity, int8_file_edits,
+                   int8_ranges)
 from tfopt.config import INT8_REPAIR_MODES as REPAIR_MODES
 from tfopt.errors import TfoptError
 
@@ -51,6 +57,8 @@ DEFAULT_EXPERIMENTS = 6
 DIAGNOSIS_IMAGES = 32
 # Calibration images whose activations set the clipped ranges (int8_ranges).
 RANGE_IMAGES = 128
+# Calibration images bias correction measures mean shifts on.
+BIAS_IMAGES = 64
 # An op whose own loss is below this is no suspect (measurement noise).
 MIN_DROP_DB = 0.5
 # Latency at batch 1 jitters by a few µs on a busy host: a candidate within
@@ -67,19 +75,27 @@ class RepairError(TfoptError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Choice:
-  """One int8 recipe: how weights are scaled and which ops stay float."""
+  """One int8 recipe: how weights are scaled, which ops stay float, and
+  which file edits follow the conversion."""
   per_tensor: bool = False  # every conv / dense kernel one scale, not one per channel
   dense_per_tensor: bool = False  # fully-connected kernels only
   # (op output tensor, its Keras layer) of each op left in float32
   float_ops: Tuple[Tuple[str, str], ...] = ()
   clip_ranges: bool = False  # activation ranges at their MSE-optimal clip (tfopt.int8_ranges)
+  # (op output tensor, its Keras layer) of each op whose weights get one scale
+  per_tensor_ops: Tuple[Tuple[str, str], ...] = ()
+  bias_correction: bool = False  # int32 biases corrected (tfopt.int8_bias_correction)
 
   def describe(self) -> str:
     parts = ["per-tensor weights" if self.per_tensor else
              "per-channel conv, per-tensor dense weights" if self.dense_per_tensor else
              "per-channel weights"]
+    if self.per_tensor_ops:
+      parts.append(f"per-tensor weights: {', '.join(layer for _, layer in self.per_tensor_ops)}")
     parts.append("MSE-clipped activation ranges" if self.clip_ranges
                  else "min/max activation ranges")
+    if self.bias_correction:
+      parts.append("bias-corrected")
     if self.float_ops:
       parts.append(f"float: {', '.join(layer for _, layer in self.float_ops)}")
     return "; ".join(parts)
@@ -87,10 +103,22 @@ class Choice:
   def with_float(self, op: Tuple[str, str]) -> "Choice":
     return dataclasses.replace(self, float_ops=tuple(sorted(set(self.float_ops + (op,)))))
 
+  def with_per_tensor(self, op: Tuple[str, str]) -> "Choice":
+    return dataclasses.replace(self, per_tensor_ops=tuple(sorted(set(self.per_tensor_ops
+                                                                     + (op,)))))
+
+  def merged(self, other: "Choice") -> "Choice":
+    """This recipe with `other`'s per-op changes added."""
+    return dataclasses.replace(
+        self, float_ops=tuple(sorted(set(self.float_ops + other.float_ops))),
+        per_tensor_ops=tuple(sorted(set(self.per_tensor_ops + other.per_tensor_ops))))
+
   def to_json(self) -> dict:
     return dict(per_tensor=self.per_tensor, dense_per_tensor=self.dense_per_tensor,
-                clip_ranges=self.clip_ranges, float_ops=[tensor for tensor, _ in self.float_ops],
+                clip_ranges=self.clip_ranges, bias_correction=self.bias_correction,
+                float_ops=[tensor for tensor, _ in self.float_ops],
                 float_layers=[layer for _, layer in self.float_ops],
+                per_tensor_layers=[layer for _, layer in self.per_tensor_ops],
                 description=self.describe())
 
 
@@ -206,7 +234,16 @@ class _Trials:
 
   def file(self, choice: Choice) -> bytes:
     if choice not in self.files:
-      self.files[choice] = quantize(self.statistics(choice), choice)
+      content = quantize(self.statistics(choice), choice)
+      if choice.per_tensor_ops:
+        donor = self.file(dataclasses.replace(choice, per_tensor=True, per_tensor_ops=(),
+                                              bias_correction=False))
+        content = int8_file_edits.splice_weights(
+            content, donor, [tensor for tensor, _ in choice.per_tensor_ops])
+      if choice.bias_correction:
+        content, _ = int8_bias_correction.correct(self.calibrated, content,
+                                                  self.range_images[:BIAS_IMAGES])
+      self.files[choice] = content
     return self.files[choice]
 
   def measure(self, choice: Choice, purpose: str) -> Candidate:
@@ -266,7 +303,7 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
     mode: "on" or "off" (the plain file, measured once).
     size_ratio / latency_ratio: how much larger / slower than the plain
       int8 file a repaired file may be.
-    experiments: how many of the worst ops to try in float, one at a time.
+    experiments: how many of the worst ops to change, one at a time.
     log: called with one line per measured candidate.
 
   Returns:
@@ -294,11 +331,13 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
     for weights in list(trials.measured):
       trials.measure(dataclasses.replace(weights, clip_ranges=True),
                      "activation ranges clipped where that lowers their int8 error")
+    trials.measure(dataclasses.replace(trials.best().choice, bias_correction=True),
+                   "biases corrected for the mean shift int8 puts on each layer's outputs")
   start = trials.best()
   diagnosis = int8_fidelity.op_fidelity(calibrated, trials.file(start.choice),
                                         validation_images[:DIAGNOSIS_IMAGES])
   if mode == "on":
-    _float_experiments(trials, start, diagnosis, experiments)
+    _layer_experiments(trials, start, diagnosis, experiments)
   chosen = trials.best()
   return Repair(content=trials.file(chosen.choice), chosen=chosen, plain=plain,
                 candidates=list(trials.measured.values()),
@@ -314,23 +353,28 @@ def _has_dense(content: bytes) -> bool:
              for op in runner.interpreter._get_ops_details())  # pylint: disable=protected-access
 
 
-def _float_experiments(trials: _Trials, start: Candidate,
+def _layer_experiments(trials: _Trials, start: Candidate,
                        diagnosis: List[int8_fidelity.OpFidelity], count: int):
-  """Each of the `count` worst ops in float alone, then the helpful ones combined."""
+  """Each of the `count` worst ops changed alone (per-tensor weights where it
+  has per-channel ones, then float), then the helpful changes combined."""
   suspects = [row for row in int8_fidelity.worst_first(diagnosis)
               if row.dtype != "float32" and row.drop_db > MIN_DROP_DB][:count]
-  tried = []
+  helpful = []
   for row in suspects:
-    candidate = trials.measure(start.choice.with_float((row.tensor, row.layer)),
-                               f"experiment: {row.layer} ({row.op}, loses "
-                               f"{row.drop_db:.1f} dB) alone in float")
-    if candidate.within_budget and candidate.beats(start):
-      tried.append(candidate)
-  tried.sort(key=lambda c: (c.agreement, c.output_snr_db), reverse=True)
-  combined = tried[0] if tried else start
-  for candidate in tried[1:]:
-    added = set(candidate.choice.float_ops) - set(start.choice.float_ops)
-    both = trials.measure(combined.choice.with_float(added.pop()),
+    op, loss = (row.tensor, row.layer), f"{row.layer} ({row.op}, loses {row.drop_db:.1f} dB)"
+    changes = [(start.choice.with_float(op), f"experiment: {loss} alone in float")]
+    if row.op in int8_file_edits.WEIGHTED_OPS and not start.choice.per_tensor:
+      changes.insert(0, (start.choice.with_per_tensor(op),
+                         f"experiment: {loss} alone with per-tensor weights"))
+    for choice, purpose in changes:
+      candidate = trials.measure(choice, purpose)
+      if candidate.within_budget and candidate.beats(start):
+        helpful.append(candidate)
+        break  # the cheaper change (per-tensor weights) is enough
+  helpful.sort(key=lambda c: (c.agreement, c.output_snr_db), reverse=True)
+  combined = helpful[0] if helpful else start
+  for candidate in helpful[1:]:
+    both = trials.measure(combined.choice.merged(candidate.choice),
                           "the helpful experiments combined")
     if both.within_budget and both.beats(combined):
       combined = both

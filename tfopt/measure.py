@@ -26,7 +26,7 @@ from tfopt.config import DATASETS, DataConfig
 from tfopt.data import load_dataset
 from tfopt.errors import TfoptError
 
-__all__ = ["measure_file", "main"]
+__all__ = ["measure_file", "diagnose_file", "fidelity_text", "main"]
 
 
 def _bundle_file(path: str) -> Tuple[str, Optional[Tuple[float, float]]]:
@@ -138,11 +138,11 @@ def main(argv: Optional[List[str]] = None, prog: str = "python -m tfopt.measure"
         f"{measured['dataset']} test images, {measured['latency_us']:,.0f} µs "
         f"(batch 1, {args.num_threads} thread(s))")
   if measured["fidelity"]:
-    print(_fidelity_text(measured["fidelity"]))
+    print(fidelity_text(measured["fidelity"]))
   return 0
 
 
-def _fidelity_text(fidelity: dict) -> str:
+def fidelity_text(fidelity: dict) -> str:
   lines = [f"against the float file: top-1 agreement {fidelity['agreement']:.2%}, output "
            f"SNR {fidelity['output_snr_db']:.1f} dB; the ops that add the most noise "
            "(SNR along the graph, dB lost by the op itself):"]
