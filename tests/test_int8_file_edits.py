@@ -1,9 +1,10 @@
-"""Per-op edits of an int8 file: weights spliced from another quantization,
-biases corrected for int8's mean shift; every file run in LiteRT."""
+"""Post-training edits around int8 quantization: weights spliced per op
+from another quantization, biases corrected for int8's mean shift, weights
+equalized across layers; every file run in LiteRT."""
 
 import numpy as np
 
-from tfopt import int8_bias_correction, int8_fidelity, int8_repair
+from tfopt import convert, int8_bias_correction, int8_equalization, int8_fidelity, int8_repair
 from tfopt import int8_file_edits as edits
 from tfopt._keras import keras
 
@@ -96,3 +97,46 @@ def test_bias_correction_removes_a_mean_shift_and_brings_the_outputs_closer():
   rows = {row.layer: row for row in int8_fidelity.op_fidelity(calibrated, corrected, unseen)}
   before = {row.layer: row for row in int8_fidelity.op_fidelity(calibrated, plain, unseen)}
   assert rows["shifted"].snr_db > before["shifted"].snr_db + 3
+
+
+def _model_with_uneven_channels():
+  """conv -> ReLU -> conv whose first layer's channels span 0.01..10 (as a
+  batch norm folded into it can leave them) and whose second layer makes up
+  for it: one int8 activation scale rounds the small channels away."""
+  keras.utils.set_random_seed(0)
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Conv2D(8, 3, activation="relu", name="first")(inputs)
+  x = keras.layers.Conv2D(8, 3, name="second")(x)
+  x = keras.layers.GlobalAveragePooling2D()(x)
+  model = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+  spread = np.logspace(-2, 1, 8).astype(np.float32)
+  kernel, bias = model.get_layer("first").get_weights()
+  model.get_layer("first").set_weights([kernel * spread, bias * spread])
+  kernel, bias = model.get_layer("second").get_weights()
+  model.get_layer("second").set_weights([kernel / spread[None, None, :, None], bias])
+  return model
+
+
+def test_equalization_keeps_the_float_function_and_recovers_the_int8_file():
+  model = _model_with_uneven_channels()
+  calibration, unseen = _images(128, 0), _images(200, 1)
+  calibrated = int8_repair.calibrate(model, calibration, 128)
+  equalized, record = int8_equalization.equalize(
+      calibrated, convert.representative_dataset(calibration, 128))
+  assert record["pairs"] == 1 and "second" in record["second_layers"][0]
+  reference = int8_fidelity.FileRunner(calibrated).predict(unseen)
+  assert np.allclose(_outputs(equalized, unseen), reference[0], atol=1e-4)
+  for per_tensor in (False, True):
+    choice = int8_repair.Choice(per_tensor=per_tensor)
+    plain, even = (int8_fidelity.output_snr_db(
+        reference, [_outputs(int8_repair.quantize(statistics, choice), unseen)])
+                   for statistics in (calibrated, equalized))
+    assert plain < 10 and even > 30  # dB
+
+
+def test_repair_equalizes_where_that_is_what_helps():
+  repair = int8_repair.repair(_model_with_uneven_channels(), _images(128, 0),
+                              _images(200, 1), 128, experiments=1)
+  assert repair.chosen.choice.equalize and repair.chosen.agreement > 0.95
+  assert repair.plain.agreement < 0.9
+  assert "cross-layer equalized" in repair.to_record()["chosen"]["choice"]["description"]

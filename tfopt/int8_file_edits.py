@@ -24,7 +24,7 @@ from tensorflow.lite.python import schema_py_generated as schema
 from tensorflow.lite.tools import flatbuffer_utils
 
 __all__ = ["read", "write", "tensor_name", "op_by_output", "splice_weights", "shift_biases",
-           "op_name", "fused_activation", "bias_index", "WEIGHTED_OPS"]
+           "op_name", "fused_activation", "bias_index", "own_buffer", "WEIGHTED_OPS"]
 
 # Ops with a weight (input 1) and an int32 bias (input 2, or none).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -74,7 +74,7 @@ def _constant(model, index: int) -> Optional[object]:
   return buffer if buffer.data is not None and len(buffer.data) else None
 
 
-def _own_buffer(model, index: int):
+def own_buffer(model, index: int):
   """The buffer of tensor `index`, first copied if another tensor shares it
   (the converter stores equal constants, e.g. zero biases, once)."""
   tensor = model.subgraphs[0].tensors[index]
@@ -107,7 +107,7 @@ def splice_weights(target: bytes, donor: bytes, op_outputs: Iterable[str]) -> by
                              source.subgraphs[0].tensors[twin_index])
       if list(tensor.shape) != list(twin_tensor.shape):
         raise KeyError(f"{output}: its input {tensor_name(model, index)} differs in shape")
-      _own_buffer(model, index).data = np.array(twin_buffer.data, np.uint8)
+      own_buffer(model, index).data = np.array(twin_buffer.data, np.uint8)
       tensor.type, tensor.quantization = twin_tensor.type, twin_tensor.quantization
   return write(model)
 
@@ -147,7 +147,7 @@ def shift_biases(content: bytes, shifts: Dict[str, np.ndarray]) -> bytes:
   ops = op_by_output(model)
   for output, shift in shifts.items():
     index = bias_index(model, ops[output])
-    tensor, buffer = model.subgraphs[0].tensors[index], _own_buffer(model, index)
+    tensor, buffer = model.subgraphs[0].tensors[index], own_buffer(model, index)
     bias = np.frombuffer(bytes(buffer.data), np.int32).astype(np.int64)
     steps = np.round(np.asarray(shift, np.float64) / np.asarray(tensor.quantization.scale))
     info = np.iinfo(np.int32)

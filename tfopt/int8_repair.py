@@ -43,8 +43,8 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import tensorflow as tf
 
-from tfopt import (convert, evaluate, int8_bias_correction, int8_fidelity, int8_file_edits,
-                   int8_ranges)
+from tfopt import (convert, evaluate, int8_bias_correction, int8_equalization, int8_fidelity,
+                   int8_file_edits, int8_ranges)
 from tfopt.config import INT8_REPAIR_MODES as REPAIR_MODES
 from tfopt.errors import TfoptError
 
@@ -85,13 +85,16 @@ class Choice:
   # (op output tensor, its Keras layer) of each op whose weights get one scale
   per_tensor_ops: Tuple[Tuple[str, str], ...] = ()
   bias_correction: bool = False  # int32 biases corrected (tfopt.int8_bias_correction)
+  equalize: bool = False  # cross-layer equalized before calibration (tfopt.int8_equalization)
 
   def describe(self) -> str:
     parts = ["per-tensor weights" if self.per_tensor else
              "per-channel conv, per-tensor dense weights" if self.dense_per_tensor else
              "per-channel weights"]
     if self.per_tensor_ops:
-      parts.append(f"per-tensor weights: {', '.join(layer for _, layer in self.per_tensor_ops)}")
+      parts.append(f"per-tensor weights only for: {', '.join(layer for _, layer in self.per_tensor_ops)}")
+    if self.equalize:
+      parts.append("cross-layer equalized")
     parts.append("MSE-clipped activation ranges" if self.clip_ranges
                  else "min/max activation ranges")
     if self.bias_correction:
@@ -116,6 +119,7 @@ class Choice:
   def to_json(self) -> dict:
     return dict(per_tensor=self.per_tensor, dense_per_tensor=self.dense_per_tensor,
                 clip_ranges=self.clip_ranges, bias_correction=self.bias_correction,
+                equalize=self.equalize,
                 float_ops=[tensor for tensor, _ in self.float_ops],
                 float_layers=[layer for _, layer in self.float_ops],
                 per_tensor_layers=[layer for _, layer in self.per_tensor_ops],
@@ -210,10 +214,12 @@ def _check_finite(what: str, images: np.ndarray):
 class _Trials:
   """Makes and measures candidate files, each Choice once."""
 
-  def __init__(self, calibrated: bytes, range_images: np.ndarray, images: np.ndarray,
-               latency_image: np.ndarray, size_ratio: float, latency_ratio: float, log):
+  def __init__(self, calibrated: bytes, calibration, range_images: np.ndarray,
+               images: np.ndarray, latency_image: np.ndarray, size_ratio: float,
+               latency_ratio: float, log):
     self.calibrated, self.images, self.latency_image = calibrated, images, latency_image
-    self.range_images, self._clipped = range_images, None
+    self.range_images, self._statistics = range_images, {(False, False): calibrated}
+    self.calibration, self.equalization = calibration, None
     self.size_ratio, self.latency_ratio, self.log = size_ratio, latency_ratio, log
     self.reference = int8_fidelity.FileRunner(calibrated).predict(images)
     if not all(np.all(np.isfinite(output)) for output in self.reference):
@@ -226,11 +232,15 @@ class _Trials:
 
   def statistics(self, choice: Choice) -> bytes:
     """The calibrated model whose ranges `choice` quantizes with."""
-    if not choice.clip_ranges:
-      return self.calibrated
-    if self._clipped is None:
-      self._clipped = int8_ranges.clip_ranges(self.calibrated, self.range_images)
-    return self._clipped
+    key = (choice.equalize, choice.clip_ranges)
+    if key not in self._statistics:
+      if choice.clip_ranges:
+        self._statistics[key] = int8_ranges.clip_ranges(
+            self.statistics(dataclasses.replace(choice, clip_ranges=False)), self.range_images)
+      else:  # equalized (the unequalized one is there from the start)
+        self._statistics[key], self.equalization = int8_equalization.equalize(
+            self.calibrated, self.calibration)
+    return self._statistics[key]
 
   def file(self, choice: Choice) -> bytes:
     if choice not in self.files:
@@ -241,7 +251,7 @@ class _Trials:
         content = int8_file_edits.splice_weights(
             content, donor, [tensor for tensor, _ in choice.per_tensor_ops])
       if choice.bias_correction:
-        content, _ = int8_bias_correction.correct(self.calibrated, content,
+        content, _ = int8_bias_correction.correct(self.statistics(choice), content,
                                                   self.range_images[:BIAS_IMAGES])
       self.files[choice] = content
     return self.files[choice]
@@ -320,7 +330,9 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
   calibrated = calibrate(model, calibration_images, calibration_count)
   range_images = convert.calibration_images(calibration_images,
                                             min(calibration_count, RANGE_IMAGES))
-  trials = _Trials(calibrated, range_images, np.asarray(validation_images, np.float32),
+  trials = _Trials(calibrated, convert.representative_dataset(calibration_images,
+                                                              calibration_count),
+                   range_images, np.asarray(validation_images, np.float32),
                    np.asarray(validation_images[0], np.float32), size_ratio, latency_ratio, log)
   trials.plain = plain = trials.measure(Choice(), "the plain int8 file (converter defaults)")
   if mode == "on":
@@ -331,10 +343,13 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
     for weights in list(trials.measured):
       trials.measure(dataclasses.replace(weights, clip_ranges=True),
                      "activation ranges clipped where that lowers their int8 error")
+    _equalization(trials)
     trials.measure(dataclasses.replace(trials.best().choice, bias_correction=True),
                    "biases corrected for the mean shift int8 puts on each layer's outputs")
   start = trials.best()
-  diagnosis = int8_fidelity.op_fidelity(calibrated, trials.file(start.choice),
+  # the float file with the start's weights (equalized ones are scaled per channel)
+  diagnosis = int8_fidelity.op_fidelity(trials.statistics(start.choice),
+                                        trials.file(start.choice),
                                         validation_images[:DIAGNOSIS_IMAGES])
   if mode == "on":
     _layer_experiments(trials, start, diagnosis, experiments)
@@ -345,6 +360,17 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
                 validation_images=len(validation_images),
                 seconds=time.perf_counter() - started, size_ratio=size_ratio,
                 latency_ratio=latency_ratio)
+
+
+def _equalization(trials: _Trials):
+  """The best recipe so far, and per-tensor weights, on cross-layer equalized
+  weights: where conv -> (ReLU) -> conv pairs exist."""
+  if not int8_equalization.pairs(int8_file_edits.read(trials.calibrated)):
+    return
+  best = trials.best().choice
+  for weights in (best, dataclasses.replace(best, per_tensor=True, dense_per_tensor=False)):
+    trials.measure(dataclasses.replace(weights, equalize=True),
+                   "weights equalized across conv -> (ReLU) -> conv pairs, then calibrated")
 
 
 def _has_dense(content: bytes) -> bool:
