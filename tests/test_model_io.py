@@ -85,3 +85,33 @@ def test_rebuilt_model_prunes_and_converts(tmp_path, dataset):
                                         convert.to_tflite(result.model, "int8",
                                                           pixels.x_train, 50))
   assert evaluate.agreement(tflite, result.model, pixels.x_test) >= 0.9
+
+
+def test_leaky_relu_resizing_and_center_crop_carry_over_and_run_as_int8(tmp_path):
+  """The layers of YOLO-style and preprocessing-in-the-model code: Keras 3's
+  LeakyReLU (negative_slope, default or set), Resizing and CenterCrop. An
+  option Keras 2 lacks (antialias=True) is refused by name."""
+  from tfopt import convert, int8_fidelity  # pylint: disable=g-import-not-at-top
+  inputs = keras3.Input((20, 20, 3))
+  x = keras3.layers.Resizing(16, 16)(inputs)
+  x = keras3.layers.CenterCrop(12, 12)(x)
+  x = keras3.layers.LeakyReLU(negative_slope=0.1)(keras3.layers.Conv2D(8, 3)(x))
+  x = keras3.layers.LeakyReLU()(keras3.layers.Conv2D(8, 3)(x))
+  outputs = keras3.layers.Dense(3)(keras3.layers.GlobalAveragePooling2D()(x))
+  path = str(tmp_path / "leaky.keras")
+  keras3.Model(inputs, outputs).save(path)
+  images = np.random.default_rng(0).random((32, 20, 20, 3)).astype(np.float32)
+  model = model_io.load_model(path, check_images=images)
+  assert [type(layer).__name__ for layer in model.layers][1:4] == [
+      "Resizing", "CenterCrop", "Conv2D"]
+  assert [layer.alpha for layer in model.layers if type(layer).__name__ == "LeakyReLU"
+          ] == pytest.approx([0.1, 0.3])
+  content = convert.to_tflite(model, "int8", images, 32)
+  expected = model.predict(images, verbose=0)
+  got = int8_fidelity.FileRunner(content).predict(images)[0]
+  assert np.corrcoef(expected.ravel(), got.ravel())[0, 1] > 0.99
+  inputs = keras3.Input((20, 20, 3))
+  path = str(tmp_path / "antialias.keras")
+  keras3.Model(inputs, keras3.layers.Resizing(8, 8, antialias=True)(inputs)).save(path)
+  with pytest.raises(model_io.ModelLoadError, match="antialias=True.*antialias=False"):
+    model_io.load_model(path)

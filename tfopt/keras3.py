@@ -12,7 +12,10 @@ layer on the copied tensors, weights copied:
 - scalar arithmetic written on tensors (MobileNetV3's `relu6(x + 3) / 6`)
   becomes Rescaling layers (x * scale + offset), so the model holds only
   standard layers that tfmot, slimming and the converter know;
-- random augmentation layers, identities at inference, are left out.
+- random augmentation layers, identities at inference, are left out;
+- config keys Keras 3 renamed (LeakyReLU's negative_slope, tf_keras' alpha)
+  or added (Resizing's antialias, data_format) are translated, or refused
+  by name where their value has no Keras 2 equivalent.
 
 A layer that cannot be carried is named by its path (`backbone/layer`).
 tfopt.model_io checks the rebuild against the original on real images.
@@ -38,7 +41,7 @@ CARRIED_LAYERS = (
     "LeakyReLU", "ELU", "PReLU", "Permute", "UpSampling2D", "Conv2DTranspose",
     "LayerNormalization", "GroupNormalization", "UnitNormalization", "Minimum",
     "Identity", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
-    "ActivityRegularization",
+    "ActivityRegularization", "Resizing", "CenterCrop",
 )
 # Random augmentation: the identity at inference, so not carried.
 AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
@@ -46,6 +49,15 @@ AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTran
 # Keys Keras 3 added to layer configs; tf_keras accepts them only absent.
 _KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None,
                      "lora_alpha": None, "synchronized": False, "rms_scaling": False}
+# Keras 3 config keys that tf_keras names otherwise, per layer.
+_RENAMED_KEYS = {"LeakyReLU": {"negative_slope": "alpha"}}
+# Keras 3 config keys tf_keras lacks, per layer: the value tf_keras behaves
+# as (another value is refused), or None where the key is moot given those.
+_LAYER_ONLY_KEYS = {
+    "Resizing": {"data_format": "channels_last", "pad_to_aspect_ratio": False,
+                 "antialias": False, "fill_mode": None, "fill_value": None},
+    "CenterCrop": {"data_format": "channels_last"},
+}
 # Scalar arithmetic on tensors (Keras 3 ops, not layers), as Rescaling's
 # (scale, offset) for `tensor op constant` and for `constant op tensor`.
 _SCALAR_OPERATIONS = {
@@ -209,11 +221,16 @@ def _translated_config(layer, prefix: str = "") -> dict:
                      "config": config[key].get("config", {})}
   if isinstance(config.get("activation"), str):
     config["activation"] = _ACTIVATIONS.get(config["activation"], config["activation"])
-  for key, default in _KERAS3_ONLY_KEYS.items():
+  kind = type(layer).__name__
+  for old, new in _RENAMED_KEYS.get(kind, {}).items():
+    if old in config:
+      config[new] = config.pop(old)
+  for key, default in {**_KERAS3_ONLY_KEYS, **_LAYER_ONLY_KEYS.get(kind, {})}.items():
     if key in config:
-      if config[key] != default:
+      if default is not None and config[key] != default:
         raise ModelLoadError(
-            f"Layer {prefix}{layer.name} ({type(layer).__name__}) uses the Keras 3 "
-            f"option {key}={config[key]!r}, which Keras 2 does not have.")
+            f"Layer {prefix}{layer.name} ({kind}) uses the Keras 3 option "
+            f"{key}={config[key]!r}, which Keras 2 does not have; rebuild it with "
+            f"{key}={default!r}, or without it.")
       del config[key]
   return config
