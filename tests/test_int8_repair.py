@@ -184,3 +184,20 @@ def test_inspect_diagnoses_a_file_against_its_float_file(tmp_path, capsys):
   assert console.main(["inspect", str(int8_path), "--float_file", str(float_path),
                        "--images", str(images)]) == 2
   assert "holds inputs of shape (5,); the file takes (8, 8, 3)" in capsys.readouterr().err
+
+
+def test_a_candidate_must_agree_significantly_more_not_by_chance():
+  base = np.ones(1000, bool)
+  base[100:160] = False  # the plain file misses 60 of 1,000 images
+
+  def candidate(gained, lost, snr=20.0):
+    agrees = base.copy()
+    agrees[100:100 + gained] = True  # images only this file agrees on
+    agrees[:lost] = False  # images only the plain file agrees on
+    return int8_repair.Candidate(int8_repair.Choice(), "", float(agrees.mean()), snr, 1, 1.0,
+                                 agrees=agrees)
+  plain = candidate(0, 0)
+  assert not candidate(8, 2).beats(plain)  # +6 images of 1,000: chance
+  assert candidate(8, 2, snr=21.5).beats(plain)  # ... with 1.5 dB less output noise
+  assert not candidate(2, 8, snr=25.0).beats(plain)  # fewer agree: SNR does not make up
+  assert candidate(50, 10).beats(plain) and not plain.beats(candidate(50, 10))
