@@ -115,3 +115,22 @@ def test_leaky_relu_resizing_and_center_crop_carry_over_and_run_as_int8(tmp_path
   keras3.Model(inputs, keras3.layers.Resizing(8, 8, antialias=True)(inputs)).save(path)
   with pytest.raises(model_io.ModelLoadError, match="antialias=True.*antialias=False"):
     model_io.load_model(path)
+
+
+def test_sequence_and_volume_layers_carry_over_with_the_same_outputs():
+  """1-D layers of sensor-window and audio-feature models, and 3-D ones."""
+  from tfopt import keras3 as carry  # pylint: disable=g-import-not-at-top
+  layers = keras3.layers
+  inputs = keras3.Input((32, 3))
+  x = layers.ZeroPadding1D(2)(layers.Conv1D(8, 5, dilation_rate=2, activation="relu")(inputs))
+  x = layers.MaxPooling1D(2)(layers.DepthwiseConv1D(3, padding="same")(x))
+  x = layers.UpSampling1D(2)(layers.SeparableConv1D(8, 3)(layers.AveragePooling1D(2)(x)))
+  x = layers.Cropping1D(1)(layers.Conv1DTranspose(4, 3, strides=2)(x))
+  x = layers.Reshape((4, 19, 1, 1))(x)
+  x = layers.UpSampling3D(1)(layers.ZeroPadding3D(1)(layers.Conv3D(2, 3, padding="same")(x)))
+  x = layers.GlobalAveragePooling3D()(layers.MaxPooling3D(2)(x))
+  model = keras3.Model(inputs, layers.Dense(3)(x))
+  rebuilt = carry.rebuild_in_keras2(model)
+  signals = np.random.default_rng(0).normal(size=(4, 32, 3)).astype(np.float32)
+  np.testing.assert_allclose(rebuilt.predict(signals, verbose=0), np.asarray(model(signals)),
+                             atol=1e-5)

@@ -42,6 +42,12 @@ CARRIED_LAYERS = (
     "LayerNormalization", "GroupNormalization", "UnitNormalization", "Minimum",
     "Identity", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization", "Resizing", "CenterCrop",
+    # sequences (audio features, sensor windows) and volumes
+    "Conv1D", "Conv1DTranspose", "SeparableConv1D", "DepthwiseConv1D", "AveragePooling1D",
+    "MaxPooling1D", "GlobalAveragePooling1D", "GlobalMaxPooling1D", "Cropping1D",
+    "ZeroPadding1D", "UpSampling1D", "SpatialDropout1D", "RepeatVector", "Dot", "Conv3D",
+    "Conv3DTranspose", "AveragePooling3D", "MaxPooling3D", "GlobalAveragePooling3D",
+    "GlobalMaxPooling3D", "Cropping3D", "ZeroPadding3D", "UpSampling3D", "SpatialDropout3D",
 )
 # Random augmentation: the identity at inference, so not carried.
 AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
@@ -57,6 +63,7 @@ _LAYER_ONLY_KEYS = {
     "Resizing": {"data_format": "channels_last", "pad_to_aspect_ratio": False,
                  "antialias": False, "fill_mode": None, "fill_value": None},
     "CenterCrop": {"data_format": "channels_last"},
+    "ZeroPadding1D": {"data_format": "channels_last"},
 }
 # Scalar arithmetic on tensors (Keras 3 ops, not layers), as Rescaling's
 # (scale, offset) for `tensor op constant` and for `constant op tensor`.
