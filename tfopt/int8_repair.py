@@ -288,16 +288,31 @@ class _Trials:
         output_snr_db=round(int8_fidelity.output_snr_db(self.reference, outputs), 3),
         tflite_bytes=len(content), latency_us=round(_latency_us(content, self.latency_image), 1))
     if self.plain is not None:
-      candidate.within_budget = (
-          candidate.tflite_bytes <= self.size_ratio * self.plain.tflite_bytes
-          and candidate.latency_us <= self.latency_ratio * self.plain.latency_us
-          + LATENCY_SLACK_US)
+      candidate.within_budget = self._within_budget(candidate, content)
     self.measured[choice] = candidate
     self.log(f"int8 repair: {choice.describe()}: agrees {candidate.agreement:.2%}, output "
              f"SNR {candidate.output_snr_db:.1f} dB, {candidate.tflite_bytes:,} B, "
              f"{candidate.latency_us:,.0f} µs" + ("" if candidate.within_budget
                                                   else " (over the budget)"))
     return candidate
+
+  def _within_budget(self, candidate: Candidate, content: bytes) -> bool:
+    """Size and latency within the ratios of the plain file's. A shared host
+    can slow one timing by half (measured: the same EfficientNetB0 file at
+    424 and 783 µs minutes apart), so a file over the latency budget is
+    timed again, and the plain file with it; each keeps its fastest."""
+    if candidate.tflite_bytes > self.size_ratio * self.plain.tflite_bytes:
+      return False
+    for retry in (False, True):
+      if candidate.latency_us <= (self.latency_ratio * self.plain.latency_us
+                                  + LATENCY_SLACK_US):
+        return True
+      if not retry:
+        candidate.latency_us = round(min(candidate.latency_us,
+                                         _latency_us(content, self.latency_image)), 1)
+        self.plain.latency_us = round(min(self.plain.latency_us, _latency_us(
+            self.file(self.plain.choice), self.latency_image)), 1)
+    return False
 
   def best(self) -> Candidate:
     """The candidate within budget that beats every other (in the order
