@@ -202,3 +202,16 @@ def test_a_candidate_must_agree_significantly_more_not_by_chance():
   assert candidate(8, 2, snr=21.5).beats(plain)  # ... with 1.5 dB less output noise
   assert not candidate(2, 8, snr=25.0).beats(plain)  # fewer agree: SNR does not make up
   assert candidate(50, 10).beats(plain) and not plain.beats(candidate(50, 10))
+
+
+def test_a_recipe_that_cannot_be_made_costs_one_candidate_not_the_run(monkeypatch):
+  from tfopt import int8_bias_correction  # pylint: disable=g-import-not-at-top
+
+  def broken(*_, **__):
+    raise RuntimeError("Node number 2 (FULLY_CONNECTED) failed to prepare.")
+  monkeypatch.setattr(int8_bias_correction, "correct", broken)
+  repair = int8_repair.repair(_model_with_a_bad_layer(), _images(64, 0), _images(50, 1), 64,
+                              experiments=1)
+  assert not repair.chosen.choice.bias_correction
+  (recipe, why), = repair.to_record()["failed"].items()
+  assert "bias-corrected" in recipe and "failed to prepare" in why

@@ -173,6 +173,7 @@ class Repair:
   seconds: float
   size_ratio: float
   latency_ratio: float
+  failed: Dict[str, str] = dataclasses.field(default_factory=dict)  # recipe -> why not made
 
   @property
   def changed(self) -> bool:
@@ -185,7 +186,7 @@ class Repair:
         diagnosis=[dataclasses.asdict(row) for row in self.diagnosis],
         validation_images=self.validation_images, seconds=round(self.seconds, 2),
         budget=dict(size_ratio=self.size_ratio, latency_ratio=self.latency_ratio),
-        changed=self.changed)
+        changed=self.changed, failed=self.failed)
 
 
 def _changed_agreements(one: Candidate, other: Candidate) -> Tuple[int, int]:
@@ -249,6 +250,7 @@ class _Trials:
                         "input scaling (--input_range).")
     self.files: Dict[Choice, bytes] = {}
     self.measured: Dict[Choice, Candidate] = {}
+    self.failed: Dict[Choice, str] = {}  # recipes that could not be made, and why
     self.plain: Optional[Candidate] = None
 
   def statistics(self, choice: Choice) -> bytes:
@@ -277,11 +279,23 @@ class _Trials:
       self.files[choice] = content
     return self.files[choice]
 
-  def measure(self, choice: Choice, purpose: str) -> Candidate:
+  def measure(self, choice: Choice, purpose: str) -> Optional[Candidate]:
+    """The candidate file for `choice`, measured; None (logged, recorded in
+    `failed`) where that recipe cannot be made for this model: a user's graph
+    the edits or the calibrator do not handle loses one candidate, not the run."""
     if choice in self.measured:
       return self.measured[choice]
-    content = self.file(choice)
-    outputs = int8_fidelity.FileRunner(content).predict(self.images)
+    if choice in self.failed:
+      return None
+    try:
+      content = self.file(choice)
+      outputs = int8_fidelity.FileRunner(content).predict(self.images)
+    except (KeyError, IndexError, ValueError, RuntimeError) as error:
+      if self.plain is None:
+        raise
+      self.failed[choice] = f"{type(error).__name__}: {str(error).strip()[:300]}"
+      self.log(f"int8 repair: {choice.describe()}: could not be made ({self.failed[choice]})")
+      return None
     agrees = np.argmax(self.reference[0], -1) == np.argmax(outputs[0], -1)
     candidate = Candidate(
         choice=choice, purpose=purpose, agrees=agrees, agreement=float(np.mean(agrees)),
@@ -395,7 +409,8 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
                 diagnosis=int8_fidelity.worst_first(diagnosis),
                 validation_images=len(validation_images),
                 seconds=time.perf_counter() - started, size_ratio=size_ratio,
-                latency_ratio=latency_ratio)
+                latency_ratio=latency_ratio,
+                failed={choice.describe(): why for choice, why in trials.failed.items()})
 
 
 def _equalization(trials: _Trials):
@@ -430,7 +445,7 @@ def _layer_experiments(trials: _Trials, start: Candidate,
                          f"experiment: {loss} alone with per-tensor weights"))
     for choice, purpose in changes:
       candidate = trials.measure(choice, purpose)
-      if candidate.within_budget and candidate.beats(start):
+      if candidate and candidate.within_budget and candidate.beats(start):
         helpful.append(candidate)
         break  # the cheaper change (per-tensor weights) is enough
   helpful.sort(key=lambda c: (c.agreement, c.output_snr_db), reverse=True)
@@ -438,5 +453,5 @@ def _layer_experiments(trials: _Trials, start: Candidate,
   for candidate in helpful[1:]:
     both = trials.measure(combined.choice.merged(candidate.choice),
                           "the helpful experiments combined")
-    if both.within_budget and both.beats(combined):
+    if both and both.within_budget and both.beats(combined):
       combined = both
