@@ -215,3 +215,15 @@ def test_a_recipe_that_cannot_be_made_costs_one_candidate_not_the_run(monkeypatc
   assert not repair.chosen.choice.bias_correction
   (recipe, why), = repair.to_record()["failed"].items()
   assert "bias-corrected" in recipe and "failed to prepare" in why
+
+
+def test_a_layer_with_no_int8_kernel_stays_float_and_is_named():
+  """tf.math.cos has no integer kernel in LiteRT: the converter keeps it
+  float between DEQUANTIZE and QUANTIZE, and the record names it."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input((8, 8, 3))
+  x = keras.layers.Lambda(tf.math.cos, name="cosine")(keras.layers.Conv2D(4, 3)(inputs))
+  model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.Flatten()(x)))
+  repair = int8_repair.repair(model, _images(64, 0), _images(40, 1), 64, mode="off")
+  assert repair.to_record()["kept_float"] == ["cosine (COS)"]
+  assert int8_fidelity.float_ops(repair.content)[0][:2] == ("COS", "cosine")

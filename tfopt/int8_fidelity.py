@@ -39,7 +39,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["FidelityError", "OpFidelity", "FileRunner", "op_fidelity", "output_snr_db",
            "output_agreement", "layer_of", "comparable_ops", "worst_first", "dequantize",
-           "to_dtype"]
+           "to_dtype", "float_ops"]
 
 # Ops that only move between number formats: nothing to compare them with.
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -272,6 +272,23 @@ def _layer(runner: FileRunner, op: dict, tensor: str) -> str:
     return layer_of(tensor)
   weights = runner.details[int(op["inputs"][1])]["name"]
   return layer_of(weights) if "/" in weights else layer_of(tensor)
+
+
+def float_ops(content: bytes) -> List[tuple]:
+  """(op, Keras layer, output tensor) of every op of a quantized file that
+  computes in float32 (besides the QUANTIZE / DEQUANTIZE around them): what
+  was asked to stay float, and what the converter left float because LiteRT
+  has no integer kernel for it."""
+  runner = FileRunner(content)
+  found = []
+  for op in runner.interpreter._get_ops_details():  # pylint: disable=protected-access
+    if op["op_name"] in _FORMAT_OPS or not len(op["outputs"]):
+      continue
+    output = int(op["outputs"][0])
+    if runner.details[output]["dtype"] == np.float32:
+      tensor = runner.details[output]["name"]
+      found.append((op["op_name"], _layer(runner, op, tensor), tensor))
+  return found
 
 
 def worst_first(rows: List[OpFidelity]) -> List[OpFidelity]:

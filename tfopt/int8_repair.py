@@ -174,6 +174,9 @@ class Repair:
   size_ratio: float
   latency_ratio: float
   failed: Dict[str, str] = dataclasses.field(default_factory=dict)  # recipe -> why not made
+  # "layer (OP)" of the ops the converter left float in the chosen file (no
+  # integer kernel in LiteRT), besides those the recipe asked for
+  kept_float: List[str] = dataclasses.field(default_factory=list)
 
   @property
   def changed(self) -> bool:
@@ -186,7 +189,7 @@ class Repair:
         diagnosis=[dataclasses.asdict(row) for row in self.diagnosis],
         validation_images=self.validation_images, seconds=round(self.seconds, 2),
         budget=dict(size_ratio=self.size_ratio, latency_ratio=self.latency_ratio),
-        changed=self.changed, failed=self.failed)
+        changed=self.changed, failed=self.failed, kept_float=self.kept_float)
 
 
 def _changed_agreements(one: Candidate, other: Candidate) -> Tuple[int, int]:
@@ -410,7 +413,14 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
                 validation_images=len(validation_images),
                 seconds=time.perf_counter() - started, size_ratio=size_ratio,
                 latency_ratio=latency_ratio,
-                failed={choice.describe(): why for choice, why in trials.failed.items()})
+                failed={choice.describe(): why for choice, why in trials.failed.items()},
+                kept_float=_kept_float(trials.file(chosen.choice), chosen.choice))
+
+
+def _kept_float(content: bytes, choice: Choice) -> List[str]:
+  asked = {tensor for tensor, _ in choice.float_ops}
+  return [f"{layer} ({op})" for op, layer, tensor in int8_fidelity.float_ops(content)
+          if tensor not in asked]
 
 
 def _equalization(trials: _Trials):

@@ -282,7 +282,8 @@ def _int8_recipe(state: Run, row_name: str) -> Optional[dict]:
           "validation_agreement_with_float": chosen["agreement"],
           "plain_int8_validation_agreement": plain["agreement"],
           "output_snr_db": chosen["output_snr_db"],
-          "plain_int8_output_snr_db": plain["output_snr_db"]}
+          "plain_int8_output_snr_db": plain["output_snr_db"],
+          "left_float_by_the_converter": record.get("kept_float", [])}
 
 
 def _baseline_source(state: Run) -> str:

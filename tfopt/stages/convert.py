@@ -110,6 +110,10 @@ def _repair_lines(name: str, record: dict) -> list:
            f"{chosen['output_snr_db']:.1f} dB, {chosen['tflite_bytes'] / plain['tflite_bytes']:.2f}× "
            f"the bytes, {chosen['latency_us'] / max(plain['latency_us'], 1e-9):.2f}× the "
            f"latency ({record['validation_images']:,} images, {record['seconds']:.1f} s).", ""]
+  if record.get("kept_float"):
+    lines += ["Left float by the converter (LiteRT has no int8 kernel for them; the file "
+              "dequantizes before and quantizes after each): "
+              + ", ".join(record["kept_float"]) + ".", ""]
   if record["diagnosis"]:
     lines += ["| layer | op | SNR dB | own drop dB |", "|---|---|---|---|"]
     lines += [f"| {row['layer']} | {row['op']} | {_number(row['snr_db'], '.1f')} "
