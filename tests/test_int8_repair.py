@@ -56,6 +56,12 @@ def test_repair_keeps_that_layer_float_and_recovers_the_outputs(bad_model_repair
   experiment = next(c for c in record["candidates"] if c["purpose"].startswith(
       "experiment: bad_dense"))
   assert experiment["output_snr_db"] > record["plain"]["output_snr_db"]
+  # the report names the layers whose change alone recovered the most
+  from tfopt.stages import convert as convert_stage  # pylint: disable=g-import-not-at-top
+  lines = convert_stage._repair_lines("baseline int8", record)  # pylint: disable=protected-access
+  text = "\n".join(lines)
+  named = text.split("the three that recovered the most: ")[1]
+  assert named.startswith("bad_dense (FULLY_CONNECTED") and " pp agreement, " in named
   # the written file: int8 input and output, builtins only, runs in LiteRT
   path = tmp_path / "repaired.tflite"
   path.write_bytes(repair.content)

@@ -177,6 +177,7 @@ class Repair:
   # "layer (OP)" of the ops the converter left float in the chosen file (no
   # integer kernel in LiteRT), besides those the recipe asked for
   kept_float: List[str] = dataclasses.field(default_factory=list)
+  start: Optional[Candidate] = None  # the file the diagnosis and the experiments started from
 
   @property
   def changed(self) -> bool:
@@ -189,7 +190,8 @@ class Repair:
         diagnosis=[dataclasses.asdict(row) for row in self.diagnosis],
         validation_images=self.validation_images, seconds=round(self.seconds, 2),
         budget=dict(size_ratio=self.size_ratio, latency_ratio=self.latency_ratio),
-        changed=self.changed, failed=self.failed, kept_float=self.kept_float)
+        changed=self.changed, failed=self.failed, kept_float=self.kept_float,
+        start=self.start.to_json() if self.start else None)
 
 
 def _changed_agreements(one: Candidate, other: Candidate) -> Tuple[int, int]:
@@ -414,7 +416,7 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
                 seconds=time.perf_counter() - started, size_ratio=size_ratio,
                 latency_ratio=latency_ratio,
                 failed={choice.describe(): why for choice, why in trials.failed.items()},
-                kept_float=_kept_float(trials.file(chosen.choice), chosen.choice))
+                kept_float=_kept_float(trials.file(chosen.choice), chosen.choice), start=start)
 
 
 def _kept_float(content: bytes, choice: Choice) -> List[str]:
