@@ -96,7 +96,8 @@ class Choice:
              "per-channel conv, per-tensor dense weights" if self.dense_per_tensor else
              "per-channel weights"]
     if self.per_tensor_ops:
-      parts.append(f"per-tensor weights only for: {', '.join(layer for _, layer in self.per_tensor_ops)}")
+      layers = ", ".join(layer for _, layer in self.per_tensor_ops)
+      parts.append(f"per-tensor weights only for: {layers}")
     if self.equalize:
       parts.append("cross-layer equalized")
     parts.append("MSE-clipped activation ranges" if self.clip_ranges
