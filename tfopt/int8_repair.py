@@ -14,7 +14,9 @@ the one whose file is measured closest to the float model:
      of its outputs;
   2. whole-file alternatives: per-tensor weights, per-tensor weights for
      the fully-connected layers only, each with min/max and with MSE-clipped
-     activation ranges (tfopt.int8_ranges); then the best of those with its
+     activation ranges (tfopt.int8_ranges); the best of those, and per-tensor
+     weights, on cross-layer equalized weights where conv -> (ReLU) -> conv
+     pairs exist (tfopt.int8_equalization); then the best so far with its
      biases corrected for the mean shift int8 puts on each layer's outputs
      (tfopt.int8_bias_correction, on unlabelled calibration images);
   3. a diagnosis of the best of those (tfopt.int8_fidelity: where along the
@@ -33,7 +35,7 @@ the one whose file is measured closest to the float model:
 Every file stays LiteRT builtins with int8 input and output; what was tried,
 what it measured and what was chosen is returned as a record (the report's
 int8 section and the deploy bundle carry it). `mode="off"` writes the plain
-file and measures nothing.
+file, measured and diagnosed only.
 """
 
 import dataclasses
