@@ -28,8 +28,6 @@ __all__ = ["read", "write", "tensor_name", "op_by_output", "splice_weights", "sh
 
 # Ops with a weight (input 1) and an int32 bias (input 2, or none).
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-_OPCODE_NAMES = {value: name for name, value in vars(schema.BuiltinOperator).items()
-                 if not name.startswith("_")}
 _ACTIVATION_NAMES = {value: name for name, value in vars(schema.ActivationFunctionType).items()
                      if not name.startswith("_")}
 
@@ -49,8 +47,7 @@ def tensor_name(model, index: int) -> str:
 
 
 def op_name(model, operator) -> str:
-  code = model.operatorCodes[operator.opcodeIndex]
-  return _OPCODE_NAMES.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+  return flatbuffer_utils.opcode_to_name(model, operator.opcodeIndex) or "CUSTOM"
 
 
 def fused_activation(operator) -> str:

@@ -249,7 +249,7 @@ class _Trials:
                latency_ratio: float, log):
     self.calibrated, self.images, self.latency_image = calibrated, images, latency_image
     self.range_images, self._statistics = range_images, {(False, False): calibrated}
-    self.calibration, self.equalization = calibration, None
+    self.calibration = calibration
     self.size_ratio, self.latency_ratio, self.log = size_ratio, latency_ratio, log
     self.reference = int8_fidelity.FileRunner(calibrated).predict(images)
     if not all(np.all(np.isfinite(output)) for output in self.reference):
@@ -269,8 +269,8 @@ class _Trials:
         self._statistics[key] = int8_ranges.clip_ranges(
             self.statistics(dataclasses.replace(choice, clip_ranges=False)), self.range_images)
       else:  # equalized (the unequalized one is there from the start)
-        self._statistics[key], self.equalization = int8_equalization.equalize(
-            self.calibrated, self.calibration)
+        self._statistics[key], _ = int8_equalization.equalize(self.calibrated,
+                                                              self.calibration)
     return self._statistics[key]
 
   def file(self, choice: Choice) -> bytes:
