@@ -1,7 +1,20 @@
-"""tfopt: compress Keras image classifiers into small, fast .tflite files.
+"""tfopt: compress Keras models into small, fast .tflite files, measured.
 
-Importing the package is cheap; TensorFlow is loaded by the submodules that
-need it (``tfopt.models``, ``tfopt.prune``, ...).
+    report = tfopt.compress(model, train=train_ds, val=val_ds, test=test_ds,
+                            loss=..., metrics=[...], stages=["prune"])
+
+compresses any one-input Keras model on the user's own data, loss and
+metrics (tfopt.task_run); `tfopt compress --dataset ...` runs the full
+pipeline on image classifiers. Importing the package is cheap; TensorFlow is
+loaded by the submodules that need it.
 """
 
 __version__ = "0.2.0"
+
+__all__ = ["compress"]
+
+
+def compress(model, train, test, **settings):
+  """tfopt.task_run.compress: see there."""
+  from tfopt import task_run  # pylint: disable=g-import-not-at-top
+  return task_run.compress(model, train, test, **settings)

@@ -53,6 +53,11 @@ flags.DEFINE_list("input_range", None, "LOW,HIGH: the model input that pixels 0 
 flags.DEFINE_string("model", None, "Your trained Keras model (.keras, .h5 or a "
                     "SavedModel directory): the baseline to compress, instead of "
                     "training a teacher. Keras 3 models are rebuilt in Keras 2.")
+flags.DEFINE_string("task", None, "A Python file defining your task for --model: "
+                    "train, test (and val, loss, metrics, score) as tf.data pipelines, "
+                    "numpy (x, y) or PyDatasets, and what compile takes. Any "
+                    "one-input model: detectors, segmenters, autoencoders, ... "
+                    "(see tfopt/task_file.py). Stages: prune.")
 flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
                   "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
@@ -318,6 +323,8 @@ def main(argv):
   from tfopt import progress  # pylint: disable=g-import-not-at-top
   progress.set_format(FLAGS.log_format)
   try:
+    if FLAGS.task:
+      return _run_task()
     config = config_from_flags()
     from tfopt import runner  # pylint: disable=g-import-not-at-top
     result = runner.run(config, force=FLAGS.force)
@@ -332,6 +339,37 @@ def main(argv):
   else:
     print(render_markdown(result))
   return 0
+
+
+# Flags a --task run does not read: its data, loss and metrics are the task file's.
+_NOT_FOR_TASKS = ("recipe", "preset", "dataset", "data_dir", "labels_file", "image_size",
+                  "color_mode", "input_range", "teacher", "student", "search")
+
+
+def _run_task() -> int:
+  """--model with --task: tfopt.task_run on the task file's data, loss, metrics."""
+  from tfopt import task_file, task_run  # pylint: disable=g-import-not-at-top
+  given = [f"--{name}" for name in _NOT_FOR_TASKS if FLAGS[name].present]
+  if given:
+    raise ConfigError(f"{', '.join(given)} cannot go with --task: the task file gives "
+                      "the data, loss and metrics; drop them.")
+  if not FLAGS.model:
+    raise ConfigError("--task needs --model: the trained Keras model to compress.")
+  settings = task_file.load_task_file(FLAGS.task)
+  stem = os.path.splitext(os.path.basename(FLAGS.task))[0]
+  result = task_run.compress(
+      FLAGS.model, stages=tuple(FLAGS.stages or ("prune",)),
+      quant_modes=tuple(FLAGS.quant_modes or ("float32", "int8")),
+      output_dir=FLAGS.output_dir or f"runs/task-{stem}",
+      prune_sparsity=_given(FLAGS.target_sparsity, 0.5), epochs=_given(FLAGS.prune_epochs, 2),
+      batch_size=_given(FLAGS.batch_size, 32), num_threads=_given(FLAGS.num_threads, 1),
+      seed=FLAGS.seed, allow_unsafe_model=FLAGS.allow_unsafe_model, **settings)
+  print(task_run.render_markdown(result))
+  return 0
+
+
+def _given(value, default):
+  return default if value is None else value
 
 
 def parse_flags(argv):

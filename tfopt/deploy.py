@@ -36,6 +36,17 @@ def _tensor(detail: dict) -> dict:
           "scale": float(scale), "zero_point": int(zero_point)}
 
 
+def _copied(output_dir: str, tflite_path: str, row_name: str, kind: str):
+  """(deploy/, deploy/model.tflite copied there, model.json's first entries)."""
+  directory = os.path.join(output_dir, DIRECTORY)
+  os.makedirs(directory, exist_ok=True)
+  model_path = copy_file_atomic(tflite_path, os.path.join(directory, "model.tflite"))
+  return directory, model_path, {
+      "format": kind, "tfopt_version": __version__, "model": "model.tflite",
+      "sha256": sha256_of(model_path),
+      "source": {"row": row_name, "file": os.path.basename(tflite_path)}}
+
+
 def write_bundle(output_dir: str, tflite_path: str, row: dict,
                  class_names: List[str], dataset: str,
                  input_range: Tuple[float, float] = (0.0, 1.0),
@@ -53,19 +64,12 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
       record of the chosen recipe), written as "quantization".
   """
   low, high = input_range
-  directory = os.path.join(output_dir, DIRECTORY)
-  os.makedirs(directory, exist_ok=True)
-  model_path = os.path.join(directory, "model.tflite")
-  copy_file_atomic(tflite_path, model_path)
+  directory, model_path, description = _copied(output_dir, tflite_path, row["name"],
+                                               "tfopt deploy bundle 1")
   interpreter = Interpreter(model_path=model_path)
   input_detail = interpreter.get_input_details()[0]
   height, width, channels = (int(size) for size in input_detail["shape"][1:4])
-  description = {
-      "format": "tfopt deploy bundle 1",
-      "tfopt_version": __version__,
-      "model": "model.tflite",
-      "sha256": sha256_of(model_path),
-      "source": {"row": row["name"], "file": os.path.basename(tflite_path)},
+  description.update({
       "input": _tensor(input_detail),
       "output": _tensor(interpreter.get_output_details()[0]),
       "preprocessing": {
@@ -85,7 +89,7 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
           "note": "accuracy of this file in LiteRT on the test split; latency "
                   "at batch 1 on the machine in report.json",
       },
-  }
+  })
   if int8_recipe:
     description["quantization"] = int8_recipe
   labels_path = write_text_atomic(os.path.join(directory, "labels.txt"),
@@ -93,3 +97,32 @@ def write_bundle(output_dir: str, tflite_path: str, row: dict,
   json_path = write_text_atomic(os.path.join(directory, "model.json"),
                                 json.dumps(description, indent=2) + "\n")
   return [model_path, labels_path, json_path]
+
+
+def write_task_bundle(output_dir: str, tflite_path: str, row: dict,
+                      outputs: List[dict]) -> List[str]:
+  """deploy/ for a task's file: model.tflite and model.json describing its
+  input and every output (by the task's names, in the task's order: shape,
+  dtype, scale, zero-point, meaning) and what was measured on the test data."""
+  from tfopt import int8_fidelity, task_measure  # pylint: disable=g-import-not-at-top
+  directory, model_path, description = _copied(output_dir, tflite_path, row["name"],
+                                               "tfopt deploy bundle 2 (task)")
+  with open(model_path, "rb") as stream:
+    runner = int8_fidelity.FileRunner(stream.read())
+  order = task_measure.file_outputs(runner, [output["keras_name"] for output in outputs])
+  description.update({
+      "inputs": [dict(_tensor(detail), index=int(detail["index"]))
+                 for detail in runner.inputs],
+      "outputs": [dict(_tensor(runner.outputs[position]), name=output["name"],
+                       meaning=output["meaning"], index=int(runner.outputs[position]["index"]))
+                  for output, position in zip(outputs, order)],
+      "measured": {"metrics": row["metrics"], "score": row["score"],
+                   "fidelity_to_keras": row["fidelity"], "tflite_bytes": row["size_bytes"],
+                   "gzip_bytes": row["gzip_bytes"], "latency_us": row["latency_us"],
+                   "note": "this file in LiteRT on the task's test data; latency at "
+                           "batch 1 on the machine in task_report.json"},
+  })
+  json_path = write_text_atomic(os.path.join(directory, "model.json"),
+                                json.dumps(description, indent=2) + "\n")
+  return [model_path, json_path]
+

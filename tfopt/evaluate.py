@@ -19,7 +19,7 @@ from tfopt import int8_fidelity, progress
 from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
-           "latency_us", "agreement", "KernelStats", "inspect_tflite",
+           "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
            "check_weight_sharing"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -45,7 +45,7 @@ def _open_interpreter(path: str, num_threads: int, with_delegates: bool = True):
 
 
 @contextlib.contextmanager
-def _litert_errors(path: str):
+def litert_errors(path: str):
   """Turns LiteRT's errors on a damaged file into one TFLiteError.
 
   Fuzzing showed a file with flipped bytes can load and then fail later:
@@ -55,6 +55,8 @@ def _litert_errors(path: str):
     yield
   except TFLiteError:
     raise
+  except int8_fidelity.FidelityError as error:
+    raise TFLiteError(f"{path}: {error}") from error
   except (RuntimeError, ValueError, KeyError, IndexError) as error:
     raise TFLiteError(
         f"LiteRT cannot run {path} ({error}). Either the file is corrupt or "
@@ -75,7 +77,7 @@ class TFLiteClassifier:
   def __init__(self, path: str, num_threads: int = 1):
     self.path = path
     self.interpreter = _open_interpreter(path, num_threads)
-    with _litert_errors(path):
+    with litert_errors(path):
       inputs = self.interpreter.get_input_details()
       outputs = self.interpreter.get_output_details()
     if len(inputs) != 1 or len(outputs) != 1:
@@ -91,7 +93,7 @@ class TFLiteClassifier:
   def _resize(self, batch: int):
     if self._batch != batch:
       shape = [batch] + list(self.input["shape"][1:])
-      with _litert_errors(self.path):
+      with litert_errors(self.path):
         self.interpreter.resize_tensor_input(self.input["index"], shape)
         self.interpreter.allocate_tensors()
       self._batch = batch
@@ -106,7 +108,7 @@ class TFLiteClassifier:
   def run(self, images: np.ndarray) -> np.ndarray:
     """Output (dequantized logits) for one batch of float images."""
     self._resize(len(images))
-    with _litert_errors(self.path):
+    with litert_errors(self.path):
       self.interpreter.set_tensor(self.input["index"], self.quantize_input(images))
       self.interpreter.invoke()
       return self.dequantize_output(self.interpreter.get_tensor(self.output["index"]))
@@ -140,19 +142,21 @@ def accuracy(path: str, images: np.ndarray, labels: np.ndarray,
 
 def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
                warmup: int = 20, runs: int = 200) -> float:
-  """Median wall time of one invoke at batch 1, in microseconds."""
-  classifier = TFLiteClassifier(path, num_threads)
-  classifier._resize(1)  # pylint: disable=protected-access
-  interpreter = classifier.interpreter
-  with _litert_errors(path):
-    interpreter.set_tensor(classifier.input["index"],
-                           classifier.quantize_input(image[np.newaxis]))
+  """Median wall time of one invoke at batch 1, in microseconds (any number
+  of outputs; one input, `image` without its batch dimension)."""
+  if not os.path.isfile(path):
+    raise TFLiteError(f"{path} does not exist; give the path of a .tflite file.")
+  with open(path, "rb") as stream:
+    content = stream.read()
+  with litert_errors(path):
+    runner = int8_fidelity.FileRunner(content, num_threads=num_threads)
+    runner.invoke([image[np.newaxis]])
     for _ in range(warmup):
-      interpreter.invoke()
+      runner.interpreter.invoke()
     timings = np.empty(runs)
     for run in range(runs):
       start = time.perf_counter_ns()
-      interpreter.invoke()
+      runner.interpreter.invoke()
       timings[run] = time.perf_counter_ns() - start
   return float(np.median(timings) / 1000.0)
 
@@ -226,7 +230,7 @@ def inspect_tflite(path: str) -> TFLiteContents:
   feeds its op through a DEQUANTIZE; the float16 constant is what is read.
   """
   interpreter = _open_interpreter(path, 1, with_delegates=False)
-  with _litert_errors(path):
+  with litert_errors(path):
     return _read_contents(interpreter, _packed_tensors(path))
 
 

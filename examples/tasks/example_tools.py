@@ -1,0 +1,73 @@
+"""What the task examples share: MNIST digits, and their command line.
+
+MNIST is read from the original IDX files in $TFOPT_DATA_DIR (the folder
+holding mnist/ or the IDX files), else ../shared/data; $TASK_EXAMPLES caps
+how many images each split takes (a quick look, or the test suite).
+
+Each example module defines build_model() and, as a task file does, train,
+val, test, loss, metrics (and maybe score); `main` trains the model with
+them, saves it, and (without --train_only) compresses it with tfopt.compress.
+"""
+
+import argparse
+import os
+
+import numpy as np
+
+from tfopt.data import read_idx
+
+_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+          "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def data_dir() -> str:
+  folder = os.environ.get("TFOPT_DATA_DIR") or os.path.join("..", "shared", "data")
+  nested = os.path.join(folder, "mnist")
+  return nested if os.path.isdir(nested) else folder
+
+
+def digits(split: str, limit: int = None):
+  """(uint8 images N x 28 x 28, int labels N) of the train or test split."""
+  images_file, labels_file = _FILES[split]
+  images = read_idx(os.path.join(data_dir(), images_file))
+  labels = read_idx(os.path.join(data_dir(), labels_file)).astype(np.int64)
+  limit = limit or int(os.environ.get("TASK_EXAMPLES", "0")) or len(images)
+  return images[:limit], labels[:limit]
+
+
+def split_off(count: int, *arrays):
+  """(the first len - count of each array, the last count of each)."""
+  return tuple(array[:-count] for array in arrays), tuple(array[-count:] for array in arrays)
+
+
+def train_model(example, epochs: int, learning_rate: float):
+  """The example's model, trained on its task as a Keras user trains one."""
+  import keras  # pylint: disable=g-import-not-at-top
+  keras.utils.set_random_seed(0)
+  model = example.build_model()
+  model.compile(keras.optimizers.Adam(learning_rate), loss=example.loss,
+                metrics=example.metrics)
+  model.fit(example.train(), validation_data=example.val(), epochs=epochs, verbose=2)
+  return model
+
+
+def main(example, name: str, epochs: int, learning_rate: float, argv=None):
+  """Trains and saves the example's model; then, unless --train_only,
+  compresses it with tfopt.compress on the same task and returns the report."""
+  parser = argparse.ArgumentParser(description=example.__doc__.splitlines()[0])
+  parser.add_argument("--model", default=f"{name}.keras", help="where the model is saved")
+  parser.add_argument("--out", default=f"runs/{name}", help="tfopt's output directory")
+  parser.add_argument("--epochs", type=int, default=epochs)
+  parser.add_argument("--prune_epochs", type=int, default=2)
+  parser.add_argument("--train_only", action="store_true")
+  args = parser.parse_args(argv)
+  model = train_model(example, args.epochs, learning_rate)
+  model.save(args.model)
+  if args.train_only:
+    return None
+  import tfopt  # pylint: disable=g-import-not-at-top
+  scoring = {key: getattr(example, key) for key in ("score", "score_name", "higher_is_better")
+             if hasattr(example, key)}
+  return tfopt.compress(model, train=example.train(), val=example.val(), test=example.test(),
+                        loss=example.loss, metrics=example.metrics, stages=["prune"],
+                        epochs=args.prune_epochs, output_dir=args.out, **scoring)

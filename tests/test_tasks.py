@@ -1,0 +1,193 @@
+"""Any one-input model on the user's own task: tfopt.compress and --task files."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+keras3 = pytest.importorskip("keras")
+tf = pytest.importorskip("tensorflow")
+
+from tfopt import task_file, task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.task import TaskError  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def two_head_detector():
+  """A tiny YOLO-style net in Keras 3: LeakyReLU, a residual block, an
+  upsample + concatenate neck and two dict-named heads."""
+  layers = keras3.layers
+  inputs = keras3.Input((32, 32, 1))
+  x = layers.LeakyReLU(0.1)(layers.Conv2D(8, 3, strides=2, padding="same")(inputs))
+  skip = layers.Add()([x, layers.LeakyReLU(0.1)(layers.Conv2D(8, 3, padding="same")(x))])
+  deep = layers.LeakyReLU(0.1)(layers.Conv2D(16, 3, strides=2, padding="same")(skip))
+  up = layers.UpSampling2D()(layers.Conv2D(8, 1)(deep))
+  neck = layers.Concatenate()([up, skip])
+  outputs = {"coarse": layers.Conv2D(6, 1, name="coarse_head")(deep),
+             "fine": layers.Conv2D(6, 1, name="fine_head")(neck)}
+  return keras3.Model(inputs, outputs, name="tiny_yolo")
+
+
+def detector_data(count=96, seed=0):
+  rng = np.random.default_rng(seed)
+  x = rng.random((count, 32, 32, 1)).astype("float32")
+  pooled = x.reshape(count, 8, 4, 8, 4).mean(axis=(2, 4))  # a learnable target
+  y = {"coarse": np.repeat(pooled[..., None], 6, -1),
+       "fine": np.repeat(np.repeat(np.repeat(pooled[..., None], 2, 1), 2, 2), 6, -1)}
+  return x, y
+
+
+def mean_abs_error_coarse(y_true, y_pred):
+  return float(np.mean(np.abs(y_true["coarse"] - y_pred["coarse"])))
+
+
+def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
+  model = two_head_detector()
+  x, y = detector_data()
+  data = tf.data.Dataset.from_tensor_slices((x, y))
+  report = task_run.compress(
+      model, train=data.take(64).batch(16), val=data.skip(64).take(16).batch(16),
+      test=data.skip(80), loss={"coarse": "mse", "fine": keras3.losses.MeanSquaredError()},
+      metrics={"coarse": ["mae"], "fine": [keras3.metrics.MeanAbsoluteError(name="mae")]},
+      score=mean_abs_error_coarse, higher_is_better=False, epochs=1, batch_size=16,
+      output_dir=str(tmp_path / "run"))
+  names = [row.name for row in report.rows]
+  assert names == ["baseline Keras", "baseline float32", "baseline int8", "pruned Keras",
+                   "pruned float32", "pruned int8"]
+  keras_row, float_row, int8_row = report.rows[:3]
+  # The float32 file in LiteRT computes what the Keras model computes.
+  assert float_row.metrics == pytest.approx(keras_row.metrics, rel=1e-4)
+  assert float_row.score == pytest.approx(keras_row.score, rel=1e-4)
+  assert {item.output for item in int8_row.fidelity} == {"coarse", "fine"}
+  assert all(item.cosine > 0.99 for item in int8_row.fidelity)
+  assert int8_row.size_bytes < float_row.size_bytes
+  assert set(keras_row.metrics) == {"loss", "coarse/mean_absolute_error", "fine/mae"}
+  assert report.stages["pruned"]["sparsity"] > 0.45
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  pruned = keras.models.load_model(str(tmp_path / "run" / "pruned.keras"), compile=False)
+  kernel = pruned.get_layer("fine_head").kernel.numpy()
+  assert np.mean(kernel == 0) >= 0.45
+  bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())
+  assert [output["name"] for output in bundle["outputs"]] == ["coarse", "fine"]
+  assert [output["shape"][1:] for output in bundle["outputs"]] == [[8, 8, 6], [16, 16, 6]]
+  assert bundle["outputs"][0]["dtype"] == "int8" and bundle["outputs"][0]["scale"] > 0
+  assert "| pruned int8 |" in (tmp_path / "run" / "task_report.md").read_text()
+
+
+def test_targets_that_do_not_match_the_outputs_are_refused_before_anything_is_written(tmp_path):
+  model = two_head_detector()
+  x, y = detector_data(16)
+  missing = tf.data.Dataset.from_tensor_slices((x, {"coarse": y["coarse"]})).batch(8)
+  with pytest.raises(TaskError) as error:
+    task_run.compress(model, train=missing, test=missing, loss="mse",
+                      output_dir=str(tmp_path / "run"))
+  assert "outputs with no target: ['fine']" in str(error.value)
+  assert "coarse: (8, 8, 6), fine: (16, 16, 6)" in str(error.value)  # the model's
+  assert "coarse: float32(None, 8, 8, 6)" in str(error.value)  # the data's
+  wrong = tf.data.Dataset.from_tensor_slices((x, {"coarse": y["coarse"], "fine": y["coarse"]}))
+  with pytest.raises(TaskError, match="output 'fine' and its target disagree"):
+    task_run.compress(model, train=wrong, test=wrong, loss="mse",
+                      output_dir=str(tmp_path / "run"))
+  with pytest.raises(TaskError, match="do not take a task yet"):
+    task_run.compress(model, train=wrong, test=wrong, stages=["slim"],
+                      output_dir=str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+class Digits(keras3.utils.PyDataset):
+  """A PyDataset of (images, one-hot labels) batches, as the Keras guides write one."""
+
+  def __init__(self, x, y, batch):
+    super().__init__()
+    self.x, self.y, self.batch = x, y, batch
+
+  def __len__(self):
+    return len(self.x) // self.batch
+
+  def __getitem__(self, index):
+    part = slice(index * self.batch, (index + 1) * self.batch)
+    return self.x[part], np.eye(3, dtype="float32")[self.y[part]]
+
+
+def small_classifier():
+  inputs = keras3.Input((12,))
+  hidden = keras3.layers.Dense(16, activation="relu")(inputs)
+  return keras3.Model(inputs, keras3.layers.Dense(3)(hidden), name="small")
+
+
+def test_numpy_tuples_a_py_dataset_and_the_compiled_loss_are_taken(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(120, 12)).astype("float32")
+  labels = np.argmax(x[:, :3], axis=1)
+  model = small_classifier()
+  model.compile(keras3.optimizers.Adam(0.02), metrics=["accuracy"],
+                loss=keras3.losses.CategoricalCrossentropy(from_logits=True))
+  model.fit(x, np.eye(3)[labels], epochs=40, verbose=0)
+  report = task_run.compress(model, train=Digits(x[:96], labels[:96], 16),
+                             test=(x[96:], np.eye(3, dtype="float32")[labels[96:]]),
+                             stages=[], output_dir=str(tmp_path / "run"))
+  keras_row, _, int8_row = report.rows
+  assert keras_row.metrics["accuracy"] > 0.8  # "accuracy" on one-hot targets
+  assert int8_row.fidelity[0].agreement > 0.9  # class scores: top-1 agreement
+  assert report.outputs[0]["meaning"] == "class scores"
+
+
+def test_a_metric_that_is_not_finite_is_named_with_its_row(tmp_path):
+  x = np.random.default_rng(0).normal(size=(32, 12)).astype("float32")
+  data = (x, np.zeros((32, 3), "float32"))
+
+  def broken(y_true, y_pred):
+    return tf.reduce_mean(y_pred) * np.nan
+  with pytest.raises(TaskError, match="The broken of baseline Keras is nan"):
+    task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                      metrics=[broken], stages=[], output_dir=str(tmp_path / "run"))
+
+
+def write(path, text):
+  path.write_text(text)
+  return str(path)
+
+
+def test_a_task_file_that_fails_is_named_with_its_line(tmp_path):
+  with pytest.raises(TaskError, match=r"bad\.py failed at line 3: ZeroDivisionError"):
+    task_file.load_task_file(write(tmp_path / "bad.py", "import numpy\n\nx = 1 / 0\n"))
+  with pytest.raises(TaskError, match="does not define test"):
+    task_file.load_task_file(write(tmp_path / "partial.py", "train = (1, 2)\n"))
+  with pytest.raises(TaskError, match=r"train\(\) failed at line 2"):
+    task_file.load_task_file(write(tmp_path / "lazy.py",
+                                   "def train():\n  raise OSError('no data here')\ntest = 1\n"))
+  loaded = task_file.load_task_file(write(tmp_path / "good.py", (
+      "import numpy as np\n"
+      "def train():\n  return (np.zeros((4, 2)), np.zeros(4))\n"
+      "test = train\nloss = 'mse'\n"
+      "def score(y_true, y_pred):\n  return 0.0\n")))
+  assert set(loaded) == {"train", "test", "loss", "score"}
+  assert loaded["train"][0].shape == (4, 2) and callable(loaded["score"])
+
+
+def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir, tmp_path):
+  env = {"TFOPT_DATA_DIR": mnist_dir, "TASK_EXAMPLES": "700", "PATH": "/usr/bin:/bin"}
+  example = str(REPO_ROOT / "examples" / "tasks" / "anomaly_autoencoder.py")
+  model = str(tmp_path / "ae.keras")
+  subprocess.run([sys.executable, example, "--train_only", "--model", model, "--epochs", "2"],
+                 env=env, check=True, capture_output=True, cwd=tmp_path)
+  done = subprocess.run(
+      [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task", example,
+       "--prune_epochs", "1", "--output_dir", str(tmp_path / "run")],
+      env=env, capture_output=True, text=True, cwd=tmp_path)
+  assert done.returncode == 0, done.stderr[-2000:]
+  report = json.loads((tmp_path / "run" / "task_report.json").read_text())
+  assert report["score"] == {"name": "roc_auc", "higher_is_better": True}
+  rows = {row["name"]: row for row in report["rows"]}
+  assert 0 <= rows["pruned int8"]["score"] <= 1
+  assert rows["pruned int8"]["fidelity"][0]["cosine"] > 0.99
+  bad = subprocess.run(
+      [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task",
+       write(tmp_path / "empty.py", "x = 1\n"), "--output_dir", str(tmp_path / "bad")],
+      env=env, capture_output=True, text=True, cwd=tmp_path)
+  assert bad.returncode == 2
+  assert "empty.py does not define train, test" in bad.stderr
+  assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()

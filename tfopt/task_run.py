@@ -1,0 +1,365 @@
+"""Compressing any one-input Keras model on the user's own task.
+
+    report = tfopt.compress(model, train=train_ds, val=val_ds, test=test_ds,
+                            loss="mse", metrics=["mae"], stages=["prune"],
+                            output_dir="runs/mine")
+
+The model (a Keras 3 or Keras 2 object, or a file) is measured as given and
+after each stage, every .tflite file in LiteRT on the test data with the
+user's loss, metrics and score (tfopt.task_measure). Everything is checked
+before any training or file is written: the data against the model's
+outputs, the loss and metrics, the stages and modes.
+
+Stages a task takes so far: prune (magnitude pruning with tfmot, fine-tuned
+on the user's training data with the user's loss). The others are refused
+by name before any work.
+"""
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+import zipfile
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from tfopt import artifacts, convert, deploy, model_io, preflight, progress, prune, task_measure
+from tfopt._keras import keras
+from tfopt.config import PruneConfig
+from tfopt.keras3 import rebuild_in_keras2
+from tfopt.report import machine_info, versions
+from tfopt.task import Task, TaskError, make_task
+
+__all__ = ["TASK_STAGES", "TASK_MODES", "TaskReport", "compress"]
+
+TASK_STAGES = ("prune",)
+TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
+REPORT_FILES = ("task_report.json", "task_report.md")
+
+
+@dataclasses.dataclass
+class TaskReport:
+  """What a task run measured: one row per Keras model and per file."""
+  rows: List[task_measure.Measured]
+  outputs: List[dict]
+  score_name: Optional[str]
+  higher_is_better: bool
+  stages: Dict[str, dict]
+  output_dir: str
+  seconds: Dict[str, float]
+
+  def row(self, name: str) -> task_measure.Measured:
+    return next(row for row in self.rows if row.name == name)
+
+  def to_json(self) -> dict:
+    return {"rows": [dataclasses.asdict(row) for row in self.rows], "outputs": self.outputs,
+            "score": {"name": self.score_name, "higher_is_better": self.higher_is_better},
+            "stages": self.stages, "seconds": self.seconds, "machine": machine_info(),
+            "versions": versions()}
+
+
+def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
+             score_name: Optional[str] = None, higher_is_better: bool = True,
+             stages: Sequence[str] = ("prune",),
+             quant_modes: Sequence[str] = ("float32", "int8"),
+             output_dir: str = "runs/task", prune_sparsity: float = 0.5,
+             epochs: int = 2, learning_rate: float = 1e-4, batch_size: int = 32,
+             calibration_count: int = 200, num_threads: int = 1, seed: int = 0,
+             allow_unsafe_model: bool = False) -> TaskReport:
+  """Compresses `model` on the user's task; writes files, report and deploy/.
+
+  Args:
+    model: a Keras 3 or tf_keras model, or a .keras / .h5 file / SavedModel.
+    train, val, test: see tfopt.task (tf.data, numpy tuples, PyDataset).
+    loss, metrics, score, score_name, higher_is_better: see tfopt.task.
+    stages: of TASK_STAGES, in order; each compresses the model before it.
+    quant_modes: the .tflite files made of every model (TASK_MODES).
+    output_dir: where models, files and the report go (never a user's files).
+    prune_sparsity, epochs, learning_rate: the prune stage's settings.
+    batch_size: batches for unbatched data, and for fine-tuning.
+    calibration_count: training examples that calibrate int8 ranges.
+
+  Raises:
+    TfoptError: bad input, before any training and with nothing written.
+  """
+  started = time.perf_counter()
+  _check_settings(stages, quant_modes, prune_sparsity, epochs)
+  keras_model, original, compiled = _loaded(model, allow_unsafe_model)
+  names = _keras3_output_names(original) if _is_keras3(original) else None
+  task = make_task(keras_model, train, test, val, loss, metrics, score, score_name,
+                   higher_is_better, batch_size, names, compiled)
+  if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
+    model_io.outputs_match(original, keras_model, next(iter(task.test))[0].numpy())
+  progress.log(f"task: {len(task.outputs)} output(s): "
+               + ", ".join(output.describe for output in task.outputs))
+  preflight.check_output_dir(output_dir)
+  preflight.make_output_dir(output_dir)
+  with preflight.output_dir_lock(output_dir), _reading_errors():
+    preflight.remove_half_written(output_dir)
+    run = _TaskRun(task, output_dir, quant_modes, calibration_count, num_threads)
+    keras.utils.set_random_seed(seed)
+    run.add("baseline", keras_model, {"source": _source(model)})
+    current = keras_model
+    for stage in stages:  # each of TASK_STAGES, checked above
+      keras.utils.set_random_seed(seed)
+      if stage == "prune":
+        current = run.prune(current, prune_sparsity, epochs, learning_rate)
+    run.seconds["total"] = time.perf_counter() - started
+    return run.finish()
+
+
+@contextlib.contextmanager
+def _reading_errors():
+  """An error the user's tf.data pipeline raises while read: one TaskError."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    yield
+  except tf.errors.OpError as error:
+    raise TaskError(f"Reading the task's data failed: {error.message.splitlines()[0]} "
+                    "Check the pipeline's functions on a few batches "
+                    "(for batch in ds.take(2): ...).") from error
+
+
+def _check_settings(stages, quant_modes, sparsity: float, epochs: int):
+  unknown = [stage for stage in stages if stage not in TASK_STAGES]
+  if unknown:
+    raise TaskError(f"Stages {unknown} do not take a task yet; a task runs "
+                    f"{', '.join(TASK_STAGES)} (classifiers from tfopt's loaders run "
+                    "every stage: tfopt compress --help).")
+  modes = [mode for mode in quant_modes if mode not in TASK_MODES]
+  if modes or not quant_modes:
+    raise TaskError(f"Conversion modes {modes or '(none)'} are not available for a task; "
+                    f"choose from {', '.join(TASK_MODES)}.")
+  if not 0 < sparsity < 1:
+    raise TaskError(f"prune_sparsity must be between 0 and 1, got {sparsity}.")
+  if epochs < 1:
+    raise TaskError(f"epochs must be at least 1, got {epochs}.")
+
+
+def _loaded(model, allow_unsafe: bool):
+  """(tf_keras model, the model it was rebuilt from or None, (compiled loss,
+  metrics))."""
+  if isinstance(model, (str, os.PathLike)):
+    loaded = model_io.read_model(os.fspath(model), allow_unsafe)
+    return loaded.model, loaded.original, _saved_compile(os.fspath(model))
+  if _is_keras3(model):
+    config = (model.get_compile_config() or {}) if model.compiled else {}
+    return rebuild_in_keras2(model), model, (config.get("loss"), config.get("metrics"))
+  if isinstance(model, keras.Model):
+    return model, None, (getattr(model, "loss", None), None)
+  raise TaskError(f"model is a {type(model).__name__}; give a Keras model or the path "
+                  "of a .keras / .h5 file.")
+
+
+def _keras3_output_names(model) -> List[str]:
+  """The names a Keras 3 model's outputs are known by, in model.outputs' order:
+  the keys of a dict of outputs, else the output layers' names."""
+  structure = model.output
+  if not isinstance(structure, dict):
+    return list(model.output_names)
+  by_tensor = {id(tensor): key for key, tensor in structure.items()}
+  return [by_tensor[id(tensor)] for tensor in model.outputs]
+
+
+def _is_keras3(model) -> bool:
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  return isinstance(model, keras3.Model)
+
+
+def _saved_compile(path: str):
+  """(loss, metrics) a .keras file was compiled with, as saved; else Nones."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      config = json.loads(archive.read("config.json")).get("compile_config") or {}
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    return None, None
+  return config.get("loss"), config.get("metrics")
+
+
+def _source(model) -> str:
+  if isinstance(model, (str, os.PathLike)):
+    return os.fspath(model)
+  return f"a {'Keras 3' if _is_keras3(model) else 'Keras 2'} model object ({model.name})"
+
+
+class _TaskRun:
+  """The models and files of one task run, measured as they are made."""
+
+  def __init__(self, task: Task, output_dir: str, modes, calibration_count: int,
+               num_threads: int):
+    self.task, self.output_dir, self.modes = task, output_dir, tuple(modes)
+    self.num_threads = num_threads
+    self.manifest = artifacts.Manifest(output_dir)
+    self.calibration = _calibration_inputs(task, calibration_count)
+    self.rows: List[task_measure.Measured] = []
+    self.stages: Dict[str, dict] = {}
+    self.seconds: Dict[str, float] = {}
+    self.final = None
+
+  def add(self, name: str, model, record: dict):
+    """Saves `model`, converts it in every mode, measures it and its files."""
+    started = time.perf_counter()
+    self._save(name, f"{name}.keras", lambda path: artifacts.save_keras_atomic(model, path))
+    files = {}
+    for mode in self.modes:
+      content = convert.to_tflite(model, mode, self.calibration, len(self.calibration))
+      files[f"{name} {mode}"] = self._save(
+          name, f"{name}_{mode}.tflite",
+          lambda path, content=content: artifacts.write_bytes_atomic(path, content))
+    rows = task_measure.measure(model, self.task, files, f"{name} Keras",
+                                self.num_threads)
+    for row in rows:
+      progress.log(f"{name}: {row.name}: " + _row_text(row, self.task.score_name))
+    self.rows += rows
+    self.stages[name] = record
+    self.seconds[name] = time.perf_counter() - started
+    self.final = (name, files)
+
+  def prune(self, model, sparsity: float, epochs: int, learning_rate: float):
+    """The prune stage: tfmot magnitude pruning while fine-tuning on the task."""
+    started = time.perf_counter()
+    steps = _steps_per_epoch(self.task.train) * epochs
+    config = PruneConfig(target_sparsity=sparsity, epochs=epochs,
+                         learning_rate=learning_rate)
+    wrapped = prune.apply_pruning(model, prune.pruning_schedule(config, steps))
+    _compile(wrapped, self.task, learning_rate, steps)
+    progress.log(f"prune: fine-tuning to {sparsity:.0%} sparsity for {epochs} epoch(s) "
+                 f"({steps} steps) with the task's loss")
+    history = wrapped.fit(_as_keras_targets(self.task.train, self.task), epochs=epochs,
+                          validation_data=_as_keras_targets(self.task.val, self.task),
+                          callbacks=[prune.tfmot.sparsity.keras.UpdatePruningStep()],
+                          verbose=progress.keras_verbose())
+    names = prune._pruned_weight_names(wrapped)  # pylint: disable=protected-access
+    stripped = prune.strip_pruning(wrapped)
+    table = prune.measure_sparsity(stripped, names)
+    zeros = sum(entry.zeros for entry in table)
+    total = sum(entry.size for entry in table)
+    record = {"target_sparsity": sparsity, "epochs": epochs,
+              "pruned_weights": total, "sparsity": zeros / max(1, total),
+              "train_loss": [float(value) for value in history.history.get("loss", [])],
+              "fine_tune_seconds": time.perf_counter() - started}
+    self.add("pruned", stripped, record)
+    return stripped
+
+  def _save(self, stage: str, filename: str, write) -> str:
+    path = write(os.path.join(self.output_dir, filename))
+    self.manifest.record(stage, path)
+    return path
+
+  def finish(self) -> TaskReport:
+    report = TaskReport(self.rows, _outputs_json(self.task), self.task.score_name
+                        if self.task.score else None, self.task.higher_is_better,
+                        self.stages, self.output_dir, self.seconds)
+    self._write_bundle()
+    self._save("report", REPORT_FILES[0], lambda path: artifacts.write_text_atomic(
+        path, json.dumps(report.to_json(), indent=2)))
+    self._save("report", REPORT_FILES[1], lambda path: artifacts.write_text_atomic(
+        path, render_markdown(report)))
+    return report
+
+  def _write_bundle(self):
+    stage, files = self.final
+    mode = next(mode for mode in deploy.PREFERRED_MODES if f"{stage} {mode}" in files)
+    row = next(row for row in self.rows if row.name == f"{stage} {mode}")
+    for path in deploy.write_task_bundle(self.output_dir, files[row.name],
+                                         dataclasses.asdict(row), _outputs_json(self.task)):
+      self.manifest.record("deploy", path)
+
+
+def _calibration_inputs(task: Task, count: int) -> np.ndarray:
+  """The first `count` training inputs (read from the stream, no more)."""
+  taken, total = [], 0
+  for batch in task.train:
+    taken.append(batch[0].numpy()[:count - total])
+    total += len(taken[-1])
+    if total >= count:
+      break
+  if not taken:
+    raise TaskError("The train data is empty; give at least one batch.")
+  return np.concatenate(taken)
+
+
+def _steps_per_epoch(dataset) -> int:
+  """Batches per epoch: the dataset's cardinality, else counted by one read."""
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  steps = int(dataset.cardinality())
+  if steps == tf.data.INFINITE_CARDINALITY:
+    raise TaskError("The train data repeats forever; give one epoch of it (no .repeat()).")
+  if steps < 0:
+    steps = sum(1 for _ in dataset)
+  return steps
+
+
+def _as_keras_targets(dataset, task: Task):
+  """(x, {output: y}[, w]) -> what tf_keras fits on: y in output order."""
+  if dataset is None:
+    return None
+  names = [output.name for output in task.outputs]
+
+  def ordered(x, y, *weight):
+    targets = y[names[0]] if len(names) == 1 else tuple(y[name] for name in names)
+    return (x, targets) + tuple(weight)
+  return dataset.map(ordered)
+
+
+def _compile(model, task: Task, learning_rate: float, steps: int):
+  schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))
+  losses = [_keras2_loss(task.losses[output.name]) for output in task.outputs]
+  model.compile(optimizer=keras.optimizers.Adam(schedule),
+                loss=losses[0] if len(losses) == 1 else losses)
+
+
+def _keras2_loss(loss):
+  """The user's loss (Keras 3 or a function) as tf_keras fits with it."""
+  def task_loss(y_true, y_pred):
+    return loss(y_true, y_pred)
+  return task_loss
+
+
+def _outputs_json(task: Task) -> List[dict]:
+  return [{"name": output.name, "keras_name": output.keras_name, "shape": list(output.shape),
+           "meaning": "class scores" if task_measure.is_class_scores(task, output.name)
+           else "values", "metrics": [make().name for make in task.metrics[output.name]]}
+          for output in task.outputs]
+
+
+def _row_text(row: task_measure.Measured, score_name: str) -> str:
+  parts = [f"{key} {value:.4g}" for key, value in row.metrics.items()]
+  if row.score is not None:
+    parts.append(f"{score_name} {row.score:.4f}")
+  if row.size_bytes:
+    parts.append(f"{row.size_bytes / 1024:.1f} KiB, {row.latency_us:.0f} us")
+  for fidelity in row.fidelity:
+    parts.append(f"{fidelity.output}: cosine {fidelity.cosine}, SNR {fidelity.snr_db} dB")
+  return ", ".join(parts)
+
+
+def render_markdown(report: TaskReport) -> str:
+  """report.md of a task run: one table of every row, one of fidelity."""
+  keys = list(report.rows[0].metrics)
+  score = [report.score_name] if report.score_name else []
+  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)"] + keys + score
+  lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+  for row in report.rows:
+    cells = [row.name, _kib(row.size_bytes), _kib(row.gzip_bytes),
+             f"{row.latency_us:.0f}" if row.latency_us else "-"]
+    cells += [f"{row.metrics[key]:.4f}" for key in keys]
+    cells += [f"{row.score:.4f}"] if report.score_name else []
+    lines.append("| " + " | ".join(cells) + " |")
+  direction = "higher" if report.higher_is_better else "lower"
+  if report.score_name:
+    lines += ["", f"{report.score_name}: {direction} is better, on the whole test set."]
+  lines += ["", "## Each file's fidelity to its Keras model (test data)", "",
+            "| file | output | cosine | SNR (dB) | top-1 agreement |", "|---|---|---|---|---|"]
+  for row in report.rows:
+    for item in row.fidelity:
+      lines.append(f"| {row.name} | {item.output} | {item.cosine} | {item.snr_db} | "
+                   + ("-" if item.agreement is None else f"{item.agreement:.2%}") + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _kib(size: Optional[int]) -> str:
+  return "-" if not size else f"{size / 1024:.1f}"
