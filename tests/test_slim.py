@@ -268,3 +268,42 @@ def test_slim_halves_a_resnet_including_its_residual_stream(dataset):
   assert result.steps[0].macs < 0.3 * sum(entry.macs for entry in count_macs(model))
   images = dataset.x_test[:8]
   assert result.model(images).shape == (8, 10)
+
+
+def test_a_unet_up_stage_loses_channels_on_both_sides_of_its_conv2d_transpose():
+  """Removing channels equals zeroing them: the Conv2DTranspose loses its own
+  filters (kernel axis 2) and the input channels of the conv it consumes
+  (axis 3), and the concatenated skip keeps its place."""
+  inputs = keras.Input((8, 8, 2))
+  skip = layers.ReLU(name="skip_relu")(layers.Conv2D(6, 3, padding="same", name="skip")(inputs))
+  down = layers.ReLU()(layers.Conv2D(8, 3, strides=2, padding="same", name="down")(skip))
+  up = layers.Conv2DTranspose(5, 2, strides=2, name="up")(down)
+  up = layers.ReLU()(layers.BatchNormalization(name="up_bn")(up))
+  joined = layers.Concatenate()([up, skip])
+  model = keras.Model(inputs, layers.Conv2D(3, 1, name="mask")(joined))
+  rng = np.random.default_rng(0)
+  model.set_weights([rng.normal(size=weight.shape) for weight in model.get_weights()])
+  bn = model.get_layer("up_bn")
+  bn.set_weights([rng.uniform(0.5, 1.5, 5), rng.normal(size=5), np.zeros(5), np.ones(5)])
+  drop = {"down": [2, 6], "up": [1, 4], "skip": [0]}
+  zeroed = keras.models.clone_model(model)
+  zeroed.set_weights(model.get_weights())
+  for name, removed in drop.items():
+    layer = zeroed.get_layer(name)
+    kernel, bias = layer.get_weights()
+    axis = 2 if name == "up" else 3
+    kernel[(slice(None),) * axis + (removed,)] = 0
+    bias[removed] = 0
+    layer.set_weights([kernel, bias])
+  gamma, beta, mean, variance = zeroed.get_layer("up_bn").get_weights()
+  beta[drop["up"]] = 0
+  zeroed.get_layer("up_bn").set_weights([gamma, beta, mean, variance])
+  keep = {name: np.setdiff1d(np.arange(model.get_layer(name).filters), removed)
+          for name, removed in drop.items()}
+  groups, skipped = slim.slimmable_groups(model, criterion="l1")
+  assert {"skip", "down", "up"} <= {name for group in groups for name in group.producers}
+  assert slim.channel_importance(model, "up", "l1").shape == (5,)
+  smaller = slim.remove_channels(zeroed, keep)
+  assert smaller.get_layer("up").get_weights()[0].shape == (2, 2, 3, 6)
+  images = rng.random((4, 8, 8, 2)).astype(np.float32)
+  np.testing.assert_allclose(smaller(images), zeroed(images), atol=1e-4)

@@ -13,6 +13,7 @@ keras3 = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
 from tfopt import task_file, task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.errors import TfoptError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfopt.task import TaskError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
@@ -52,7 +53,8 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
       model, train=data.take(64).batch(16), val=data.skip(64).take(16).batch(16),
       test=data.skip(80), loss={"coarse": "mse", "fine": keras3.losses.MeanSquaredError()},
       metrics={"coarse": ["mae"], "fine": [keras3.metrics.MeanAbsoluteError(name="mae")]},
-      score=mean_abs_error_coarse, higher_is_better=False, epochs=1, batch_size=16,
+      score=mean_abs_error_coarse, higher_is_better=False, batch_size=16,
+      settings={"prune": {"epochs": 1}},
       output_dir=str(tmp_path / "run"))
   names = [row.name for row in report.rows]
   assert names == ["baseline Keras", "baseline float32", "baseline int8", "pruned Keras",
@@ -92,7 +94,7 @@ def test_targets_that_do_not_match_the_outputs_are_refused_before_anything_is_wr
     task_run.compress(model, train=wrong, test=wrong, loss="mse",
                       output_dir=str(tmp_path / "run"))
   with pytest.raises(TaskError, match="do not take a task yet"):
-    task_run.compress(model, train=wrong, test=wrong, stages=["slim"],
+    task_run.compress(model, train=wrong, test=wrong, stages=["lowrank"],
                       output_dir=str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
@@ -191,3 +193,53 @@ def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir
   assert bad.returncode == 2
   assert "empty.py does not define train, test" in bad.stderr
   assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def small_unet():
+  """A Keras 3 U-Net as the segmentation tutorials write it, tiny."""
+  layers = keras3.layers
+  inputs = keras3.Input((16, 16, 1))
+  skip = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(inputs)))
+  down = layers.ReLU()(layers.BatchNormalization()(
+      layers.Conv2D(16, 3, strides=2, padding="same")(skip)))
+  up = layers.Conv2DTranspose(8, 2, strides=2)(down)
+  up = layers.ReLU()(layers.BatchNormalization()(up))
+  joined = layers.Concatenate()([up, skip])
+  x = layers.ReLU()(layers.BatchNormalization()(layers.Conv2D(8, 3, padding="same")(joined)))
+  return keras3.Model(inputs, layers.Conv2D(3, 1, name="mask")(x), name="unet")
+
+
+def test_slim_shrinks_a_unet_through_its_transposed_convs_and_skips(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.random((64, 16, 16, 1)).astype("float32")
+  masks = (x[..., 0] > 0.33).astype("int64") + (x[..., 0] > 0.66)
+  data = tf.data.Dataset.from_tensor_slices((x, masks)).batch(16)
+  report = task_run.compress(
+      small_unet(), train=data, test=data.take(2), stages=["slim", "prune"],
+      loss=keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=[keras3.metrics.MeanIoU(3, sparse_y_pred=False, name="iou")],
+      settings={"slim": {"finetune_epochs": 1, "prune_count": 1},
+                "prune": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+  record = report.stages["slimmed"]
+  assert record["params"][-1] < 0.5 * record["params"][0]
+  assert record["macs"][-1] < 0.5 * record["macs"][0]
+  assert any("conv2d_transpose" in name for group in record["groups"].values()
+             for name in group)  # the up stage lost channels too
+  rows = {row.name: row for row in report.rows}
+  assert rows["slimmed float32"].size_bytes < 0.6 * rows["baseline float32"].size_bytes
+  assert rows["slimmed_pruned int8"].fidelity[0].cosine > 0.99
+  assert 0 <= rows["slimmed_pruned int8"].metrics["iou"] <= 1
+  bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())
+  assert bundle["source"]["row"] == "slimmed_pruned int8"
+
+
+def test_stage_settings_are_checked_by_their_config(tmp_path):
+  data = (np.zeros((8, 12), "float32"), np.zeros((8, 3), "float32"))
+  with pytest.raises(TfoptError, match="rate"):
+    task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                      stages=["slim"], settings={"slim": {"rate": 2.0}},
+                      output_dir=str(tmp_path / "run"))
+  with pytest.raises(TaskError, match=r"not task stages"):
+    task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                      settings={"distill": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()

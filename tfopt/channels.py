@@ -19,7 +19,7 @@ from tfopt.errors import TfoptError
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
 __all__ = ["SlimError", "layers", "ZERO_PRESERVING", "MERGE", "functional_model",
-           "layer_graph", "is_conv", "is_producer", "is_per_channel", "following_bn",
+           "layer_graph", "is_conv", "is_transpose", "is_producer", "is_per_channel", "following_bn",
            "propagate", "remove_channels", "width", "input_shapes",
            "normalizes_channels"]
 
@@ -92,9 +92,15 @@ def _is_separable(layer) -> bool:
           and layer.data_format == "channels_last")
 
 
+def is_transpose(layer) -> bool:
+  """A Conv2DTranspose (a U-Net's up stage): its kernel is (h, w, out, in)."""
+  return (type(layer) is layers.Conv2DTranspose  # pylint: disable=unidiomatic-typecheck
+          and layer.data_format == "channels_last" and getattr(layer, "groups", 1) == 1)
+
+
 def is_producer(layer) -> bool:
   """A layer whose output channels can be removed: its filters or units."""
-  return (is_conv(layer) or _is_separable(layer)
+  return (is_conv(layer) or _is_separable(layer) or is_transpose(layer)
           or type(layer) is layers.Dense)  # pylint: disable=unidiomatic-typecheck
 
 
@@ -246,6 +252,11 @@ def _sliced_weights(layer, incoming, outgoing, own_keep):
       kernel = kernel[..., own_keep]
       weights = weights[:1] + [bias[own_keep] for bias in weights[1:]]
     return [kernel] + weights[1:]
+  if is_transpose(layer):
+    kernel = weights[0] if incoming is None else weights[0][..., incoming]
+    if own_keep is None:
+      return [kernel] + weights[1:]
+    return [kernel[:, :, own_keep, :]] + [bias[own_keep] for bias in weights[1:]]
   if isinstance(layer, layers.DepthwiseConv2D):
     return [weights[0][:, :, incoming, :]] + [bias[outgoing] for bias in weights[1:]]
   if _is_separable(layer):

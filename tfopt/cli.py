@@ -57,7 +57,7 @@ flags.DEFINE_string("task", None, "A Python file defining your task for --model:
                     "train, test (and val, loss, metrics, score) as tf.data pipelines, "
                     "numpy (x, y) or PyDatasets, and what compile takes. Any "
                     "one-input model: detectors, segmenters, autoencoders, ... "
-                    "(see tfopt/task_file.py). Stages: prune.")
+                    "(see tfopt/task_file.py). Stages: slim, prune.")
 flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
                   "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
@@ -358,14 +358,26 @@ def _run_task() -> int:
   settings = task_file.load_task_file(FLAGS.task)
   stem = os.path.splitext(os.path.basename(FLAGS.task))[0]
   result = task_run.compress(
-      FLAGS.model, stages=tuple(FLAGS.stages or ("prune",)),
+      FLAGS.model, stages=tuple(FLAGS.stages or ("prune",)), settings=_task_stage_flags(),
       quant_modes=tuple(FLAGS.quant_modes or ("float32", "int8")),
       output_dir=FLAGS.output_dir or f"runs/task-{stem}",
-      prune_sparsity=_given(FLAGS.target_sparsity, 0.5), epochs=_given(FLAGS.prune_epochs, 2),
       batch_size=_given(FLAGS.batch_size, 32), num_threads=_given(FLAGS.num_threads, 1),
       seed=FLAGS.seed, allow_unsafe_model=FLAGS.allow_unsafe_model, **settings)
   print(task_run.render_markdown(result))
   return 0
+
+
+def _task_stage_flags() -> dict:
+  """{stage: {field: value}} of the stage flags given (--target_sparsity, --slim_rate, ...)."""
+  from tfopt.task_run import TASK_STAGES  # pylint: disable=g-import-not-at-top
+  settings = {}
+  for flag_name, (section, field) in _OVERRIDES.items():
+    if section in TASK_STAGES and FLAGS[flag_name].value is not None:
+      settings.setdefault(section, {})[field] = FLAGS[flag_name].value
+  for flag_name in ("slim_layers",):
+    if FLAGS[flag_name].value is not None:
+      settings.setdefault("slim", {})["layers"] = tuple(FLAGS[flag_name].value)
+  return settings
 
 
 def _given(value, default):

@@ -27,7 +27,7 @@ Filters for Efficient ConvNets"):
 
 import dataclasses
 import math
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -37,12 +37,13 @@ from tfopt.data import Dataset
 from tfopt.distill import Teacher, fine_tune
 from tfopt.channel_groups import ChannelGroup, channel_groups
 from tfopt.channels import (ZERO_PRESERVING, SlimError, following_bn, functional_model,
-                            is_conv, layer_graph, layers, remove_channels, width)
+                            is_conv, is_transpose, layer_graph, layers, remove_channels,
+                            width)
 from tfopt.macs import total_macs
 
 __all__ = ["SlimError", "SlimStep", "SlimResult", "slimmable_groups", "prunable_convs",
            "group_importance", "channel_importance", "select_channels", "remove_channels",
-           "dead_channels", "with_bn_l1", "without_bn_l1", "slim"]
+           "dead_channels", "with_bn_l1", "without_bn_l1", "slim", "slim_with"]
 
 
 @dataclasses.dataclass
@@ -153,6 +154,8 @@ def group_importance(model: keras.Model, group: ChannelGroup,
   scores = []
   for name in group.producers:
     kernel = kernel_of(model.get_layer(name))
+    if is_transpose(model.get_layer(name)):  # (h, w, out, in): filters on axis 2
+      kernel = np.moveaxis(kernel, 2, -1)
     filters = kernel.reshape(-1, kernel.shape[-1])
     scores.append(np.mean(np.abs(filters), axis=0) if criterion == "l1"
                   else np.sqrt(np.mean(filters ** 2, axis=0)))
@@ -336,19 +339,34 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
   Raises:
     SlimError: nothing can be slimmed, or a named layer cannot be.
   """
+  teacher = teacher if config.use_teacher else None
+  train = dict(batch_size=config.batch_size, learning_rate=config.learning_rate,
+               teacher=teacher, verbose=verbose)
+  return slim_with(model, config,
+                   lambda current, epochs: fine_tune(current, dataset, epochs, **train),
+                   lambda current: _val_accuracy(current, dataset))
+
+
+def slim_with(model: keras.Model, config: SlimConfig,
+              train: Callable[[keras.Model, int], object],
+              validate: Callable[[keras.Model], float]) -> SlimResult:
+  """slim's schedule with any training: `train(model, epochs)` fits a model in
+  place (sparsity training and each fine-tuning), `validate(model)` gives each
+  step's validation figure (accuracy for a classifier, the task's for a task).
+
+  Raises:
+    SlimError: nothing can be slimmed, or a named layer cannot be.
+  """
   model = functional_model(require_keras2_model(model))
   groups, skipped = slimmable_groups(model, config.criterion, config.layers)
   if not groups:
     raise SlimError(f"Model {model.name!r} has no conv that can be slimmed: "
                     + "; ".join(f"{name}: {why}" for name, why in skipped.items()))
   convs = [name for group in groups for name in group.producers]
-  teacher = teacher if config.use_teacher else None
-  train = dict(batch_size=config.batch_size, learning_rate=config.learning_rate,
-               teacher=teacher, verbose=verbose)
   current = model
   if config.sparsity_epochs and config.l1_strength:
     current = with_bn_l1(model, config.l1_strength, convs)
-    fine_tune(current, dataset, config.sparsity_epochs, **train)
+    train(current, config.sparsity_epochs)
     current = without_bn_l1(current)
   original = _channels(model, convs)
   steps = []
@@ -365,10 +383,8 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
     current = remove_channels(current, {name: keep[group.name] for group in groups
                                         for name in group.producers})
     if config.finetune_epochs:
-      fine_tune(current, dataset, config.finetune_epochs, **train)
-    steps.append(SlimStep(
-        step, rate, _channels(current, convs), int(current.count_params()),
-        total_macs(current),
-        _val_accuracy(current, dataset), current))
+      train(current, config.finetune_epochs)
+    steps.append(SlimStep(step, rate, _channels(current, convs), int(current.count_params()),
+                          total_macs(current), validate(current), current))
   return SlimResult(current, original, steps, skipped,
                     {group.name: group.producers for group in groups})

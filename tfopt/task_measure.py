@@ -14,7 +14,6 @@ import os
 from typing import Dict, List, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from tfopt import artifacts, evaluate, int8_fidelity
 from tfopt.task import Task, TaskError
@@ -160,7 +159,6 @@ def file_outputs(runner: int8_fidelity.FileRunner, keras_names: List[str]) -> Li
 def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
             num_threads: int = 1, latency_runs: int = 100) -> List[Measured]:
   """The Keras model's row and a row per file ({row name: path}), in one pass."""
-  predict = tf.function(lambda x: keras_model(x, training=False), reduce_retracing=True)
   runners = {name: int8_fidelity.FileRunner(_read(path), num_threads=num_threads)
              for name, path in files.items()}
   keras_names = [output.keras_name for output in task.outputs]
@@ -172,7 +170,7 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
     x, targets = batch[0], {key: value.numpy() for key, value in batch[1].items()}
     weights = batch[2].numpy() if len(batch) == 3 else None
     first = x[:1].numpy() if first is None else first
-    reference = _by_output(task, predict(x))
+    reference = _by_output(task, keras_model.predict_on_batch(x))
     rows[keras_name].add(targets, reference, weights, None)
     for name, runner in runners.items():
       with evaluate.litert_errors(files[name]):

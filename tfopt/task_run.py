@@ -25,16 +25,26 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt import artifacts, convert, deploy, model_io, preflight, progress, prune, task_measure
+from tfopt import (artifacts, convert, deploy, model_io, preflight, progress, prune, slim,
+                   task_measure)
 from tfopt._keras import keras
-from tfopt.config import PruneConfig
+from tfopt.config import PruneConfig, SlimConfig
 from tfopt.keras3 import rebuild_in_keras2
+from tfopt.macs import total_macs
 from tfopt.report import machine_info, versions
 from tfopt.task import Task, TaskError, make_task
 
-__all__ = ["TASK_STAGES", "TASK_MODES", "TaskReport", "compress"]
+__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "TaskReport", "compress"]
 
-TASK_STAGES = ("prune",)
+TASK_STAGES = ("slim", "prune")
+# Each stage's settings for a task, over its config's own defaults: a user's
+# trained model is fine-tuned gently (the batch size is the task data's own).
+TASK_DEFAULTS = {
+    "prune": {"target_sparsity": 0.5, "epochs": 2, "learning_rate": 1e-4},
+    "slim": {"rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
+             "learning_rate": 5e-4},
+}
+_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
 REPORT_FILES = ("task_report.json", "task_report.md")
 
@@ -62,10 +72,9 @@ class TaskReport:
 
 def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
              score_name: Optional[str] = None, higher_is_better: bool = True,
-             stages: Sequence[str] = ("prune",),
+             stages: Sequence[str] = ("prune",), settings: Optional[dict] = None,
              quant_modes: Sequence[str] = ("float32", "int8"),
-             output_dir: str = "runs/task", prune_sparsity: float = 0.5,
-             epochs: int = 2, learning_rate: float = 1e-4, batch_size: int = 32,
+             output_dir: str = "runs/task", batch_size: int = 32,
              calibration_count: int = 200, num_threads: int = 1, seed: int = 0,
              allow_unsafe_model: bool = False) -> TaskReport:
   """Compresses `model` on the user's task; writes files, report and deploy/.
@@ -75,23 +84,26 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     train, val, test: see tfopt.task (tf.data, numpy tuples, PyDataset).
     loss, metrics, score, score_name, higher_is_better: see tfopt.task.
     stages: of TASK_STAGES, in order; each compresses the model before it.
+    settings: {stage: {setting: value}} over TASK_DEFAULTS, as the stage's
+      config takes them (tfopt.technique_config: PruneConfig, SlimConfig).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
-    prune_sparsity, epochs, learning_rate: the prune stage's settings.
-    batch_size: batches for unbatched data, and for fine-tuning.
+    batch_size: batches for unbatched data.
     calibration_count: training examples that calibrate int8 ranges.
 
   Raises:
     TfoptError: bad input, before any training and with nothing written.
   """
   started = time.perf_counter()
-  _check_settings(stages, quant_modes, prune_sparsity, epochs)
+  configs = _stage_configs(stages, settings or {})
+  _check_modes(quant_modes)
   keras_model, original, compiled = _loaded(model, allow_unsafe_model)
   names = _keras3_output_names(original) if _is_keras3(original) else None
   task = make_task(keras_model, train, test, val, loss, metrics, score, score_name,
                    higher_is_better, batch_size, names, compiled)
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
     model_io.outputs_match(original, keras_model, next(iter(task.test))[0].numpy())
+  _preflight(keras_model, stages, configs)
   progress.log(f"task: {len(task.outputs)} output(s): "
                + ", ".join(output.describe for output in task.outputs))
   preflight.check_output_dir(output_dir)
@@ -102,10 +114,9 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     keras.utils.set_random_seed(seed)
     run.add("baseline", keras_model, {"source": _source(model)})
     current = keras_model
-    for stage in stages:  # each of TASK_STAGES, checked above
+    for stage in stages:
       keras.utils.set_random_seed(seed)
-      if stage == "prune":
-        current = run.prune(current, prune_sparsity, epochs, learning_rate)
+      current = getattr(run, stage)(current, configs[stage])
     run.seconds["total"] = time.perf_counter() - started
     return run.finish()
 
@@ -122,20 +133,43 @@ def _reading_errors():
                     "(for batch in ds.take(2): ...).") from error
 
 
-def _check_settings(stages, quant_modes, sparsity: float, epochs: int):
+def _stage_configs(stages, settings: dict) -> dict:
+  """{stage: its config}: TASK_DEFAULTS with the user's settings over them."""
   unknown = [stage for stage in stages if stage not in TASK_STAGES]
   if unknown:
     raise TaskError(f"Stages {unknown} do not take a task yet; a task runs "
                     f"{', '.join(TASK_STAGES)} (classifiers from tfopt's loaders run "
                     "every stage: tfopt compress --help).")
+  extra = [name for name in settings if name not in TASK_STAGES]
+  if extra:
+    raise TaskError(f"settings names {extra}, which are not task stages "
+                    f"({', '.join(TASK_STAGES)}).")
+  configs = {}
+  for stage in TASK_STAGES:
+    values = dict(TASK_DEFAULTS[stage], **settings.get(stage, {}))
+    try:
+      configs[stage] = _CONFIGS[stage](**values)
+    except TypeError as error:
+      raise TaskError(f"settings[{stage!r}]: {error}; see "
+                      f"tfopt.technique_config.{_CONFIGS[stage].__name__}.") from error
+  return configs
+
+
+def _check_modes(quant_modes):
   modes = [mode for mode in quant_modes if mode not in TASK_MODES]
   if modes or not quant_modes:
     raise TaskError(f"Conversion modes {modes or '(none)'} are not available for a task; "
                     f"choose from {', '.join(TASK_MODES)}.")
-  if not 0 < sparsity < 1:
-    raise TaskError(f"prune_sparsity must be between 0 and 1, got {sparsity}.")
-  if epochs < 1:
-    raise TaskError(f"epochs must be at least 1, got {epochs}.")
+
+
+def _preflight(model, stages, configs):
+  """What each stage can check on the model before any training."""
+  if "slim" in stages:
+    groups, skipped = slim.slimmable_groups(model, configs["slim"].criterion,
+                                            configs["slim"].layers)
+    if not groups:
+      raise TaskError(f"slim: no conv of {model.name!r} can be slimmed: " + "; ".join(
+          f"{name}: {why}" for name, why in list(skipped.items())[:5]))
 
 
 def _loaded(model, allow_unsafe: bool):
@@ -197,6 +231,12 @@ class _TaskRun:
     self.stages: Dict[str, dict] = {}
     self.seconds: Dict[str, float] = {}
     self.final = None
+    self.applied: List[str] = []  # the stages' suffixes so far: slimmed, pruned
+
+  def name(self, suffix: str) -> str:
+    """A compressed model's name: the stages applied, in order (slimmed_pruned)."""
+    self.applied.append(suffix)
+    return "_".join(self.applied)
 
   def add(self, name: str, model, record: dict):
     """Saves `model`, converts it in every mode, measures it and its files."""
@@ -217,31 +257,61 @@ class _TaskRun:
     self.seconds[name] = time.perf_counter() - started
     self.final = (name, files)
 
-  def prune(self, model, sparsity: float, epochs: int, learning_rate: float):
-    """The prune stage: tfmot magnitude pruning while fine-tuning on the task."""
+  def prune(self, model, config: PruneConfig):
+    """tfmot magnitude pruning while fine-tuning on the task (unstructured:
+    the file keeps its shape; its zeros show in gzip bytes)."""
     started = time.perf_counter()
-    steps = _steps_per_epoch(self.task.train) * epochs
-    config = PruneConfig(target_sparsity=sparsity, epochs=epochs,
-                         learning_rate=learning_rate)
+    steps = _steps_per_epoch(self.task.train) * config.epochs
     wrapped = prune.apply_pruning(model, prune.pruning_schedule(config, steps))
-    _compile(wrapped, self.task, learning_rate, steps)
-    progress.log(f"prune: fine-tuning to {sparsity:.0%} sparsity for {epochs} epoch(s) "
-                 f"({steps} steps) with the task's loss")
-    history = wrapped.fit(_as_keras_targets(self.task.train, self.task), epochs=epochs,
-                          validation_data=_as_keras_targets(self.task.val, self.task),
-                          callbacks=[prune.tfmot.sparsity.keras.UpdatePruningStep()],
-                          verbose=progress.keras_verbose())
+    progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
+                 f"{config.epochs} epoch(s) ({steps} steps) with the task's loss")
+    history = self._fit(wrapped, config.epochs, config.learning_rate,
+                        [prune.tfmot.sparsity.keras.UpdatePruningStep()])
     names = prune._pruned_weight_names(wrapped)  # pylint: disable=protected-access
     stripped = prune.strip_pruning(wrapped)
     table = prune.measure_sparsity(stripped, names)
-    zeros = sum(entry.zeros for entry in table)
-    total = sum(entry.size for entry in table)
-    record = {"target_sparsity": sparsity, "epochs": epochs,
-              "pruned_weights": total, "sparsity": zeros / max(1, total),
-              "train_loss": [float(value) for value in history.history.get("loss", [])],
-              "fine_tune_seconds": time.perf_counter() - started}
-    self.add("pruned", stripped, record)
+    zeros, total = sum(entry.zeros for entry in table), sum(entry.size for entry in table)
+    self.add(self.name("pruned"), stripped, {
+        "target_sparsity": config.target_sparsity, "epochs": config.epochs,
+        "pruned_weights": total, "sparsity": zeros / max(1, total),
+        "train_loss": [float(value) for value in history.history.get("loss", [])],
+        "fine_tune_seconds": time.perf_counter() - started})
     return stripped
+
+  def slim(self, model, config: SlimConfig):
+    """Network slimming: whole channels removed by dependency group (through
+    residual adds, concatenated skips, upsampling, transposed convs and every
+    head), in prune_count steps, each fine-tuned on the task."""
+    started = time.perf_counter()
+    progress.log(f"slim: removing {config.rate:.0%} of the channels in "
+                 f"{config.prune_count} step(s), {config.finetune_epochs} epoch(s) each")
+    result = slim.slim_with(
+        model, config, lambda current, epochs: self._fit(current, epochs, config.learning_rate),
+        self._validation_loss)
+    self.add(self.name("slimmed"), result.model, {
+        "rate": config.rate, "criterion": config.criterion,
+        "removed_channels": result.removed_fraction,
+        "params": [int(model.count_params())] + [step.params for step in result.steps],
+        "macs": [int(total_macs(model))] + [step.macs for step in result.steps],
+        "validation_loss": [step.val_accuracy for step in result.steps],
+        "groups": result.groups, "skipped": result.skipped,
+        "fine_tune_seconds": time.perf_counter() - started})
+    return result.model
+
+  def _fit(self, model, epochs: int, learning_rate: float, callbacks=()):
+    """Fits `model` in place on the task's training data with the task's loss."""
+    steps = _steps_per_epoch(self.task.train) * epochs
+    _compile(model, self.task, learning_rate, steps)
+    return model.fit(_as_keras_targets(self.task.train, self.task), epochs=epochs,
+                     validation_data=_as_keras_targets(self.task.val, self.task),
+                     callbacks=list(callbacks), verbose=progress.keras_verbose())
+
+  def _validation_loss(self, model) -> float:
+    """The task's loss on its validation data (on its training data without)."""
+    data = self.task.val if self.task.val is not None else self.task.train
+    _compile(model, self.task, 1e-4, 1)  # the loss to evaluate; no training follows
+    result = model.evaluate(_as_keras_targets(data, self.task), verbose=0)
+    return float(result[0] if isinstance(result, list) else result)
 
   def _save(self, stage: str, filename: str, write) -> str:
     path = write(os.path.join(self.output_dir, filename))

@@ -58,7 +58,9 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
   parser.add_argument("--model", default=f"{name}.keras", help="where the model is saved")
   parser.add_argument("--out", default=f"runs/{name}", help="tfopt's output directory")
   parser.add_argument("--epochs", type=int, default=epochs)
-  parser.add_argument("--prune_epochs", type=int, default=2)
+  parser.add_argument("--stages", default="slim,prune", help="tfopt's task stages, in order")
+  parser.add_argument("--finetune_epochs", type=int, default=2,
+                      help="epochs of each slim step's and of prune's fine-tuning")
   parser.add_argument("--train_only", action="store_true")
   args = parser.parse_args(argv)
   model = train_model(example, args.epochs, learning_rate)
@@ -68,6 +70,9 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
   import tfopt  # pylint: disable=g-import-not-at-top
   scoring = {key: getattr(example, key) for key in ("score", "score_name", "higher_is_better")
              if hasattr(example, key)}
+  settings = {"slim": {"finetune_epochs": args.finetune_epochs},
+              "prune": {"epochs": args.finetune_epochs}}
   return tfopt.compress(model, train=example.train(), val=example.val(), test=example.test(),
-                        loss=example.loss, metrics=example.metrics, stages=["prune"],
-                        epochs=args.prune_epochs, output_dir=args.out, **scoring)
+                        loss=example.loss, metrics=example.metrics,
+                        stages=args.stages.split(","), settings=settings,
+                        output_dir=args.out, **scoring)
