@@ -243,3 +243,55 @@ def test_stage_settings_are_checked_by_their_config(tmp_path):
     task_run.compress(small_classifier(), train=data, test=data, loss="mse",
                       settings={"distill": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
+
+
+def test_distill_trains_a_half_width_student_per_output_with_its_scratch_control(tmp_path):
+  """Two outputs: class scores (KL at a temperature) and a regression (MSE)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 12)).astype("float32")
+  inputs = keras3.Input((12,))
+  hidden = keras3.layers.Dense(32, activation="relu")(keras3.layers.Dense(32, activation="relu")(inputs))
+  teacher = keras3.Model(inputs, {"kind": keras3.layers.Dense(3, name="kind")(hidden),
+                                  "size": keras3.layers.Dense(1, name="size")(hidden)})
+  targets = {"kind": np.argmax(x[:, :3], 1), "size": x[:, 3:4] * 2}
+  teacher.compile(keras3.optimizers.Adam(0.01),
+                  loss={"kind": keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        "size": "mse"})
+  teacher.fit(x, targets, epochs=30, verbose=0)
+  data = tf.data.Dataset.from_tensor_slices((x, targets)).batch(32)
+  report = task_run.compress(
+      teacher, train=data, test=data.take(2), stages=["distill"],
+      metrics={"kind": ["accuracy"]},
+      settings={"distill": {"width": 0.5, "epochs": 3, "compare_scratch": True}},
+      output_dir=str(tmp_path / "run"))
+  record = report.stages["distilled"]
+  assert record["params"] < 0.4 * record["teacher_params"]
+  names = [row.name for row in report.rows]
+  assert "distilled int8" in names and "distilled_scratch int8" in names
+  student = {row.name: row for row in report.rows}["distilled Keras"]
+  assert 0 <= student.metrics["kind/accuracy"] <= 1 and student.metrics["loss"] > 0
+  bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())
+  assert bundle["source"]["row"] == "distilled int8"  # the control is not deployed
+  assert [output["meaning"] for output in bundle["outputs"]] == ["class scores", "values"]
+
+
+def test_distillation_losses_are_chosen_per_output():
+  from tfopt import task  # pylint: disable=g-import-not-at-top
+  from tfopt.task_distill import distill_losses  # pylint: disable=g-import-not-at-top
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  inputs = keras.Input((4,))
+  model = keras.Model(inputs, [keras.layers.Dense(3, name="kind")(inputs),
+                               keras.layers.Dense(3, activation="softmax", name="probs")(inputs),
+                               keras.layers.Dense(2, name="box")(inputs)])
+  data = (np.zeros((4, 4), "float32"), {"kind": np.zeros(4), "probs": np.zeros(4),
+                                        "box": np.zeros((4, 2), "float32")})
+  fitted = task.make_task(model, data, data, loss={
+      "kind": keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+      "probs": "sparse_categorical_crossentropy", "box": "mse"})
+  kl_logits, kl_probabilities, mse = distill_losses(fitted, model, temperature=4.0)
+  logits = tf.constant([[2.0, 0.0, -1.0]])
+  assert float(kl_logits(logits, logits)) == pytest.approx(0, abs=1e-5)
+  assert float(kl_logits(logits, tf.constant([[0.0, 2.0, -1.0]]))) > 0.1
+  probabilities = tf.constant([[0.7, 0.2, 0.1]])
+  assert float(kl_probabilities(probabilities, tf.constant([[0.1, 0.2, 0.7]]))) > 0.5
+  assert float(mse(tf.constant([[1.0, 3.0]]), tf.constant([[0.0, 1.0]]))) == pytest.approx(2.5)

@@ -57,7 +57,7 @@ flags.DEFINE_string("task", None, "A Python file defining your task for --model:
                     "train, test (and val, loss, metrics, score) as tf.data pipelines, "
                     "numpy (x, y) or PyDatasets, and what compile takes. Any "
                     "one-input model: detectors, segmenters, autoencoders, ... "
-                    "(see tfopt/task_file.py). Stages: slim, prune.")
+                    "(see tfopt/task_file.py). Stages: distill, slim, prune.")
 flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
                   "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
@@ -343,7 +343,8 @@ def main(argv):
 
 # Flags a --task run does not read: its data, loss and metrics are the task file's.
 _NOT_FOR_TASKS = ("recipe", "preset", "dataset", "data_dir", "labels_file", "image_size",
-                  "color_mode", "input_range", "teacher", "student", "search")
+                  "color_mode", "input_range", "teacher", "teacher_epochs", "student",
+                  "search")
 
 
 def _run_task() -> int:
@@ -374,9 +375,10 @@ def _task_stage_flags() -> dict:
   for flag_name, (section, field) in _OVERRIDES.items():
     if section in TASK_STAGES and FLAGS[flag_name].value is not None:
       settings.setdefault(section, {})[field] = FLAGS[flag_name].value
-  for flag_name in ("slim_layers",):
-    if FLAGS[flag_name].value is not None:
-      settings.setdefault("slim", {})["layers"] = tuple(FLAGS[flag_name].value)
+  if FLAGS.slim_layers is not None:
+    settings.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
+  if FLAGS.compare_scratch:
+    settings.setdefault("distill", {})["compare_scratch"] = True
   return settings
 
 

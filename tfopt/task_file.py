@@ -9,6 +9,8 @@ The file defines, as values or as functions of no arguments returning them:
     score                fn(y_true, y_pred) -> float on the whole test set
     score_name           its name in the report (default: the function's)
     higher_is_better     the score's direction (default True)
+    distill_loss         fn(teacher_output, student_output), or a dict per
+                         output, where the default distillation does not fit
 
 It is run once, as the user's own code (like a Keras training script).
 """
@@ -25,7 +27,8 @@ from tfopt.task import TaskError
 __all__ = ["REQUIRED", "OPTIONAL", "load_task_file"]
 
 REQUIRED = ("train", "test")
-OPTIONAL = ("val", "loss", "metrics", "score", "score_name", "higher_is_better")
+OPTIONAL = ("val", "loss", "metrics", "score", "score_name", "higher_is_better",
+            "distill_loss")
 
 
 def load_task_file(path: str) -> Dict[str, object]:

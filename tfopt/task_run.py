@@ -33,18 +33,21 @@ from tfopt.keras3 import rebuild_in_keras2
 from tfopt.macs import total_macs
 from tfopt.report import machine_info, versions
 from tfopt.task import Task, TaskError, make_task
+from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses, student_of
 
 __all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "TaskReport", "compress"]
 
-TASK_STAGES = ("slim", "prune")
+TASK_STAGES = ("distill", "slim", "prune")
 # Each stage's settings for a task, over its config's own defaults: a user's
 # trained model is fine-tuned gently (the batch size is the task data's own).
 TASK_DEFAULTS = {
     "prune": {"target_sparsity": 0.5, "epochs": 2, "learning_rate": 1e-4},
     "slim": {"rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
-             "learning_rate": 5e-4},
+             "learning_rate": 5e-4, "use_teacher": False},
+    "distill": {},
 }
-_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig}
+TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
+_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
 REPORT_FILES = ("task_report.json", "task_report.md")
 
@@ -72,7 +75,8 @@ class TaskReport:
 
 def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
              score_name: Optional[str] = None, higher_is_better: bool = True,
-             stages: Sequence[str] = ("prune",), settings: Optional[dict] = None,
+             distill_loss=None, stages: Sequence[str] = ("prune",),
+             settings: Optional[dict] = None,
              quant_modes: Sequence[str] = ("float32", "int8"),
              output_dir: str = "runs/task", batch_size: int = 32,
              calibration_count: int = 200, num_threads: int = 1, seed: int = 0,
@@ -83,9 +87,12 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     model: a Keras 3 or tf_keras model, or a .keras / .h5 file / SavedModel.
     train, val, test: see tfopt.task (tf.data, numpy tuples, PyDataset).
     loss, metrics, score, score_name, higher_is_better: see tfopt.task.
+    distill_loss: fn(teacher_output, student_output), or a dict per output,
+      for distillation where the default per output does not fit
+      (tfopt.task_distill).
     stages: of TASK_STAGES, in order; each compresses the model before it.
     settings: {stage: {setting: value}} over TASK_DEFAULTS, as the stage's
-      config takes them (tfopt.technique_config: PruneConfig, SlimConfig).
+      config takes them (PruneConfig, SlimConfig, TaskDistillConfig).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
     batch_size: batches for unbatched data.
@@ -111,6 +118,9 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
   with preflight.output_dir_lock(output_dir), _reading_errors():
     preflight.remove_half_written(output_dir)
     run = _TaskRun(task, output_dir, quant_modes, calibration_count, num_threads)
+    run.teacher = _Teacher(keras_model, distill_losses(
+        task, keras_model, configs["distill"].temperature, distill_loss), configs["distill"])
+    run.seed = seed
     keras.utils.set_random_seed(seed)
     run.add("baseline", keras_model, {"source": _source(model)})
     current = keras_model
@@ -218,6 +228,14 @@ def _source(model) -> str:
   return f"a {'Keras 3' if _is_keras3(model) else 'Keras 2'} model object ({model.name})"
 
 
+@dataclasses.dataclass
+class _Teacher:
+  """The model fine-tuning distills from (the baseline), with D_o per output."""
+  model: object
+  losses: list
+  config: TaskDistillConfig
+
+
 class _TaskRun:
   """The models and files of one task run, measured as they are made."""
 
@@ -238,8 +256,9 @@ class _TaskRun:
     self.applied.append(suffix)
     return "_".join(self.applied)
 
-  def add(self, name: str, model, record: dict):
-    """Saves `model`, converts it in every mode, measures it and its files."""
+  def add(self, name: str, model, record: dict, final: bool = True):
+    """Saves `model`, converts it in every mode, measures it and its files;
+    `final`: it is the chain's newest model (not a control beside it)."""
     started = time.perf_counter()
     self._save(name, f"{name}.keras", lambda path: artifacts.save_keras_atomic(model, path))
     files = {}
@@ -255,7 +274,8 @@ class _TaskRun:
     self.rows += rows
     self.stages[name] = record
     self.seconds[name] = time.perf_counter() - started
-    self.final = (name, files)
+    if final:
+      self.final = (name, files)
 
   def prune(self, model, config: PruneConfig):
     """tfmot magnitude pruning while fine-tuning on the task (unstructured:
@@ -266,7 +286,7 @@ class _TaskRun:
     progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
                  f"{config.epochs} epoch(s) ({steps} steps) with the task's loss")
     history = self._fit(wrapped, config.epochs, config.learning_rate,
-                        [prune.tfmot.sparsity.keras.UpdatePruningStep()])
+                        [prune.tfmot.sparsity.keras.UpdatePruningStep()], config.use_teacher)
     names = prune._pruned_weight_names(wrapped)  # pylint: disable=protected-access
     stripped = prune.strip_pruning(wrapped)
     table = prune.measure_sparsity(stripped, names)
@@ -286,7 +306,8 @@ class _TaskRun:
     progress.log(f"slim: removing {config.rate:.0%} of the channels in "
                  f"{config.prune_count} step(s), {config.finetune_epochs} epoch(s) each")
     result = slim.slim_with(
-        model, config, lambda current, epochs: self._fit(current, epochs, config.learning_rate),
+        model, config, lambda current, epochs: self._fit(
+            current, epochs, config.learning_rate, teacher=config.use_teacher),
         self._validation_loss)
     self.add(self.name("slimmed"), result.model, {
         "rate": config.rate, "criterion": config.criterion,
@@ -298,13 +319,51 @@ class _TaskRun:
         "fine_tune_seconds": time.perf_counter() - started})
     return result.model
 
-  def _fit(self, model, epochs: int, learning_rate: float, callbacks=()):
-    """Fits `model` in place on the task's training data with the task's loss."""
+  def distill(self, model, config: TaskDistillConfig):
+    """A student `config.width` as wide, fresh, distilled from `model`; with
+    compare_scratch, the same student from the same weights on labels only."""
+    student = student_of(model, config.width, self.seed)
+    initial = student.get_weights()
+    progress.log(f"distill: a student {config.width:.0%} as wide "
+                 f"({student.count_params():,} parameters, {model.count_params():,} in "
+                 f"the teacher) for {config.epochs} epoch(s), per-output distillation")
+    started = time.perf_counter()
+    history = self._fit(student, config.epochs, config.learning_rate, teacher=True,
+                        teacher_model=model)
+    record = {"width": config.width, "epochs": config.epochs, "alpha": config.alpha,
+              "temperature": config.temperature, "params": int(student.count_params()),
+              "teacher_params": int(model.count_params()),
+              "train_loss": [float(value) for value in history.history.get("loss", [])],
+              "seconds": time.perf_counter() - started}
+    name = self.name("distilled")
+    if config.compare_scratch:
+      scratch = keras.models.clone_model(student)
+      scratch.set_weights(initial)
+      keras.utils.set_random_seed(self.seed)
+      progress.log("distill: the same student from the same weights on the task's "
+                   "labels only (control)")
+      self._fit(scratch, config.epochs, config.learning_rate)
+      self.add(f"{name}_scratch", scratch, {"control_of": name}, final=False)
+    self.add(name, student, record)
+    return student
+
+  def _fit(self, model, epochs: int, learning_rate: float, callbacks=(),
+           teacher: bool = False, teacher_model=None):
+    """Fits `model` in place on the task's training data: the task's loss, or
+    with `teacher`, distillation from the baseline (or `teacher_model`)."""
     steps = _steps_per_epoch(self.task.train) * epochs
-    _compile(model, self.task, learning_rate, steps)
-    return model.fit(_as_keras_targets(self.task.train, self.task), epochs=epochs,
-                     validation_data=_as_keras_targets(self.task.val, self.task),
-                     callbacks=list(callbacks), verbose=progress.keras_verbose())
+    trainer = model
+    if teacher:
+      trainer = TaskDistiller(model, teacher_model or self.teacher.model,
+                              [_keras2_loss(self.task.losses[output.name])
+                               for output in self.task.outputs],
+                              self.teacher.losses, self.teacher.config.alpha)
+      trainer.compile(optimizer=_optimizer(learning_rate, steps))
+    else:
+      _compile(model, self.task, learning_rate, steps)
+    return trainer.fit(_as_keras_targets(self.task.train, self.task), epochs=epochs,
+                       validation_data=_as_keras_targets(self.task.val, self.task),
+                       callbacks=list(callbacks), verbose=progress.keras_verbose())
 
   def _validation_loss(self, model) -> float:
     """The task's loss on its validation data (on its training data without)."""
@@ -374,10 +433,15 @@ def _as_keras_targets(dataset, task: Task):
   return dataset.map(ordered)
 
 
+def _optimizer(learning_rate: float, steps: int):
+  """Adam, its rate decaying to zero along a cosine over the fit."""
+  return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate,
+                                                                       max(1, steps)))
+
+
 def _compile(model, task: Task, learning_rate: float, steps: int):
-  schedule = keras.optimizers.schedules.CosineDecay(learning_rate, max(1, steps))
   losses = [_keras2_loss(task.losses[output.name]) for output in task.outputs]
-  model.compile(optimizer=keras.optimizers.Adam(schedule),
+  model.compile(optimizer=_optimizer(learning_rate, steps),
                 loss=losses[0] if len(losses) == 1 else losses)
 
 
