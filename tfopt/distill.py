@@ -24,7 +24,7 @@ from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, fit, make_optimizer
 
-__all__ = ["Teacher", "as_teacher", "Distiller", "distill", "fine_tune"]
+__all__ = ["Teacher", "as_teacher", "StudentTrainer", "Distiller", "distill", "fine_tune"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,7 +67,28 @@ def as_teacher(teacher: Union[None, "Teacher", keras.Model]) -> Optional[Teacher
   return Teacher(teacher)
 
 
-class Distiller(keras.Model):
+class StudentTrainer(keras.Model):
+  """A model that trains `self.student` beside a frozen `self.teacher`:
+  its trainable weights are the student's alone, and it runs as the student."""
+
+  @property
+  def trainable_weights(self):
+    return self.student.trainable_weights
+
+  @property
+  def trained_model(self):
+    """What training changes (train.fit checkpoints it): the student alone."""
+    return self.student
+
+  @property
+  def non_trainable_weights(self):
+    return self.student.non_trainable_weights + self.teacher.weights
+
+  def call(self, inputs, training=False):
+    return self.student(inputs, training=training)
+
+
+class Distiller(StudentTrainer):
   """Trains `student` to match a frozen `teacher` and the labels.
 
   The teacher is frozen: it runs outside the gradient tape in inference mode,
@@ -102,25 +123,9 @@ class Distiller(keras.Model):
     self.distillation_loss_tracker = keras.metrics.Mean(name="distillation_loss")
 
   @property
-  def trainable_weights(self):
-    return self.student.trainable_weights
-
-  @property
-  def trained_model(self):
-    """What training changes (train.fit checkpoints it): the student alone."""
-    return self.student
-
-  @property
-  def non_trainable_weights(self):
-    return self.student.non_trainable_weights + self.teacher.weights
-
-  @property
   def metrics(self):
     return [self.loss_tracker, self.student_loss_tracker,
             self.distillation_loss_tracker] + super().metrics
-
-  def call(self, inputs, training=False):
-    return self.student(inputs, training=training)
 
   def distillation_loss(self, teacher_logits, student_logits):
     """temperature**2 * KL(softmax(teacher/T) || softmax(student/T)), per example."""

@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from tfopt import channel_groups, channels
 from tfopt._keras import keras
+from tfopt.distill import StudentTrainer
 from tfopt.task import Task, TaskError
 from tfopt.validate import (require, require_fraction, require_positive_int,
                             require_positive_number)
@@ -108,7 +109,7 @@ def _softened_kl(temperature: float, probabilities: bool) -> Callable:
   return kl
 
 
-class TaskDistiller(keras.Model):
+class TaskDistiller(StudentTrainer):
   """Fits `student` to the task's targets and to a frozen `teacher`'s outputs.
 
   The teacher runs outside the tape in inference mode; the trainable weights
@@ -123,19 +124,8 @@ class TaskDistiller(keras.Model):
                      for name in ("loss", "task_loss", "distillation_loss")}
 
   @property
-  def trainable_weights(self):
-    return self.student.trainable_weights
-
-  @property
-  def trained_model(self):
-    return self.student
-
-  @property
   def metrics(self):
     return list(self.trackers.values())
-
-  def call(self, inputs, training=False):
-    return self.student(inputs, training=training)
 
   def _task_loss(self, targets, outputs):
     targets = targets if isinstance(targets, (tuple, list)) else [targets]
