@@ -77,6 +77,21 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
   assert [output["shape"][1:] for output in bundle["outputs"]] == [[8, 8, 6], [16, 16, 6]]
   assert bundle["outputs"][0]["dtype"] == "int8" and bundle["outputs"][0]["scale"] > 0
   assert "| pruned int8 |" in (tmp_path / "run" / "task_report.md").read_text()
+  # The edge example runs the two-output bundle without TensorFlow, each output
+  # by its name, as LiteRT ran the file for the report.
+  np.save(tmp_path / "inputs.npy", x[80:84])
+  done = subprocess.run([sys.executable, str(REPO_ROOT / "examples" / "edge_task.py"),
+                         str(tmp_path / "run" / "deploy"), str(tmp_path / "inputs.npy"),
+                         "--out", str(tmp_path / "outputs.npz")], capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  edge = np.load(tmp_path / "outputs.npz")
+  from tfopt import int8_fidelity, task_measure  # pylint: disable=g-import-not-at-top
+  runner = int8_fidelity.FileRunner((tmp_path / "run" / "pruned_int8.tflite").read_bytes())
+  runner.invoke([x[80:84]])
+  values = runner.output_values()
+  for name, position in zip(("coarse", "fine"),
+                            task_measure.file_outputs(runner, ["coarse_head", "fine_head"])):
+    np.testing.assert_allclose(edge[name], values[position], atol=1e-6)
 
 
 def test_targets_that_do_not_match_the_outputs_are_refused_before_anything_is_written(tmp_path):
