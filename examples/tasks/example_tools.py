@@ -61,6 +61,7 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
   parser.add_argument("--stages", default="slim,prune", help="tfopt's task stages, in order")
   parser.add_argument("--finetune_epochs", type=int, default=2,
                       help="epochs of each slim step's and of prune's fine-tuning")
+  parser.add_argument("--target_sparsity", type=float, default=0.5, help="prune's target")
   parser.add_argument("--train_only", action="store_true")
   args = parser.parse_args(argv)
   model = train_model(example, args.epochs, learning_rate)
@@ -71,7 +72,7 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
   scoring = {key: getattr(example, key) for key in ("score", "score_name", "higher_is_better")
              if hasattr(example, key)}
   settings = {"slim": {"finetune_epochs": args.finetune_epochs},
-              "prune": {"epochs": args.finetune_epochs}}
+              "prune": {"epochs": args.finetune_epochs, "target_sparsity": args.target_sparsity}}
   return tfopt.compress(model, train=example.train(), val=example.val(), test=example.test(),
                         loss=example.loss, metrics=example.metrics,
                         stages=args.stages.split(","), settings=settings,
