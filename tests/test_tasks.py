@@ -109,7 +109,7 @@ def test_targets_that_do_not_match_the_outputs_are_refused_before_anything_is_wr
     task_run.compress(model, train=wrong, test=wrong, loss="mse",
                       output_dir=str(tmp_path / "run"))
   with pytest.raises(TaskError, match="do not take a task yet"):
-    task_run.compress(model, train=wrong, test=wrong, stages=["lowrank"],
+    task_run.compress(model, train=wrong, test=wrong, stages=["binary"],
                       output_dir=str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
@@ -310,3 +310,39 @@ def test_distillation_losses_are_chosen_per_output():
   probabilities = tf.constant([[0.7, 0.2, 0.1]])
   assert float(kl_probabilities(probabilities, tf.constant([[0.1, 0.2, 0.7]]))) > 0.5
   assert float(mse(tf.constant([[1.0, 3.0]]), tf.constant([[0.0, 1.0]]))) == pytest.approx(2.5)
+
+
+def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 16)).astype("float32")
+  y = np.tanh(x[:, :4] @ rng.normal(size=(4, 8))).astype("float32")
+  inputs = keras3.Input((16,))
+  hidden = keras3.layers.Dense(64, activation="relu")(inputs)
+  hidden = keras3.layers.Dense(64, activation="relu")(hidden)
+  model = keras3.Model(inputs, keras3.layers.Dense(8, name="values")(hidden), name="mlp")
+  model.compile(keras3.optimizers.Adam(0.01), loss="mse")
+  model.fit(x, y, epochs=20, verbose=0)
+  data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+  report = task_run.compress(
+      model, train=data, test=data.take(2), metrics=["mae"],
+      stages=["prune", "cluster", "qat"],
+      settings={"prune": {"epochs": 1}, "cluster": {"epochs": 1, "number_of_clusters": 8},
+                "qat": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+  names = [row.name for row in report.rows]
+  chain = "pruned_clustered_qat"
+  assert f"{chain} int8" in names and f"{chain} float32" not in names  # QAT: int8 only
+  assert report.stages[chain]["scheme"] == "pcqat"
+  assert report.stages["pruned_clustered"]["preserve_sparsity"] is True
+  assert all(distinct <= 9 for _, distinct in report.stages["pruned_clustered"]["kernels"].values())
+  final = {row.name: row for row in report.rows}[f"{chain} int8"]
+  assert final.fidelity[0].cosine > 0.99
+  factorized = task_run.compress(
+      model, train=data, test=data.take(2), stages=["lowrank"],
+      settings={"lowrank": {"finetune_epochs": 1, "layers": ("dense_1",)}},
+      output_dir=str(tmp_path / "lowrank"))
+  assert factorized.stages["factorized"]["layers"]["dense_1"] < 64
+  for stages, message in ((["qat", "prune"], "qat must be the last stage"),
+                          (["lowrank", "qat"], "qat cannot follow lowrank")):
+    with pytest.raises(TaskError, match=message):
+      task_run.compress(model, train=data, test=data, stages=stages,
+                        output_dir=str(tmp_path / "other"))

@@ -19,7 +19,7 @@ from tensorflow_model_optimization.python.core.clustering.keras.experimental imp
 from tfopt._keras import clone_model, kernel_of, keras, require_keras2_model, require_layers
 from tfopt.config import CENTROID_INITS, ClusterConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 
 __all__ = ["ClusteringError", "KernelClusters", "ClusterResult", "CLUSTERABLE",
@@ -150,7 +150,7 @@ def measure_clusters(model: keras.Model,
 def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
             teacher: Optional[Teacher] = None,
             preserve_sparsity: Optional[bool] = None,
-            verbose: int = 2) -> ClusterResult:
+            verbose: int = 2, train=None) -> ClusterResult:
   """Clusters a copy of `model`'s kernels and fine-tunes the centroids.
 
   Args:
@@ -162,6 +162,8 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
     preserve_sparsity: keep the zeros of a pruned model (tfmot's
       sparsity-preserving clustering); None: config.preserve_sparsity, where
       None means no (the pipeline resolves it from the run's history).
+    train: fine-tune with train(model, epochs, callbacks) instead of on
+      `dataset` (see distill.trainer_for).
 
   Returns:
     A ClusterResult with the stripped model and its per-kernel table.
@@ -178,8 +180,9 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
   wrapped = apply_clustering(model, config.number_of_clusters, config.centroid_init,
                              preserve_sparsity, config.layers, config.layer_clusters)
   if config.epochs:
-    fine_tune(wrapped, dataset, config.epochs, config.batch_size,
-              config.learning_rate, teacher=teacher, verbose=verbose)
+    train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                                 verbose)
+    train(wrapped, config.epochs)
   stripped = tfmot.clustering.keras.strip_clustering(wrapped)
   table = measure_clusters(stripped, chosen)
   _check(table, before, preserve_sparsity)

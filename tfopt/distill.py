@@ -24,7 +24,8 @@ from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, fit, make_optimizer
 
-__all__ = ["Teacher", "as_teacher", "StudentTrainer", "Distiller", "distill", "fine_tune"]
+__all__ = ["Teacher", "as_teacher", "StudentTrainer", "Distiller", "distill", "fine_tune",
+           "trainer_for"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,3 +251,14 @@ def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
   return fit(trainer, dataset, epochs, batch_size, callbacks, verbose,
              targets=None if teacher is None else teacher.targets(dataset))
+
+
+def trainer_for(dataset: Dataset, batch_size: int, learning_rate: float,
+                teacher: Union[None, Teacher, keras.Model] = None, verbose: int = 2):
+  """fine_tune on `dataset` as a function train(model, epochs, callbacks=()):
+  what a technique calls after compressing, unless it is given another
+  (a task's, which fits on the user's data with the user's loss)."""
+  def train(model, epochs, callbacks=()):
+    return fine_tune(model, dataset, epochs, batch_size, learning_rate, teacher=teacher,
+                     callbacks=callbacks, verbose=verbose)
+  return train

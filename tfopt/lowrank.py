@@ -19,11 +19,11 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt import train
+from tfopt import train as training
 from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.config import LowRankConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D", "factorize",
@@ -355,8 +355,9 @@ def factorize(model: keras.Model, config: LowRankConfig):
   return factorized, table
 
 
-def lowrank(model: keras.Model, dataset: Dataset, config: LowRankConfig,
-            teacher: Optional[Teacher] = None, verbose: int = 2) -> LowRankResult:
+def lowrank(model: keras.Model, dataset: Optional[Dataset], config: LowRankConfig,
+            teacher: Optional[Teacher] = None, verbose: int = 2, train=None,
+            validate=None) -> LowRankResult:
   """Factorizes a copy of `model` as `config` says, then fine-tunes it.
 
   Args:
@@ -365,14 +366,19 @@ def lowrank(model: keras.Model, dataset: Dataset, config: LowRankConfig,
     config: how ranks are chosen, which layers, fine-tuning settings.
     teacher: if given (a tfopt.distill.Teacher or a Keras model), fine-tune
       by distillation from it.
+    train, validate: fine-tune with train(model, epochs, callbacks) and
+      score with validate(model) instead of on `dataset` (a task's).
 
   Raises:
     LowRankError: a bad layer or rank, or no layer would get fewer parameters.
   """
   factorized, table = factorize(model, config)
-  before = train.accuracy(factorized, dataset.x_val, dataset.y_val)
+  validate = validate or (lambda current: training.accuracy(current, dataset.x_val,
+                                                            dataset.y_val))
+  before = validate(factorized)
   if config.finetune_epochs:
-    fine_tune(factorized, dataset, config.finetune_epochs, config.batch_size,
-              config.learning_rate, teacher=teacher, verbose=verbose)
-  after = train.accuracy(factorized, dataset.x_val, dataset.y_val)
+    train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                                 verbose)
+    train(factorized, config.finetune_epochs)
+  after = validate(factorized)
   return LowRankResult(factorized, table, before, after)

@@ -20,7 +20,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper im
 from tfopt._keras import clone_model, get_layer, keras, require_keras2_model
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule", "reached",
@@ -163,9 +163,10 @@ def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsi
   return table
 
 
-def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
+def prune(model: keras.Model, dataset: Optional[Dataset], config: PruneConfig,
           teacher: Optional[Teacher] = None, verbose: int = 2,
-          layer_targets: Optional[Dict[str, float]] = None) -> PruneResult:
+          layer_targets: Optional[Dict[str, float]] = None,
+          train=None, steps_per_epoch: Optional[int] = None) -> PruneResult:
   """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
 
   Args:
@@ -179,6 +180,9 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
     layer_targets: {layer name: sparsity} to prune each named layer to its
       own target instead of config.target_sparsity everywhere (e.g. from
       tfopt.sweep.choose_sparsities); layers at 0 or absent stay dense.
+    train, steps_per_epoch: fine-tune with train(model, epochs, callbacks)
+      instead of on `dataset` (a task's data and loss; see distill.trainer_for),
+      steps_per_epoch batches an epoch.
 
   Returns:
     A PruneResult with the stripped model and its per-layer sparsity.
@@ -193,7 +197,8 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
         f"Model {model.name!r} has no trainable weights (trainable=False), so "
         "pruning could not fine-tune it and accuracy would collapse; set "
         "model.trainable = True first.")
-  total_steps = config.epochs * math.ceil(len(dataset.x_train) / config.batch_size)
+  total_steps = config.epochs * (steps_per_epoch or math.ceil(len(dataset.x_train)
+                                                              / config.batch_size))
   schedules = None
   if layer_targets is not None:
     for name in layer_targets:
@@ -204,9 +209,9 @@ def prune(model: keras.Model, dataset: Dataset, config: PruneConfig,
     if not schedules:
       raise PruningError("Every layer target is 0: nothing to prune.")
   pruned = apply_pruning(model, pruning_schedule(config, total_steps), schedules)
-  fine_tune(pruned, dataset, config.epochs, config.batch_size,
-            config.learning_rate, teacher=teacher,
-            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()], verbose=verbose)
+  train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                               verbose)
+  train(pruned, config.epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)
   table = measure_sparsity(stripped, weight_names)

@@ -25,7 +25,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit i
 from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import QAT_SCHEMES, QatConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 
 __all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",
@@ -175,7 +175,7 @@ def quantize_scope():
 
 def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
         scheme: Optional[str] = None, teacher: Optional[Teacher] = None,
-        verbose: int = 2) -> QatResult:
+        verbose: int = 2, train=None) -> QatResult:
   """Fine-tunes a quantization-aware copy of `model` with `scheme`.
 
   Args:
@@ -187,6 +187,8 @@ def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
       "auto" means plain qat (the pipeline picks from the run's history).
     teacher: if given (a tfopt.distill.Teacher or a Keras model), fine-tune
       by distillation from it.
+    train: fine-tune with train(model, epochs, callbacks) instead of on
+      `dataset` (see distill.trainer_for).
 
   Returns:
     A QatResult whose model converts to an int8 .tflite with its learned
@@ -195,8 +197,9 @@ def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
   if scheme is None:
     scheme = "qat" if config.scheme == "auto" else config.scheme
   quantized = apply_qat(model, scheme)
-  fine_tune(quantized, dataset, config.epochs, config.batch_size,
-            config.learning_rate, teacher=teacher, verbose=verbose)
+  train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                               verbose)
+  train(quantized, config.epochs)
   if scheme in ("cqat", "pcqat"):
     # Drops tfmot's centroid / index variables, keeping the clustered kernels
     # and the quantize wrappers whose ranges the converter needs.

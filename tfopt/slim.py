@@ -34,7 +34,7 @@ import numpy as np
 from tfopt._keras import get_layer, kernel_of, keras, predict_top1, require_keras2_model
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.channel_groups import ChannelGroup, channel_groups
 from tfopt.channels import (ZERO_PRESERVING, SlimError, following_bn, functional_model,
                             is_conv, is_transpose, layer_graph, layers, remove_channels,
@@ -340,15 +340,13 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
     SlimError: nothing can be slimmed, or a named layer cannot be.
   """
   teacher = teacher if config.use_teacher else None
-  train = dict(batch_size=config.batch_size, learning_rate=config.learning_rate,
-               teacher=teacher, verbose=verbose)
-  return slim_with(model, config,
-                   lambda current, epochs: fine_tune(current, dataset, epochs, **train),
+  return slim_with(model, config, trainer_for(dataset, config.batch_size,
+                                              config.learning_rate, teacher, verbose),
                    lambda current: _val_accuracy(current, dataset))
 
 
 def slim_with(model: keras.Model, config: SlimConfig,
-              train: Callable[[keras.Model, int], object],
+              train: Callable[..., object],
               validate: Callable[[keras.Model], float]) -> SlimResult:
   """slim's schedule with any training: `train(model, epochs)` fits a model in
   place (sparsity training and each fine-tuning), `validate(model)` gives each

@@ -223,17 +223,20 @@ def _keyed_targets(y_spec, outputs, split: str) -> Callable:
 
 
 def _check_target(target, output: Output, split: str, y_spec, outputs):
+  """A target fits its output when the shapes agree, or as sparse class
+  indices: the output's shape without its last axis (or with it as 1)."""
   if not isinstance(target, tf.TensorSpec) or target.shape.rank is None:
     return
   given, wanted = tuple(target.shape[1:]), output.shape
-  sparse = len(given) == len(wanted) - 1 or (len(given) == len(wanted) and given[-1:] == (1,))
-  if len(given) == len(wanted) and not sparse:
-    if any(a is not None and b is not None and a != b for a, b in zip(given, wanted)):
-      raise TaskError(_structure_error(split, y_spec, outputs,
-                                       f"output {output.name!r} and its target disagree"))
-  elif not sparse:
+  if not (_compatible(given, wanted) or _compatible(given, wanted[:-1])
+          or _compatible(given, wanted[:-1] + (1,))):
     raise TaskError(_structure_error(split, y_spec, outputs,
                                      f"output {output.name!r} and its target disagree"))
+
+
+def _compatible(given, wanted) -> bool:
+  return len(given) == len(wanted) and all(
+      a is None or b is None or a == b for a, b in zip(given, wanted))
 
 
 def _structure_error(split: str, y_spec, outputs, what: str) -> str:

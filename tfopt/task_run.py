@@ -25,19 +25,20 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt import (artifacts, convert, deploy, model_io, preflight, progress, prune, slim,
-                   task_measure)
+from tfopt import (artifacts, cluster, convert, deploy, lowrank, model_io, preflight,
+                   progress, prune, qat, slim, task_measure)
 from tfopt._keras import keras
-from tfopt.config import PruneConfig, SlimConfig
+from tfopt.config import ClusterConfig, LowRankConfig, PruneConfig, QatConfig, SlimConfig
 from tfopt.keras3 import rebuild_in_keras2
 from tfopt.macs import total_macs
 from tfopt.report import machine_info, versions
 from tfopt.task import Task, TaskError, make_task
 from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses, student_of
 
-__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "TaskReport", "compress"]
+__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "TaskReport", "compress", "prepare",
+           "Prepared"]
 
-TASK_STAGES = ("distill", "slim", "prune")
+TASK_STAGES = ("distill", "lowrank", "slim", "prune", "cluster", "qat")
 # Each stage's settings for a task, over its config's own defaults: a user's
 # trained model is fine-tuned gently (the batch size is the task data's own).
 TASK_DEFAULTS = {
@@ -45,9 +46,13 @@ TASK_DEFAULTS = {
     "slim": {"rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
              "learning_rate": 5e-4, "use_teacher": False},
     "distill": {},
+    "lowrank": {"finetune_epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
+    "cluster": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
+    "qat": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
 }
 TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
-_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig}
+_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
+            "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
 REPORT_FILES = ("task_report.json", "task_report.md")
 
@@ -102,6 +107,50 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     TfoptError: bad input, before any training and with nothing written.
   """
   started = time.perf_counter()
+  with _reading_errors():
+    ready = prepare(model, train, test, val, loss, metrics, score, score_name,
+                    higher_is_better, distill_loss, stages, settings, quant_modes,
+                    batch_size, allow_unsafe_model)
+  task, configs = ready.task, ready.configs
+  progress.log(f"task: {len(task.outputs)} output(s): "
+               + ", ".join(output.describe for output in task.outputs))
+  preflight.check_output_dir(output_dir)
+  preflight.make_output_dir(output_dir)
+  with preflight.output_dir_lock(output_dir), _reading_errors():
+    preflight.remove_half_written(output_dir)
+    run = _TaskRun(task, output_dir, quant_modes, calibration_count, num_threads)
+    run.teacher = _Teacher(ready.model, ready.teacher_losses, configs["distill"])
+    run.seed = seed
+    keras.utils.set_random_seed(seed)
+    run.add("baseline", ready.model, {"source": _source(model)})
+    current = ready.model
+    for stage in stages:
+      keras.utils.set_random_seed(seed)
+      current = getattr(run, stage)(current, configs[stage])
+    run.seconds["total"] = time.perf_counter() - started
+    return run.finish()
+
+
+@dataclasses.dataclass
+class Prepared:
+  """A task run's inputs, checked: the tf_keras model, the task, each stage's
+  config, and the distillation loss per output."""
+  model: object
+  task: Task
+  configs: dict
+  teacher_losses: list
+
+
+def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
+            score_name=None, higher_is_better=True, distill_loss=None,
+            stages: Sequence[str] = ("prune",), settings: Optional[dict] = None,
+            quant_modes: Sequence[str] = ("float32", "int8"), batch_size: int = 32,
+            allow_unsafe_model: bool = False) -> Prepared:
+  """Everything compress checks before it writes or trains (see compress).
+
+  Raises:
+    TfoptError: what is wrong, and what to do.
+  """
   configs = _stage_configs(stages, settings or {})
   _check_modes(quant_modes)
   keras_model, original, compiled = _loaded(model, allow_unsafe_model)
@@ -111,24 +160,8 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
     model_io.outputs_match(original, keras_model, next(iter(task.test))[0].numpy())
   _preflight(keras_model, stages, configs)
-  progress.log(f"task: {len(task.outputs)} output(s): "
-               + ", ".join(output.describe for output in task.outputs))
-  preflight.check_output_dir(output_dir)
-  preflight.make_output_dir(output_dir)
-  with preflight.output_dir_lock(output_dir), _reading_errors():
-    preflight.remove_half_written(output_dir)
-    run = _TaskRun(task, output_dir, quant_modes, calibration_count, num_threads)
-    run.teacher = _Teacher(keras_model, distill_losses(
-        task, keras_model, configs["distill"].temperature, distill_loss), configs["distill"])
-    run.seed = seed
-    keras.utils.set_random_seed(seed)
-    run.add("baseline", keras_model, {"source": _source(model)})
-    current = keras_model
-    for stage in stages:
-      keras.utils.set_random_seed(seed)
-      current = getattr(run, stage)(current, configs[stage])
-    run.seconds["total"] = time.perf_counter() - started
-    return run.finish()
+  return Prepared(keras_model, task, configs, distill_losses(
+      task, keras_model, configs["distill"].temperature, distill_loss))
 
 
 @contextlib.contextmanager
@@ -150,6 +183,9 @@ def _stage_configs(stages, settings: dict) -> dict:
     raise TaskError(f"Stages {unknown} do not take a task yet; a task runs "
                     f"{', '.join(TASK_STAGES)} (classifiers from tfopt's loaders run "
                     "every stage: tfopt compress --help).")
+  if "qat" in stages and list(stages).index("qat") != len(stages) - 1:
+    raise TaskError("qat must be the last stage: its model carries fake-quant wrappers "
+                    "that the other stages cannot train through.")
   extra = [name for name in settings if name not in TASK_STAGES]
   if extra:
     raise TaskError(f"settings names {extra}, which are not task stages "
@@ -174,6 +210,19 @@ def _check_modes(quant_modes):
 
 def _preflight(model, stages, configs):
   """What each stage can check on the model before any training."""
+  if "qat" in stages:
+    if configs["qat"].bits != 8:
+      raise TaskError("qat: a task trains 8-bit QAT only (bits=8); 4-bit QAT runs on "
+                      "classifiers from tfopt's loaders.")
+    if "lowrank" in stages:
+      raise TaskError("qat cannot follow lowrank: tfmot has no quantize config for its "
+                      "factorized layers; leave one of them out.")
+    qat.apply_qat(model, "qat")  # raises, naming a layer tfmot cannot quantize
+  if "lowrank" in stages:
+    lowrank.factorize(model, configs["lowrank"])  # raises on a bad layer or rank
+  if "cluster" in stages:
+    cluster.check_layers(model, configs["cluster"].number_of_clusters,
+                         configs["cluster"].layers, configs["cluster"].layer_clusters)
   if "slim" in stages:
     groups, skipped = slim.slimmable_groups(model, configs["slim"].criterion,
                                             configs["slim"].layers)
@@ -256,13 +305,14 @@ class _TaskRun:
     self.applied.append(suffix)
     return "_".join(self.applied)
 
-  def add(self, name: str, model, record: dict, final: bool = True):
-    """Saves `model`, converts it in every mode, measures it and its files;
-    `final`: it is the chain's newest model (not a control beside it)."""
+  def add(self, name: str, model, record: dict, final: bool = True,
+          extension: str = ".keras", modes: Optional[Sequence[str]] = None):
+    """Saves `model`, converts it in every mode (or `modes`), measures it and
+    its files; `final`: it is the chain's newest model (not a control beside it)."""
     started = time.perf_counter()
-    self._save(name, f"{name}.keras", lambda path: artifacts.save_keras_atomic(model, path))
+    self._save(name, f"{name}{extension}", lambda path: artifacts.save_keras_atomic(model, path))
     files = {}
-    for mode in self.modes:
+    for mode in modes or self.modes:
       content = convert.to_tflite(model, mode, self.calibration, len(self.calibration))
       files[f"{name} {mode}"] = self._save(
           name, f"{name}_{mode}.tflite",
@@ -281,22 +331,15 @@ class _TaskRun:
     """tfmot magnitude pruning while fine-tuning on the task (unstructured:
     the file keeps its shape; its zeros show in gzip bytes)."""
     started = time.perf_counter()
-    steps = _steps_per_epoch(self.task.train) * config.epochs
-    wrapped = prune.apply_pruning(model, prune.pruning_schedule(config, steps))
     progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
-                 f"{config.epochs} epoch(s) ({steps} steps) with the task's loss")
-    history = self._fit(wrapped, config.epochs, config.learning_rate,
-                        [prune.tfmot.sparsity.keras.UpdatePruningStep()], config.use_teacher)
-    names = prune._pruned_weight_names(wrapped)  # pylint: disable=protected-access
-    stripped = prune.strip_pruning(wrapped)
-    table = prune.measure_sparsity(stripped, names)
-    zeros, total = sum(entry.zeros for entry in table), sum(entry.size for entry in table)
-    self.add(self.name("pruned"), stripped, {
+                 f"{config.epochs} epoch(s) with the task's loss")
+    result = prune.prune(model, None, config, train=self._trainer(config),
+                         steps_per_epoch=_steps_per_epoch(self.task.train))
+    self.add(self.name("pruned"), result.model, {
         "target_sparsity": config.target_sparsity, "epochs": config.epochs,
-        "pruned_weights": total, "sparsity": zeros / max(1, total),
-        "train_loss": [float(value) for value in history.history.get("loss", [])],
-        "fine_tune_seconds": time.perf_counter() - started})
-    return stripped
+        "pruned_weights": sum(entry.size for entry in result.layers),
+        "sparsity": result.overall_sparsity, "seconds": time.perf_counter() - started})
+    return result.model
 
   def slim(self, model, config: SlimConfig):
     """Network slimming: whole channels removed by dependency group (through
@@ -305,10 +348,7 @@ class _TaskRun:
     started = time.perf_counter()
     progress.log(f"slim: removing {config.rate:.0%} of the channels in "
                  f"{config.prune_count} step(s), {config.finetune_epochs} epoch(s) each")
-    result = slim.slim_with(
-        model, config, lambda current, epochs: self._fit(
-            current, epochs, config.learning_rate, teacher=config.use_teacher),
-        self._validation_loss)
+    result = slim.slim_with(model, config, self._trainer(config), self._validation_loss)
     self.add(self.name("slimmed"), result.model, {
         "rate": config.rate, "criterion": config.criterion,
         "removed_channels": result.removed_fraction,
@@ -316,8 +356,57 @@ class _TaskRun:
         "macs": [int(total_macs(model))] + [step.macs for step in result.steps],
         "validation_loss": [step.val_accuracy for step in result.steps],
         "groups": result.groups, "skipped": result.skipped,
-        "fine_tune_seconds": time.perf_counter() - started})
+        "seconds": time.perf_counter() - started})
     return result.model
+
+  def cluster(self, model, config: ClusterConfig):
+    """tfmot weight clustering (a pruned model keeps its zeros), fine-tuned."""
+    started = time.perf_counter()
+    preserve = ("pruned" in self.applied if config.preserve_sparsity is None
+                else config.preserve_sparsity)
+    progress.log(f"cluster: {config.number_of_clusters} shared values per kernel, "
+                 f"{config.epochs} epoch(s)")
+    result = cluster.cluster(model, None, config, preserve_sparsity=preserve,
+                             train=self._trainer(config))
+    self.add(self.name("clustered"), result.model, {
+        "clusters": config.number_of_clusters, "preserve_sparsity": preserve,
+        "kernels": {entry.layer: [entry.clusters, entry.distinct] for entry in result.kernels},
+        "seconds": time.perf_counter() - started})
+    return result.model
+
+  def qat(self, model, config: QatConfig):
+    """Quantization-aware training (PQAT / CQAT / PCQAT after prune and
+    cluster, so their zeros and shared values survive); int8 files only."""
+    started = time.perf_counter()
+    scheme = (qat.choose_scheme("pruned" in self.applied, "clustered" in self.applied)
+              if config.scheme == "auto" else config.scheme)
+    progress.log(f"qat: {scheme}, {config.epochs} epoch(s)")
+    result = qat.qat(model, None, config, scheme, train=self._trainer(config))
+    self.add(self.name("qat"), result.model, {
+        "scheme": scheme, "epochs": config.epochs, "seconds": time.perf_counter() - started},
+        extension=".h5", modes=("int8",))
+    return result.model
+
+  def lowrank(self, model, config: LowRankConfig):
+    """Truncated SVD of the chosen Dense / conv kernels, fine-tuned."""
+    started = time.perf_counter()
+    progress.log(f"lowrank: factorizing {', '.join(config.layers or ['by rank'])}")
+    result = lowrank.lowrank(model, None, config, train=self._trainer(config),
+                             validate=self._validation_loss)
+    self.add(self.name("factorized"), result.model, {
+        "layers": {entry.layer: entry.rank for entry in result.layers},
+        "validation_loss_before_finetune": result.val_accuracy_before_finetune,
+        "validation_loss_after_finetune": result.val_accuracy_after_finetune,
+        "seconds": time.perf_counter() - started})
+    return result.model
+
+  def _trainer(self, config):
+    """train(model, epochs, callbacks=()) for a technique: the task's data and
+    loss at the stage's learning rate, distilled from the baseline with use_teacher."""
+    def train(model, epochs, callbacks=()):
+      return self._fit(model, epochs, config.learning_rate, callbacks,
+                       teacher=config.use_teacher)
+    return train
 
   def distill(self, model, config: TaskDistillConfig):
     """A student `config.width` as wide, fresh, distilled from `model`; with
