@@ -32,3 +32,15 @@ def test_student_macs_and_low_rank_layers():
   assert after["fc"] == 16 * (3136 + 128) < before["fc"] == 3136 * 128
   assert after["block2b_conv"] == (14 * 14 * 20 * 3 * 64) + (14 * 14 * 64 * 3 * 20)
   assert after["block1a_conv"] == before["block1a_conv"]
+
+
+def test_transposed_separable_and_1d_convs_are_counted():
+  inputs = keras.Input((8, 8, 4))
+  up = keras.layers.Conv2DTranspose(6, 2, strides=2, name="up")(inputs)      # 8x8 in, 16x16 out
+  separable = keras.layers.SeparableConv2D(5, 3, padding="same", name="sep")(up)
+  sequence = keras.layers.Reshape((256, 5))(separable)
+  conv1d = keras.layers.Conv1D(3, 4, name="conv1d")(sequence)                # 253 positions
+  table = {entry.layer: entry.macs for entry in count_macs(keras.Model(inputs, conv1d))}
+  assert table["up"] == 8 * 8 * 4 * 2 * 2 * 6  # each input position scatters a 2x2 window
+  assert table["sep"] == 16 * 16 * 6 * (3 * 3 + 5)  # depthwise, then pointwise
+  assert table["conv1d"] == 253 * 3 * 4 * 5

@@ -32,12 +32,26 @@ def _spatial(shape) -> int:
   return int(np.prod([int(size) for size in shape[1:-1]], dtype=np.int64))
 
 
+_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
+          keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D,
+          keras.layers.SeparableConv2D)
+_TRANSPOSED = (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+               keras.layers.Conv3DTranspose)
+
+
 def _conv_macs(layer, input_shape, output_shape) -> int:
-  height, width = layer.kernel_size
+  """A convolution's MACs for one example: 1-, 2- or 3-D, depthwise, separable
+  (depthwise then pointwise) or transposed (each input position scatters)."""
+  window = int(np.prod(layer.kernel_size))
   channels_in = int(input_shape[-1])
   if isinstance(layer, keras.layers.DepthwiseConv2D):
-    return _spatial(output_shape) * int(output_shape[-1]) * height * width
-  per_output = height * width * channels_in // getattr(layer, "groups", 1)
+    return _spatial(output_shape) * int(output_shape[-1]) * window
+  if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+    depthwise = channels_in * layer.depth_multiplier
+    return _spatial(output_shape) * depthwise * (window + int(output_shape[-1]))
+  if isinstance(layer, _TRANSPOSED):
+    return _spatial(input_shape) * channels_in * window * int(output_shape[-1])
+  per_output = window * channels_in // getattr(layer, "groups", 1)
   return _spatial(output_shape) * int(output_shape[-1]) * per_output
 
 
@@ -49,7 +63,7 @@ def layer_macs(layer, input_shape, output_shape) -> int:
     middle = layer.vertical.compute_output_shape(input_shape)
     return (_conv_macs(layer.vertical, input_shape, middle)
             + _conv_macs(layer.horizontal, middle, output_shape))
-  if isinstance(layer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)):
+  if isinstance(layer, _CONVS):
     return _conv_macs(layer, input_shape, output_shape)
   positions = max(1, _spatial(output_shape))
   if isinstance(layer, LowRankDense):

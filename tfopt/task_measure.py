@@ -42,6 +42,7 @@ class Measured:
   gzip_bytes: Optional[int] = None
   latency_us: Optional[float] = None
   examples: int = 0
+  macs: Optional[int] = None  # of the Keras model, per example
 
 
 def is_class_scores(task: Task, output: str) -> bool:

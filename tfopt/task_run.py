@@ -319,7 +319,9 @@ class _TaskRun:
           lambda path, content=content: artifacts.write_bytes_atomic(path, content))
     rows = task_measure.measure(model, self.task, files, f"{name} Keras",
                                 self.num_threads)
+    macs = _macs(model)
     for row in rows:
+      row.macs = macs
       progress.log(f"{name}: {row.name}: " + _row_text(row, self.task.score_name))
     self.rows += rows
     self.stages[name] = record
@@ -522,6 +524,14 @@ def _as_keras_targets(dataset, task: Task):
   return dataset.map(ordered)
 
 
+def _macs(model) -> Optional[int]:
+  """MACs per example, of the layers tfopt counts (convs, dense); None if unknown."""
+  try:
+    return int(total_macs(model))
+  except (AttributeError, TypeError, ValueError):  # a layer whose shapes are not static
+    return None
+
+
 def _optimizer(learning_rate: float, steps: int):
   """Adam, its rate decaying to zero along a cosine over the fit."""
   return keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate,
@@ -563,18 +573,21 @@ def render_markdown(report: TaskReport) -> str:
   """report.md of a task run: one table of every row, one of fidelity."""
   keys = list(report.rows[0].metrics)
   score = [report.score_name] if report.score_name else []
-  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)"] + keys + score
+  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)", "MACs"] + keys + score
   lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
   for row in report.rows:
     cells = [row.name, _kib(row.size_bytes), _kib(row.gzip_bytes),
-             f"{row.latency_us:.0f}" if row.latency_us else "-"]
+             f"{row.latency_us:.0f}" if row.latency_us else "-",
+             f"{row.macs:,}" if row.macs else "-"]
     cells += [f"{row.metrics[key]:.4f}" for key in keys]
     cells += [f"{row.score:.4f}"] if report.score_name else []
     lines.append("| " + " | ".join(cells) + " |")
   direction = "higher" if report.higher_is_better else "lower"
   if report.score_name:
     lines += ["", f"{report.score_name}: {direction} is better, on the whole test set."]
+  lines += ["", "## Stages", ""] + [f"- {name}: " + _record_text(record)
+                                    for name, record in report.stages.items()]
   lines += ["", "## Each file's fidelity to its Keras model (test data)", "",
             "| file | output | cosine | SNR (dB) | top-1 agreement |", "|---|---|---|---|---|"]
   for row in report.rows:
@@ -582,6 +595,21 @@ def render_markdown(report: TaskReport) -> str:
       lines.append(f"| {row.name} | {item.output} | {item.cosine} | {item.snr_db} | "
                    + ("-" if item.agreement is None else f"{item.agreement:.2%}") + " |")
   return "\n".join(lines) + "\n"
+
+
+def _record_text(record: dict) -> str:
+  """A stage's record on one line: its numbers and short lists, not its tables."""
+  shown = []
+  for key, value in record.items():
+    if isinstance(value, float):
+      shown.append(f"{key} {value:.4g}")
+    elif isinstance(value, (int, str, bool)):
+      shown.append(f"{key} {value}")
+    elif isinstance(value, list) and len(value) <= 6 and all(
+        isinstance(item, (int, float)) for item in value):
+      shown.append(f"{key} " + " -> ".join(f"{item:,.4g}" if isinstance(item, float)
+                                           else f"{item:,}" for item in value))
+  return ", ".join(shown)
 
 
 def _kib(size: Optional[int]) -> str:
