@@ -346,3 +346,18 @@ def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
     with pytest.raises(TaskError, match=message):
       task_run.compress(model, train=data, test=data, stages=stages,
                         output_dir=str(tmp_path / "other"))
+
+
+def test_a_keras2_model_object_with_a_nested_backbone_is_taken(tmp_path):
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  inner_in = keras.Input((8, 8, 1))
+  backbone = keras.Model(inner_in, keras.layers.Conv2D(4, 3, padding="same")(inner_in),
+                         name="backbone")
+  inputs = keras.Input((8, 8, 1))
+  features = keras.layers.GlobalAveragePooling2D()(backbone(inputs))
+  model = keras.Model(inputs, keras.layers.Dense(2)(features))
+  x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32")
+  prepared = task_run.prepare(model, train=(x, np.zeros((16, 2), "float32")),
+                              test=(x, np.zeros((16, 2), "float32")), loss="mse",
+                              stages=["slim"], settings={"slim": {"criterion": "l1"}})
+  assert not any(isinstance(layer, keras.Model) for layer in prepared.model.layers)

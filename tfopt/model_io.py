@@ -31,7 +31,7 @@ from tfopt.errors import ModelLoadError
 from tfopt.keras3 import CARRIED_LAYERS, rebuild_in_keras2
 
 __all__ = ["ModelLoadError", "LoadedModel", "saved_keras_version", "read_model",
-           "load_model", "rebuild_in_keras2", "outputs_match", "input_range_of",
+           "load_model", "flattened", "rebuild_in_keras2", "outputs_match", "input_range_of",
            "image_input_shape", "logits_model", "CARRIED_LAYERS"]
 
 @dataclasses.dataclass
@@ -141,14 +141,14 @@ def read_model(path: str, allow_unsafe: bool = False) -> LoadedModel:
   if not os.path.exists(path):
     raise ModelLoadError(f"Model {path!r} does not exist.")
   if os.path.isdir(path):
-    return _flattened(_keras_model(path, lambda: _read_saved_model(path, allow_unsafe)),
+    return flattened(_keras_model(path, lambda: _read_saved_model(path, allow_unsafe)),
                       "Keras 2 SavedModel")
   version = saved_keras_version(path)
   kind = os.path.splitext(path)[1]
   if version == "2":
     kwargs = {} if path.endswith(".h5") else {"safe_mode": not allow_unsafe}
     _check_keras2_config(path, allow_unsafe)
-    return _flattened(_keras_model(path, lambda: keras.models.load_model(
+    return flattened(_keras_model(path, lambda: keras.models.load_model(
         path, compile=False, **kwargs)), f"Keras 2 {kind}")
   import keras as keras3  # pylint: disable=g-import-not-at-top
   original = _keras_model(path, lambda: keras3.saving.load_model(
@@ -189,7 +189,7 @@ def _keras_model(path: str, load) -> "keras.Model":
   return model
 
 
-def _flattened(model: keras.Model, source: str) -> LoadedModel:
+def flattened(model: keras.Model, source: str) -> LoadedModel:
   """A Keras 2 model as it is, or with its nested models spliced in."""
   if not keras2_flatten.has_nested_models(model):
     return LoadedModel(model, source)

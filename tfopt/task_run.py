@@ -240,8 +240,9 @@ def _loaded(model, allow_unsafe: bool):
   if _is_keras3(model):
     config = (model.get_compile_config() or {}) if model.compiled else {}
     return rebuild_in_keras2(model), model, (config.get("loss"), config.get("metrics"))
-  if isinstance(model, keras.Model):
-    return model, None, (getattr(model, "loss", None), None)
+  if isinstance(model, keras.Model):  # tf_keras; nested models spliced in
+    loaded = model_io.flattened(model, "a Keras 2 model object")
+    return loaded.model, loaded.original, (getattr(model, "loss", None), None)
   raise TaskError(f"model is a {type(model).__name__}; give a Keras model or the path "
                   "of a .keras / .h5 file.")
 
