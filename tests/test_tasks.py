@@ -145,10 +145,12 @@ def test_numpy_tuples_a_py_dataset_and_the_compiled_loss_are_taken(tmp_path):
   model.fit(x, np.eye(3)[labels], epochs=40, verbose=0)
   report = task_run.compress(model, train=Digits(x[:96], labels[:96], 16),
                              test=(x[96:], np.eye(3, dtype="float32")[labels[96:]]),
-                             stages=[], output_dir=str(tmp_path / "run"))
-  keras_row, _, int8_row = report.rows
+                             stages=[], quant_modes=("float32", "int8", "int4"),
+                             output_dir=str(tmp_path / "run"))
+  keras_row, _, int8_row, int4_row = report.rows
   assert keras_row.metrics["accuracy"] > 0.8  # "accuracy" on one-hot targets
   assert int8_row.fidelity[0].agreement > 0.9  # class scores: top-1 agreement
+  assert int4_row.name == "baseline int4" and int4_row.fidelity[0].cosine > 0.9
   assert report.outputs[0]["meaning"] == "class scores"
 
 

@@ -53,7 +53,7 @@ TASK_DEFAULTS = {
 TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
 _CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
             "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
-TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8")
+TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4", "dynamic_int4")
 REPORT_FILES = ("task_report.json", "task_report.md")
 
 
