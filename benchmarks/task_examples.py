@@ -30,10 +30,11 @@ EXAMPLES = {
 }
 
 
-def run(name: str, out: str, stages: str) -> dict:
+def run(name: str, out: str, stages: str, train_epochs=None) -> dict:
   example = importlib.import_module(name)
   import example_tools  # pylint: disable=g-import-not-at-top
   epochs, learning_rate, finetune_epochs, headline = EXAMPLES[name]
+  epochs = train_epochs or epochs
   started = time.perf_counter()
   report = example_tools.main(example, name, epochs, learning_rate, [
       "--model", os.path.join(out, f"{name}.keras"), "--out", os.path.join(out, name),
@@ -68,11 +69,12 @@ def main():
   parser.add_argument("--out", default="bench_tasks")
   parser.add_argument("--examples", default=",".join(EXAMPLES))
   parser.add_argument("--stages", default="slim,prune")
+  parser.add_argument("--train_epochs", type=int, help="instead of each example's own")
   args = parser.parse_args()
   os.makedirs(args.out, exist_ok=True)
   results = []
   for name in args.examples.split(","):
-    results.append(run(name, args.out, args.stages))
+    results.append(run(name, args.out, args.stages, args.train_epochs))
     with open(os.path.join(args.out, "summary.json"), "w", encoding="utf-8") as stream:
       json.dump(results, stream, indent=2)
     with open(os.path.join(args.out, "summary.md"), "w", encoding="utf-8") as stream:
