@@ -181,3 +181,16 @@ def test_bundle_description_is_read_or_refused(content):
       measure._bundle_file(bundle)  # pylint: disable=protected-access
     except evaluate.TFLiteError as error:
       assert "model.json" in str(error)
+
+
+def test_npz_whose_array_header_holds_a_null_byte_is_refused(tmp_path):
+  """numpy parses a .npy header as a Python literal: a damaged one raised
+  tokenize.TokenError through tfopt (found by the fuzzing above)."""
+  buffer = io.BytesIO()
+  np.savez(buffer, x_train=np.zeros((20, 28, 28), np.uint8), y_train=np.zeros(20, np.uint8),
+           x_test=np.zeros((5, 28, 28), np.uint8), y_test=np.zeros(5, np.uint8))
+  content = buffer.getvalue().replace(b"(20, 28, 28)", b"(20, 28, 28\x00", 1)
+  path = tmp_path / "damaged.npz"
+  path.write_bytes(content)
+  with pytest.raises(data.DataError, match="truncated or corrupt"):
+    data._load_npz(str(path))  # pylint: disable=protected-access

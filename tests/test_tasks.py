@@ -258,7 +258,7 @@ def test_stage_settings_are_checked_by_their_config(tmp_path):
                       output_dir=str(tmp_path / "run"))
   with pytest.raises(TaskError, match=r"not task stages"):
     task_run.compress(small_classifier(), train=data, test=data, loss="mse",
-                      settings={"distill": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+                      settings={"binary": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()
 
 
@@ -319,8 +319,8 @@ def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
   x = rng.normal(size=(256, 16)).astype("float32")
   y = np.tanh(x[:, :4] @ rng.normal(size=(4, 8))).astype("float32")
   inputs = keras3.Input((16,))
-  hidden = keras3.layers.Dense(64, activation="relu")(inputs)
-  hidden = keras3.layers.Dense(64, activation="relu")(hidden)
+  hidden = keras3.layers.Dense(64, activation="relu", name="hidden_1")(inputs)
+  hidden = keras3.layers.Dense(64, activation="relu", name="hidden_2")(hidden)
   model = keras3.Model(inputs, keras3.layers.Dense(8, name="values")(hidden), name="mlp")
   model.compile(keras3.optimizers.Adam(0.01), loss="mse")
   model.fit(x, y, epochs=20, verbose=0)
@@ -340,9 +340,9 @@ def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
   assert final.fidelity[0].cosine > 0.99
   factorized = task_run.compress(
       model, train=data, test=data.take(2), stages=["lowrank"],
-      settings={"lowrank": {"finetune_epochs": 1, "layers": ("dense_1",)}},
+      settings={"lowrank": {"finetune_epochs": 1, "layers": ("hidden_2",)}},
       output_dir=str(tmp_path / "lowrank"))
-  assert factorized.stages["factorized"]["layers"]["dense_1"] < 64
+  assert factorized.stages["factorized"]["layers"]["hidden_2"] < 64
   for stages, message in ((["qat", "prune"], "qat must be the last stage"),
                           (["lowrank", "qat"], "qat cannot follow lowrank")):
     with pytest.raises(TaskError, match=message):

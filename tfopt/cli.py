@@ -349,7 +349,7 @@ _NOT_FOR_TASKS = ("recipe", "preset", "dataset", "data_dir", "labels_file", "ima
 
 def _run_task() -> int:
   """--model with --task: tfopt.task_run on the task file's data, loss, metrics."""
-  from tfopt import task_file, task_run  # pylint: disable=g-import-not-at-top
+  from tfopt import task_file, task_report, task_run  # pylint: disable=g-import-not-at-top
   given = [f"--{name}" for name in _NOT_FOR_TASKS if FLAGS[name].present]
   if given:
     raise ConfigError(f"{', '.join(given)} cannot go with --task: the task file gives "
@@ -364,7 +364,7 @@ def _run_task() -> int:
       output_dir=FLAGS.output_dir or f"runs/task-{stem}",
       batch_size=_given(FLAGS.batch_size, 32), num_threads=_given(FLAGS.num_threads, 1),
       seed=FLAGS.seed, allow_unsafe_model=FLAGS.allow_unsafe_model, **settings)
-  print(task_run.render_markdown(result))
+  print(task_report.render_markdown(result))
   return 0
 
 

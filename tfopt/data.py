@@ -14,6 +14,7 @@ import dataclasses
 import gzip
 import os
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import Optional, Tuple
@@ -159,7 +160,8 @@ def _load_npz(path: str) -> dict:
       raise DataError(f"{path} holds pickled objects, which tfopt refuses to "
                       "load; save plain numeric arrays with np.savez.") from error
     raise _corrupt_npz(path, error) from error
-  except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as error:
+  except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, SyntaxError,
+          tokenize.TokenError) as error:  # numpy parses a damaged header as Python
     raise _corrupt_npz(path, error) from error
 
 

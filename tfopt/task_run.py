@@ -10,9 +10,11 @@ user's loss, metrics and score (tfopt.task_measure). Everything is checked
 before any training or file is written: the data against the model's
 outputs, the loss and metrics, the stages and modes.
 
-Stages a task takes so far: prune (magnitude pruning with tfmot, fine-tuned
-on the user's training data with the user's loss). The others are refused
-by name before any work.
+Stages (TASK_STAGES, in the order given, each compressing the model before
+it): distill, lowrank, slim, prune, cluster, qat, each the technique's own
+function trained on the task's data with its loss. The others are refused
+by name before any work. tfopt.task_model loads the model, tfopt.task_report
+writes the report.
 """
 
 import contextlib
@@ -20,7 +22,6 @@ import dataclasses
 import json
 import os
 import time
-import zipfile
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -29,13 +30,13 @@ from tfopt import (artifacts, cluster, convert, deploy, lowrank, model_io, prefl
                    progress, prune, qat, slim, task_measure)
 from tfopt._keras import keras
 from tfopt.config import ClusterConfig, LowRankConfig, PruneConfig, QatConfig, SlimConfig
-from tfopt.keras3 import rebuild_in_keras2
 from tfopt.macs import total_macs
-from tfopt.report import machine_info, versions
 from tfopt.task import Task, TaskError, make_task
+from tfopt.task_model import is_keras3, keras3_output_names, loaded, source_of
+from tfopt.task_report import TaskReport, render_markdown, row_text
 from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses, student_of
 
-__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "TaskReport", "compress", "prepare",
+__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "compress", "prepare",
            "Prepared"]
 
 TASK_STAGES = ("distill", "lowrank", "slim", "prune", "cluster", "qat")
@@ -55,27 +56,6 @@ _CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConf
             "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4", "dynamic_int4")
 REPORT_FILES = ("task_report.json", "task_report.md")
-
-
-@dataclasses.dataclass
-class TaskReport:
-  """What a task run measured: one row per Keras model and per file."""
-  rows: List[task_measure.Measured]
-  outputs: List[dict]
-  score_name: Optional[str]
-  higher_is_better: bool
-  stages: Dict[str, dict]
-  output_dir: str
-  seconds: Dict[str, float]
-
-  def row(self, name: str) -> task_measure.Measured:
-    return next(row for row in self.rows if row.name == name)
-
-  def to_json(self) -> dict:
-    return {"rows": [dataclasses.asdict(row) for row in self.rows], "outputs": self.outputs,
-            "score": {"name": self.score_name, "higher_is_better": self.higher_is_better},
-            "stages": self.stages, "seconds": self.seconds, "machine": machine_info(),
-            "versions": versions()}
 
 
 def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
@@ -122,7 +102,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     run.teacher = _Teacher(ready.model, ready.teacher_losses, configs["distill"])
     run.seed = seed
     keras.utils.set_random_seed(seed)
-    run.add("baseline", ready.model, {"source": _source(model)})
+    run.add("baseline", ready.model, {"source": source_of(model)})
     current = ready.model
     for stage in stages:
       keras.utils.set_random_seed(seed)
@@ -153,8 +133,8 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
   """
   configs = _stage_configs(stages, settings or {})
   _check_modes(quant_modes)
-  keras_model, original, compiled = _loaded(model, allow_unsafe_model)
-  names = _keras3_output_names(original) if _is_keras3(original) else None
+  keras_model, original, compiled = loaded(model, allow_unsafe_model)
+  names = keras3_output_names(original) if is_keras3(original) else None
   task = make_task(keras_model, train, test, val, loss, metrics, score, score_name,
                    higher_is_better, batch_size, names, compiled)
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
@@ -231,53 +211,6 @@ def _preflight(model, stages, configs):
           f"{name}: {why}" for name, why in list(skipped.items())[:5]))
 
 
-def _loaded(model, allow_unsafe: bool):
-  """(tf_keras model, the model it was rebuilt from or None, (compiled loss,
-  metrics))."""
-  if isinstance(model, (str, os.PathLike)):
-    loaded = model_io.read_model(os.fspath(model), allow_unsafe)
-    return loaded.model, loaded.original, _saved_compile(os.fspath(model))
-  if _is_keras3(model):
-    config = (model.get_compile_config() or {}) if model.compiled else {}
-    return rebuild_in_keras2(model), model, (config.get("loss"), config.get("metrics"))
-  if isinstance(model, keras.Model):  # tf_keras; nested models spliced in
-    loaded = model_io.flattened(model, "a Keras 2 model object")
-    return loaded.model, loaded.original, (getattr(model, "loss", None), None)
-  raise TaskError(f"model is a {type(model).__name__}; give a Keras model or the path "
-                  "of a .keras / .h5 file.")
-
-
-def _keras3_output_names(model) -> List[str]:
-  """The names a Keras 3 model's outputs are known by, in model.outputs' order:
-  the keys of a dict of outputs, else the output layers' names."""
-  structure = model.output
-  if not isinstance(structure, dict):
-    return list(model.output_names)
-  by_tensor = {id(tensor): key for key, tensor in structure.items()}
-  return [by_tensor[id(tensor)] for tensor in model.outputs]
-
-
-def _is_keras3(model) -> bool:
-  import keras as keras3  # pylint: disable=g-import-not-at-top
-  return isinstance(model, keras3.Model)
-
-
-def _saved_compile(path: str):
-  """(loss, metrics) a .keras file was compiled with, as saved; else Nones."""
-  try:
-    with zipfile.ZipFile(path) as archive:
-      config = json.loads(archive.read("config.json")).get("compile_config") or {}
-  except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-    return None, None
-  return config.get("loss"), config.get("metrics")
-
-
-def _source(model) -> str:
-  if isinstance(model, (str, os.PathLike)):
-    return os.fspath(model)
-  return f"a {'Keras 3' if _is_keras3(model) else 'Keras 2'} model object ({model.name})"
-
-
 @dataclasses.dataclass
 class _Teacher:
   """The model fine-tuning distills from (the baseline), with D_o per output."""
@@ -323,7 +256,7 @@ class _TaskRun:
     macs = _macs(model)
     for row in rows:
       row.macs = macs
-      progress.log(f"{name}: {row.name}: " + _row_text(row, self.task.score_name))
+      progress.log(f"{name}: {row.name}: " + row_text(row, self.task.score_name))
     self.rows += rows
     self.stages[name] = record
     self.seconds[name] = time.perf_counter() - started
@@ -559,59 +492,3 @@ def _outputs_json(task: Task) -> List[dict]:
           for output in task.outputs]
 
 
-def _row_text(row: task_measure.Measured, score_name: str) -> str:
-  parts = [f"{key} {value:.4g}" for key, value in row.metrics.items()]
-  if row.score is not None:
-    parts.append(f"{score_name} {row.score:.4f}")
-  if row.size_bytes:
-    parts.append(f"{row.size_bytes / 1024:.1f} KiB, {row.latency_us:.0f} us")
-  for fidelity in row.fidelity:
-    parts.append(f"{fidelity.output}: cosine {fidelity.cosine}, SNR {fidelity.snr_db} dB")
-  return ", ".join(parts)
-
-
-def render_markdown(report: TaskReport) -> str:
-  """report.md of a task run: one table of every row, one of fidelity."""
-  keys = list(report.rows[0].metrics)
-  score = [report.score_name] if report.score_name else []
-  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)", "MACs"] + keys + score
-  lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
-           "|" + "---|" * len(head)]
-  for row in report.rows:
-    cells = [row.name, _kib(row.size_bytes), _kib(row.gzip_bytes),
-             f"{row.latency_us:.0f}" if row.latency_us else "-",
-             f"{row.macs:,}" if row.macs else "-"]
-    cells += [f"{row.metrics[key]:.4f}" for key in keys]
-    cells += [f"{row.score:.4f}"] if report.score_name else []
-    lines.append("| " + " | ".join(cells) + " |")
-  direction = "higher" if report.higher_is_better else "lower"
-  if report.score_name:
-    lines += ["", f"{report.score_name}: {direction} is better, on the whole test set."]
-  lines += ["", "## Stages", ""] + [f"- {name}: " + _record_text(record)
-                                    for name, record in report.stages.items()]
-  lines += ["", "## Each file's fidelity to its Keras model (test data)", "",
-            "| file | output | cosine | SNR (dB) | top-1 agreement |", "|---|---|---|---|---|"]
-  for row in report.rows:
-    for item in row.fidelity:
-      lines.append(f"| {row.name} | {item.output} | {item.cosine} | {item.snr_db} | "
-                   + ("-" if item.agreement is None else f"{item.agreement:.2%}") + " |")
-  return "\n".join(lines) + "\n"
-
-
-def _record_text(record: dict) -> str:
-  """A stage's record on one line: its numbers and short lists, not its tables."""
-  shown = []
-  for key, value in record.items():
-    if isinstance(value, float):
-      shown.append(f"{key} {value:.4g}")
-    elif isinstance(value, (int, str, bool)):
-      shown.append(f"{key} {value}")
-    elif isinstance(value, list) and len(value) <= 6 and all(
-        isinstance(item, (int, float)) for item in value):
-      shown.append(f"{key} " + " -> ".join(f"{item:,.4g}" if isinstance(item, float)
-                                           else f"{item:,}" for item in value))
-  return ", ".join(shown)
-
-
-def _kib(size: Optional[int]) -> str:
-  return "-" if not size else f"{size / 1024:.1f}"

@@ -1,0 +1,63 @@
+"""The model a task run compresses: a Keras 3 or tf_keras object, or a file,
+as a tf_keras model, with what it was rebuilt from and how it was compiled."""
+
+import json
+import os
+import zipfile
+from typing import List
+
+from tfopt import model_io
+from tfopt._keras import keras
+from tfopt.keras3 import rebuild_in_keras2
+from tfopt.task import TaskError
+
+__all__ = ["loaded", "keras3_output_names", "is_keras3", "source_of"]
+
+
+def loaded(model, allow_unsafe: bool):
+  """(tf_keras model, the model it was rebuilt from or None, (compiled loss,
+  metrics))."""
+  if isinstance(model, (str, os.PathLike)):
+    loaded = model_io.read_model(os.fspath(model), allow_unsafe)
+    return loaded.model, loaded.original, saved_compile(os.fspath(model))
+  if is_keras3(model):
+    config = (model.get_compile_config() or {}) if model.compiled else {}
+    return rebuild_in_keras2(model), model, (config.get("loss"), config.get("metrics"))
+  if isinstance(model, keras.Model):  # tf_keras; nested models spliced in
+    loaded = model_io.flattened(model, "a Keras 2 model object")
+    return loaded.model, loaded.original, (getattr(model, "loss", None), None)
+  raise TaskError(f"model is a {type(model).__name__}; give a Keras model or the path "
+                  "of a .keras / .h5 file.")
+
+
+def keras3_output_names(model) -> List[str]:
+  """The names a Keras 3 model's outputs are known by, in model.outputs' order:
+  the keys of a dict of outputs, else the output layers' names."""
+  structure = model.output
+  if not isinstance(structure, dict):
+    return list(model.output_names)
+  by_tensor = {id(tensor): key for key, tensor in structure.items()}
+  return [by_tensor[id(tensor)] for tensor in model.outputs]
+
+
+def is_keras3(model) -> bool:
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  return isinstance(model, keras3.Model)
+
+
+def saved_compile(path: str):
+  """(loss, metrics) a .keras file was compiled with, as saved; else Nones."""
+  try:
+    with zipfile.ZipFile(path) as archive:
+      config = json.loads(archive.read("config.json")).get("compile_config") or {}
+  except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    return None, None
+  return config.get("loss"), config.get("metrics")
+
+
+def source_of(model) -> str:
+  if isinstance(model, (str, os.PathLike)):
+    return os.fspath(model)
+  return f"a {'Keras 3' if is_keras3(model) else 'Keras 2'} model object ({model.name})"
+
+

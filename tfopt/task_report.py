@@ -1,0 +1,89 @@
+"""A task run's report: every row (a Keras model or a file), the stages'
+records, and report.md's tables (see tfopt.task_run)."""
+
+import dataclasses
+from typing import Dict, List, Optional
+
+from tfopt import task_measure
+from tfopt.report import machine_info, versions
+
+__all__ = ["TaskReport", "render_markdown", "row_text"]
+
+
+@dataclasses.dataclass
+class TaskReport:
+  """What a task run measured: one row per Keras model and per file."""
+  rows: List[task_measure.Measured]
+  outputs: List[dict]
+  score_name: Optional[str]
+  higher_is_better: bool
+  stages: Dict[str, dict]
+  output_dir: str
+  seconds: Dict[str, float]
+
+  def row(self, name: str) -> task_measure.Measured:
+    return next(row for row in self.rows if row.name == name)
+
+  def to_json(self) -> dict:
+    return {"rows": [dataclasses.asdict(row) for row in self.rows], "outputs": self.outputs,
+            "score": {"name": self.score_name, "higher_is_better": self.higher_is_better},
+            "stages": self.stages, "seconds": self.seconds, "machine": machine_info(),
+            "versions": versions()}
+
+
+def row_text(row: task_measure.Measured, score_name: str) -> str:
+  parts = [f"{key} {value:.4g}" for key, value in row.metrics.items()]
+  if row.score is not None:
+    parts.append(f"{score_name} {row.score:.4f}")
+  if row.size_bytes:
+    parts.append(f"{row.size_bytes / 1024:.1f} KiB, {row.latency_us:.0f} us")
+  for fidelity in row.fidelity:
+    parts.append(f"{fidelity.output}: cosine {fidelity.cosine}, SNR {fidelity.snr_db} dB")
+  return ", ".join(parts)
+
+
+def render_markdown(report: TaskReport) -> str:
+  """report.md of a task run: one table of every row, one of fidelity."""
+  keys = list(report.rows[0].metrics)
+  score = [report.score_name] if report.score_name else []
+  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)", "MACs"] + keys + score
+  lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
+           "|" + "---|" * len(head)]
+  for row in report.rows:
+    cells = [row.name, _kib(row.size_bytes), _kib(row.gzip_bytes),
+             f"{row.latency_us:.0f}" if row.latency_us else "-",
+             f"{row.macs:,}" if row.macs else "-"]
+    cells += [f"{row.metrics[key]:.4f}" for key in keys]
+    cells += [f"{row.score:.4f}"] if report.score_name else []
+    lines.append("| " + " | ".join(cells) + " |")
+  direction = "higher" if report.higher_is_better else "lower"
+  if report.score_name:
+    lines += ["", f"{report.score_name}: {direction} is better, on the whole test set."]
+  lines += ["", "## Stages", ""] + [f"- {name}: " + _record_text(record)
+                                    for name, record in report.stages.items()]
+  lines += ["", "## Each file's fidelity to its Keras model (test data)", "",
+            "| file | output | cosine | SNR (dB) | top-1 agreement |", "|---|---|---|---|---|"]
+  for row in report.rows:
+    for item in row.fidelity:
+      lines.append(f"| {row.name} | {item.output} | {item.cosine} | {item.snr_db} | "
+                   + ("-" if item.agreement is None else f"{item.agreement:.2%}") + " |")
+  return "\n".join(lines) + "\n"
+
+
+def _record_text(record: dict) -> str:
+  """A stage's record on one line: its numbers and short lists, not its tables."""
+  shown = []
+  for key, value in record.items():
+    if isinstance(value, float):
+      shown.append(f"{key} {value:.4g}")
+    elif isinstance(value, (int, str, bool)):
+      shown.append(f"{key} {value}")
+    elif isinstance(value, list) and len(value) <= 6 and all(
+        isinstance(item, (int, float)) for item in value):
+      shown.append(f"{key} " + " -> ".join(f"{item:,.4g}" if isinstance(item, float)
+                                           else f"{item:,}" for item in value))
+  return ", ".join(shown)
+
+
+def _kib(size: Optional[int]) -> str:
+  return "-" if not size else f"{size / 1024:.1f}"
