@@ -39,7 +39,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["FidelityError", "OpFidelity", "FileRunner", "op_fidelity", "output_snr_db",
            "output_agreement", "layer_of", "comparable_ops", "worst_first", "dequantize",
-           "to_dtype", "float_ops"]
+           "to_dtype", "float_ops", "Sums"]
 
 # Ops that only move between number formats: nothing to compare them with.
 _FORMAT_OPS = ("QUANTIZE", "DEQUANTIZE")
@@ -164,7 +164,8 @@ def to_dtype(values: np.ndarray, detail: dict) -> np.ndarray:
 
 
 @dataclasses.dataclass
-class _Sums:
+class Sums:
+  """Running sums of a reference tensor and its quantized copy: SNR, cosine."""
   signal: float = 0.0
   noise: float = 0.0
   product: float = 0.0
@@ -216,8 +217,8 @@ def op_fidelity(float_file: bytes, quantized_file: bytes, images: np.ndarray,
   if not ops:
     raise FidelityError("The quantized file shares no tensor name with the float file: "
                         "give the float file it was converted from.")
-  sums = {output: _Sums() for _, _, output, _ in ops}
-  input_sums = {detail["index"]: _Sums() for detail in quantized.inputs}
+  sums = {output: Sums() for _, _, output, _ in ops}
+  input_sums = {detail["index"]: Sums() for detail in quantized.inputs}
   for start in range(0, len(images), batch_size):
     batch = np.asarray(images[start:start + batch_size], np.float32)
     reference.invoke([batch])
@@ -251,7 +252,7 @@ def comparable_ops(reference: FileRunner, quantized: FileRunner) -> list:
   return ops
 
 
-def _row(quantized: FileRunner, op: dict, output: int, sums: _Sums, snr: dict) -> OpFidelity:
+def _row(quantized: FileRunner, op: dict, output: int, sums: Sums, snr: dict) -> OpFidelity:
   own = snr.get(output)
   inputs = [snr[int(index)] for index in op["inputs"]
             if int(index) in snr and snr[int(index)] is not None]
@@ -299,7 +300,7 @@ def worst_first(rows: List[OpFidelity]) -> List[OpFidelity]:
 
 def output_snr_db(reference: Sequence[np.ndarray], values: Sequence[np.ndarray]) -> float:
   """SNR (dB) of a file's outputs against the reference outputs, all outputs pooled."""
-  sums = _Sums()
+  sums = Sums()
   for expected, got in zip(reference, values):
     sums.add(expected, got)
   return sums.snr_db() or 0.0

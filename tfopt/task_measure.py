@@ -61,7 +61,7 @@ class _Row:
     self.metrics = {output.name: [make() for make in task.metrics[output.name]]
                     for output in task.outputs}
     self.loss_sum, self.examples = 0.0, 0
-    self.sums = {output.name: int8_fidelity._Sums() for output in task.outputs}  # pylint: disable=protected-access
+    self.sums = {output.name: int8_fidelity.Sums() for output in task.outputs}
     self.agreeing = {output.name: 0 for output in task.outputs}
     self.kept = {"y": [], "out": []} if task.score is not None else None
 

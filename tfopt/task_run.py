@@ -228,6 +228,7 @@ class _TaskRun:
     self.num_threads = num_threads
     self.manifest = artifacts.Manifest(output_dir)
     self.calibration = _calibration_inputs(task, calibration_count)
+    self.steps_per_epoch = _steps_per_epoch(task.train)  # once: a stream is read to count
     self.rows: List[task_measure.Measured] = []
     self.stages: Dict[str, dict] = {}
     self.seconds: Dict[str, float] = {}
@@ -270,7 +271,7 @@ class _TaskRun:
     progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
                  f"{config.epochs} epoch(s) with the task's loss")
     result = prune.prune(model, None, config, train=self._trainer(config),
-                         steps_per_epoch=_steps_per_epoch(self.task.train))
+                         steps_per_epoch=self.steps_per_epoch)
     self.add(self.name("pruned"), result.model, {
         "target_sparsity": config.target_sparsity, "epochs": config.epochs,
         "pruned_weights": sum(entry.size for entry in result.layers),
@@ -376,7 +377,7 @@ class _TaskRun:
            teacher: bool = False, teacher_model=None):
     """Fits `model` in place on the task's training data: the task's loss, or
     with `teacher`, distillation from the baseline (or `teacher_model`)."""
-    steps = _steps_per_epoch(self.task.train) * epochs
+    steps = self.steps_per_epoch * epochs
     trainer = model
     if teacher:
       trainer = TaskDistiller(model, teacher_model or self.teacher.model,
