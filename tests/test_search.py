@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import types
 
 import numpy as np
 import pytest
@@ -147,7 +148,8 @@ def test_a_higher_slim_rate_tries_the_sparsity_a_lower_one_nearly_made(miss, tri
   """Rate 0 fails at sparsity 90 %: by 0.2 pp (near) slim 25 % tries 90 % too;
   by 2 pp it stops before it."""
   config = SearchConfig(slim_rates=(0.25,), sparsities=(0.5, 0.9))
-  walk = search._Walk(None, None, config, 0.99, lambda line: None, None, None, 0)
+  space = types.SimpleNamespace(near=search.PROMISING_PP / 100)
+  walk = search._Walk(None, config, 0.99, lambda line: None, space)
   tried = []
 
   def slim(rate, epochs, spec=None):

@@ -193,23 +193,40 @@ def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir
   model = str(tmp_path / "ae.keras")
   subprocess.run([sys.executable, example, "--train_only", "--model", model, "--epochs", "2"],
                  env=env, check=True, capture_output=True, cwd=tmp_path)
+  # The example's task with stage settings of its own; a flag goes over them.
+  task = write(tmp_path / "ae_task.py", (
+      f"import sys\nsys.path.insert(0, {str(REPO_ROOT / 'examples' / 'tasks')!r})\n"
+      "from anomaly_autoencoder import train, val, test, loss, score, score_name\n"
+      "settings = {'sensitivity': {'sparsities': (0.5, 0.9), 'target_sparsity': 0.8,"
+      " 'examples': 200, 'metric': 'loss'}, 'prune': {'epochs': 3}}\n"))
   done = subprocess.run(
-      [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task", example,
-       "--prune_epochs", "1", "--output_dir", str(tmp_path / "run")],
+      [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task", task,
+       "--stages", "sensitivity", "--prune_epochs", "1", "--sensitivity_target_sparsity",
+       "0.6", "--output_dir", str(tmp_path / "run")],
       env=env, capture_output=True, text=True, cwd=tmp_path)
   assert done.returncode == 0, done.stderr[-2000:]
   report = json.loads((tmp_path / "run" / "task_report.json").read_text())
   assert report["score"] == {"name": "roc_auc", "higher_is_better": True}
+  record = report["stages"]["sensitivity_pruned"]
+  # The reconstruction loss on normal digits judges the layers (the AUC needs
+  # the test set's anomaly labels); the report gives the AUC of every file.
+  assert record["objective"] == "loss" and record["higher_is_better"] is False
+  assert {point["sparsity"] for point in record["points"]} == {0.5, 0.9}
+  assert record["target_sparsity"] == 0.6 and record["overall_sparsity"] >= 0.6
   rows = {row["name"]: row for row in report["rows"]}
-  assert 0 <= rows["pruned int8"]["score"] <= 1
-  assert rows["pruned int8"]["fidelity"][0]["cosine"] > 0.99
-  bad = subprocess.run(
-      [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task",
-       write(tmp_path / "empty.py", "x = 1\n"), "--output_dir", str(tmp_path / "bad")],
-      env=env, capture_output=True, text=True, cwd=tmp_path)
-  assert bad.returncode == 2
-  assert "empty.py does not define train, test" in bad.stderr
-  assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+  assert 0 <= rows["sensitivity_pruned int8"]["score"] <= 1
+  assert rows["sensitivity_pruned int8"]["fidelity"][0]["cosine"] > 0.99
+  for flags, message in ((["--max_accuracy_drop", "2"],
+                          "--max_accuracy_drop does not apply to a --task run"),
+                         (["--stages", "sensitivity", "--sensitivity_sparsities", "0.5"],
+                          "sensitivity: the objective roc_auc cannot be measured on the "
+                          "validation data: roc_auc raised IndexError")):
+    bad = subprocess.run(
+        [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task", example,
+         "--output_dir", str(tmp_path / "bad")] + flags,
+        env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 2 and message in bad.stderr, bad.stderr[-1000:]
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
 
 
 def small_unet():
@@ -314,8 +331,9 @@ def test_distillation_losses_are_chosen_per_output():
   assert float(mse(tf.constant([[1.0, 3.0]]), tf.constant([[0.0, 1.0]]))) == pytest.approx(2.5)
 
 
-def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
-  rng = np.random.default_rng(0)
+def _regression_mlp(seed=0):
+  """A trained MLP on a regression task (in Keras 3, compiled with its loss)."""
+  rng = np.random.default_rng(seed)
   x = rng.normal(size=(256, 16)).astype("float32")
   y = np.tanh(x[:, :4] @ rng.normal(size=(4, 8))).astype("float32")
   inputs = keras3.Input((16,))
@@ -324,7 +342,11 @@ def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
   model = keras3.Model(inputs, keras3.layers.Dense(8, name="values")(hidden), name="mlp")
   model.compile(keras3.optimizers.Adam(0.01), loss="mse")
   model.fit(x, y, epochs=20, verbose=0)
-  data = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+  return model, tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+
+
+def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
+  model, data = _regression_mlp()
   report = task_run.compress(
       model, train=data, test=data.take(2), metrics=["mae"],
       stages=["prune", "cluster", "qat"],
@@ -363,3 +385,107 @@ def test_a_keras2_model_object_with_a_nested_backbone_is_taken(tmp_path):
                               test=(x, np.zeros((16, 2), "float32")), loss="mse",
                               stages=["slim"], settings={"slim": {"criterion": "l1"}})
   assert not any(isinstance(layer, keras.Model) for layer in prepared.model.layers)
+
+
+def test_sensitivity_chooses_sparsities_by_a_lower_is_better_metric(tmp_path):
+  model, data = _regression_mlp()
+  report = task_run.compress(
+      model, train=data, val=data.take(4), test=data.take(2), loss="mse", metrics=["mae"],
+      stages=["sensitivity"],
+      settings={"sensitivity": {"metric": "mean_absolute_error", "sparsities": (0.3, 0.6, 0.9),
+                                "max_drop": 0.02},
+                "prune": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+  record = report.stages["sensitivity_pruned"]
+  assert record["objective"] == "mean_absolute_error" and record["higher_is_better"] is False
+  drops = {(point["layer"], point["sparsity"]): point["drop"] for point in record["points"]}
+  values = {(point["layer"], point["sparsity"]): point["value"] for point in record["points"]}
+  # Lower is better: a drop is the error's rise, so pruning 90 % of the first
+  # layer is a positive drop, and its MAE is higher than at 30 %.
+  assert drops[("hidden_1", 0.9)] > 0.02
+  assert values[("hidden_1", 0.9)] > values[("hidden_1", 0.3)]
+  # Each layer takes the highest sparsity whose MAE rises by at most 0.02.
+  for layer, chosen in record["chosen"].items():
+    assert chosen == 0 or drops[(layer, chosen)] <= 0.02
+    assert all(drops[(layer, sparsity)] > 0.02 for sparsity in (0.3, 0.6, 0.9)
+               if sparsity > chosen)
+  assert record["overall_sparsity"] > 0
+  names = [row.name for row in report.rows]
+  assert "uniform_pruned int8" in names and "sensitivity_pruned int8" in names
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  pruned = keras.models.load_model(str(tmp_path / "run" / "sensitivity_pruned.keras"),
+                                   compile=False)
+  for layer, sparsity in record["chosen"].items():
+    zeros = np.mean(pruned.get_layer(layer).kernel.numpy() == 0)
+    assert zeros == pytest.approx(sparsity, abs=0.02), layer
+  markdown = (tmp_path / "run" / "task_report.md").read_text()
+  assert "## Sensitivity scan of sensitivity_pruned: drop of mean_absolute_error" in markdown
+  with pytest.raises(TaskError, match="not measured by the task; choose score, loss or "
+                     "one of its metrics: mean_absolute_error"):
+    task_run.compress(model, train=data, test=data, metrics=["mae"], stages=["sensitivity"],
+                      settings={"sensitivity": {"metric": "iou"}},
+                      output_dir=str(tmp_path / "bad"))
+  assert not (tmp_path / "bad").exists()
+
+
+def test_search_finds_a_smaller_file_within_the_drop_of_a_lower_is_better_loss(tmp_path):
+  model, data = _regression_mlp()
+  report = task_run.compress(
+      model, train=data, val=data.take(4), test=data.take(2), loss="mse", stages=["search"],
+      settings={"search": {"metric": "loss", "max_drop": 0.02, "sparsities": (0.3, 0.5),
+                           "slim_rates": (), "finetune_epochs": 4, "learning_rate": 3e-3,
+                           "time_budget": 300}},
+      output_dir=str(tmp_path / "run"))
+  record = report.stages["searched"]
+  assert record["metric"] == "loss" and record["higher_is_better"] is False
+  candidates = {item["name"]: item for item in record["candidates"]}
+  start = candidates["as given, int8"]
+  chosen = candidates[record["chosen"]]
+  assert chosen["chosen"] and chosen["feasible"] and chosen["front"]
+  # Lower is better: feasible means a validation loss at most max_drop above the model's.
+  for item in record["candidates"]:
+    assert item["feasible"] == (item["value"] <= record["baseline"] + 0.02 + 1e-9), item
+  assert chosen["gzip_bytes"] < start["gzip_bytes"] and chosen["nonzero_params"] < (
+      start["nonzero_params"])
+  names = [row.name for row in report.rows]
+  assert names[-2:] == ["searched Keras", f"searched {chosen['mode']}"]
+  bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())
+  assert bundle["source"]["file"].startswith("searched_")
+  assert "## Search (searched): size within 0.02 of loss" in (
+      tmp_path / "run" / "task_report.md").read_text()
+
+
+def test_strided_then_binary_on_a_keras3_audio_classifier(tmp_path):
+  """A keyword-spotting-shaped CNN on 20 x 10 feature maps, in Keras 3."""
+  layers = keras3.layers
+  inputs = keras3.Input((20, 10, 1))
+  x = layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+  x = layers.MaxPooling2D()(x)
+  x = layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+  outputs = layers.Dense(3, name="keyword")(layers.GlobalAveragePooling2D()(x))
+  model = keras3.Model(inputs, outputs, name="kws")
+  rng = np.random.default_rng(0)
+  x_data = rng.normal(size=(96, 20, 10, 1)).astype("float32")
+  y_data = rng.integers(0, 3, 96)
+  data = tf.data.Dataset.from_tensor_slices((x_data, y_data)).batch(32)
+  report = task_run.compress(
+      model, train=data, test=data.take(1),
+      loss=keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+      metrics=["accuracy"], stages=["strided", "binary"],
+      settings={"strided": {"finetune_epochs": 1}, "binary": {"epochs": 1}},
+      output_dir=str(tmp_path / "run"))
+  assert report.stages["strided"]["folded"] == ["conv2d + max_pooling2d"]
+  assert report.stages["strided_binarized"]["binary_weights"] == 8 * 9 + 8 * 8 * 9 + 8 * 3
+  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  folded = keras.models.load_model(str(tmp_path / "run" / "strided.keras"), compile=False)
+  assert not any("pool" in layer.name for layer in folded.layers
+                 if not layer.name.startswith("global"))
+  assert folded.layers[1].strides == (2, 2)
+  binarized = keras.models.load_model(str(tmp_path / "run" / "strided_binarized.keras"),
+                                      compile=False)
+  kernel = binarized.get_layer("keyword").kernel.numpy()
+  for column in kernel.T:  # BWN: alpha * sign(w), one alpha per output channel
+    assert len(np.unique(np.abs(column).round(6))) == 1
+  assert {row.name for row in report.rows} >= {"strided_binarized int8"}
+  mlp, mlp_data = _regression_mlp()
+  with pytest.raises(TfoptError, match="no 2 x 2 pool"):
+    task_run.prepare(mlp, train=mlp_data, test=mlp_data, stages=["strided"])

@@ -232,8 +232,8 @@ class BinaryResult:
   size: dict
 
 
-def binary(model: keras.Model, dataset: Dataset, config: BinaryConfig,
-           teacher: Optional[Teacher] = None, verbose: int = 2) -> BinaryResult:
+def binary(model: keras.Model, dataset: Optional[Dataset], config: BinaryConfig,
+           teacher: Optional[Teacher] = None, verbose: int = 2, train=None) -> BinaryResult:
   """Binarizes a copy of `model`, trains it with the straight-through estimator.
 
   Args:
@@ -242,8 +242,13 @@ def binary(model: keras.Model, dataset: Dataset, config: BinaryConfig,
     config: mode, layers and training settings.
     teacher: if given (a tfopt.distill.Teacher or a Keras model), train by
       distillation from it.
+    train: train with train(model, epochs, callbacks) instead of on `dataset`
+      (a task's data and loss).
   """
   trainable = binarize(model, config.mode, config.layers)
-  fine_tune(trainable, dataset, config.epochs, config.batch_size, config.learning_rate,
-            teacher=teacher, verbose=verbose)
+  if train is not None:
+    train(trainable, config.epochs)
+  else:
+    fine_tune(trainable, dataset, config.epochs, config.batch_size, config.learning_rate,
+              teacher=teacher, verbose=verbose)
   return BinaryResult(trainable, export_binary(trainable), effective_size(trainable))

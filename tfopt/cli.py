@@ -57,7 +57,9 @@ flags.DEFINE_string("task", None, "A Python file defining your task for --model:
                     "train, test (and val, loss, metrics, score) as tf.data pipelines, "
                     "numpy (x, y) or PyDatasets, and what compile takes. Any "
                     "one-input model: detectors, segmenters, autoencoders, ... "
-                    "(see tfopt/task_file.py). Stages: distill, slim, prune.")
+                    "(see tfopt/task_file.py). Stages: distill, strided, lowrank, slim, "
+                    "sensitivity, prune, cluster, binary, qat, search; settings in the "
+                    "file's `settings` dict, the stage flags over them.")
 flags.DEFINE_bool("allow_unsafe_model", False, "Let --model run code on load "
                   "(Lambda layers). Only for files you trust.")
 flags.DEFINE_string("output_dir", None, "Where artifacts and the report go "
@@ -343,8 +345,7 @@ def main(argv):
 
 # Flags a --task run does not read: its data, loss and metrics are the task file's.
 _NOT_FOR_TASKS = ("recipe", "preset", "dataset", "data_dir", "labels_file", "image_size",
-                  "color_mode", "input_range", "teacher", "teacher_epochs", "student",
-                  "search")
+                  "color_mode", "input_range", "teacher", "teacher_epochs", "student")
 
 
 def _run_task() -> int:
@@ -356,30 +357,65 @@ def _run_task() -> int:
                       "the data, loss and metrics; drop them.")
   if not FLAGS.model:
     raise ConfigError("--task needs --model: the trained Keras model to compress.")
-  settings = task_file.load_task_file(FLAGS.task)
+  defined = task_file.load_task_file(FLAGS.task)
+  stage_settings = _task_stage_flags(defined.pop("settings", None) or {})
   stem = os.path.splitext(os.path.basename(FLAGS.task))[0]
   result = task_run.compress(
-      FLAGS.model, stages=tuple(FLAGS.stages or ("prune",)), settings=_task_stage_flags(),
+      FLAGS.model, stages=_task_stages(), settings=stage_settings,
       quant_modes=tuple(FLAGS.quant_modes or ("float32", "int8")),
       output_dir=FLAGS.output_dir or f"runs/task-{stem}",
       batch_size=_given(FLAGS.batch_size, 32), num_threads=_given(FLAGS.num_threads, 1),
-      seed=FLAGS.seed, allow_unsafe_model=FLAGS.allow_unsafe_model, **settings)
+      seed=FLAGS.seed, allow_unsafe_model=FLAGS.allow_unsafe_model, **defined)
   print(task_report.render_markdown(result))
   return 0
 
 
-def _task_stage_flags() -> dict:
-  """{stage: {field: value}} of the stage flags given (--target_sparsity, --slim_rate, ...)."""
+def _task_stages() -> tuple:
+  """--stages (default prune), with search last under --search."""
+  stages = tuple(FLAGS.stages or ())
+  if FLAGS.search and "search" not in stages:
+    stages += ("search",)
+  return stages or ("prune",)
+
+
+# Flags whose section is not a task stage, and what they set on a task run.
+_TASK_FLAGS = {"sensitivity_sparsities": ("sensitivity", "sparsities"),
+               "sensitivity_target_sparsity": ("sensitivity", "target_sparsity"),
+               "num_threads": None}
+
+
+def _task_stage_flags(from_file: dict) -> dict:
+  """{stage: {field: value}}: the task file's `settings`, each stage flag given
+  (--target_sparsity, --slim_rate, ...) over them."""
   from tfopt.task_run import TASK_STAGES  # pylint: disable=g-import-not-at-top
-  settings = {}
+  if not isinstance(from_file, dict):
+    return from_file  # tfopt.compress says what it must be
+  settings = {stage: dict(values) for stage, values in from_file.items()
+              if isinstance(values, dict)}
+  unused = []
   for flag_name, (section, field) in _OVERRIDES.items():
-    if section in TASK_STAGES and FLAGS[flag_name].value is not None:
+    if section is None or FLAGS[flag_name].value is None or flag_name in _TASK_FLAGS:
+      continue
+    if section in TASK_STAGES:
       settings.setdefault(section, {})[field] = FLAGS[flag_name].value
+    else:
+      unused.append(f"--{flag_name}")
+  for flag_name, target in _TASK_FLAGS.items():
+    if target and FLAGS[flag_name].value is not None:
+      value = FLAGS[flag_name].value
+      settings.setdefault(target[0], {})[target[1]] = (
+          tuple(float(item) for item in value) if isinstance(value, list) else value)
+  if unused:
+    raise ConfigError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not "
+                      f"apply to a --task run: its stages are "
+                      f"{', '.join(TASK_STAGES)}; a task's own settings (e.g. the "
+                      "sensitivity budget in its objective's units) go in the task file's "
+                      "`settings` dict.")
   if FLAGS.slim_layers is not None:
     settings.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
   if FLAGS.compare_scratch:
     settings.setdefault("distill", {})["compare_scratch"] = True
-  return settings
+  return {**from_file, **settings}
 
 
 def _given(value, default):

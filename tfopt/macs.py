@@ -6,14 +6,15 @@ converter), activations, pooling and reshapes are not counted.
 """
 
 import dataclasses
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
 from tfopt._keras import keras
 from tfopt.lowrank import LowRankDense, SpatialSVDConv2D
 
-__all__ = ["LayerMacs", "layer_macs", "count_macs", "total_macs", "parameter_counts"]
+__all__ = ["LayerMacs", "layer_macs", "count_macs", "total_macs", "macs_if_known",
+           "parameter_counts"]
 
 # Variables of tfmot's quantize wrappers that are ranges and counters, not
 # parameters of the network.
@@ -88,6 +89,14 @@ def count_macs(model: keras.Model) -> List[LayerMacs]:
 def total_macs(model: keras.Model) -> int:
   """MACs of the whole model for one image (the sum of count_macs)."""
   return sum(entry.macs for entry in count_macs(model))
+
+
+def macs_if_known(model: keras.Model) -> Optional[int]:
+  """total_macs, or None for a model with a layer whose shapes are not static."""
+  try:
+    return int(total_macs(model))
+  except (AttributeError, TypeError, ValueError):
+    return None
 
 
 def parameter_counts(model: keras.Model):

@@ -19,6 +19,7 @@ zeros (the mask is fixed when training starts, as tfmot's PQAT does), since
 """
 
 import re
+from typing import Optional
 
 import numpy as np
 import tensorflow as tf
@@ -156,9 +157,9 @@ def _short(weight) -> str:
   return weight.name.split("/")[-1].split(":")[0]
 
 
-def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: str = ".*",
-             keep_zeros: bool = False, teacher: Teacher = None,
-             verbose: int = 2) -> QatResult:
+def qat_int4(model: keras.Model, dataset: Optional[Dataset], config: QatConfig,
+             layers: str = ".*", keep_zeros: bool = False, teacher: Teacher = None,
+             verbose: int = 2, train=None) -> QatResult:
   """Fine-tunes `model` with its int4 kernels on LiteRT's grid.
 
   Args:
@@ -169,6 +170,8 @@ def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: st
     layers: a regular expression over layer names: the int4 file's 4-bit ones.
     keep_zeros: keep a pruned model's zeros (PQAT4).
     teacher: if given, fine-tune by distillation from it.
+    train: fine-tune with train(model, epochs, callbacks) instead of on
+      `dataset` (a task's data and loss).
 
   Returns:
     A QatResult with a plain Keras model whose kernels are on the grid
@@ -180,6 +183,9 @@ def qat_int4(model: keras.Model, dataset: Dataset, config: QatConfig, layers: st
   require_keras2_model(model)
   names = grid_layers(model, layers, required=True)
   trained = _fake_quantized(model, set(names), keep_zeros)
-  fine_tune(trained, dataset, config.epochs, config.batch_size, config.learning_rate,
-            teacher=teacher, verbose=verbose)
+  if train is not None:
+    train(trained, config.epochs)
+  else:
+    fine_tune(trained, dataset, config.epochs, config.batch_size, config.learning_rate,
+              teacher=teacher, verbose=verbose)
   return QatResult(_baked(model, trained, set(names)), "pqat4" if keep_zeros else "qat4")

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional
 from tfopt.artifacts import write_bytes_atomic, write_text_atomic
 
 __all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
-           "percent", "pareto_front", "save_plot", "save_sweep_plot"]
+           "percent", "sensitivity_table", "pareto_front", "save_plot", "save_sweep_plot"]
 
 
 @dataclasses.dataclass
@@ -176,6 +176,21 @@ def render_markdown(report: Report) -> str:
 def percent(value: Optional[float], digits: int = 1) -> str:
   """"12.3 %" for 0.123; "n/a" for None."""
   return "n/a" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def sensitivity_table(record: dict, drop_text) -> List[str]:
+  """A sensitivity scan as a table: a row per layer (its weights, the drop at
+  each sparsity as drop_text(drop) gives it, the chosen sparsity)."""
+  sparsities = sorted({point["sparsity"] for point in record["points"]})
+  lines = ["| layer | weights | " + " | ".join(f"{value:.0%}" for value in sparsities)
+           + " | chosen |", "|---|---|" + "---|" * (len(sparsities) + 1)]
+  for layer, size in record["layer_sizes"].items():
+    drops = {point["sparsity"]: point["drop"] for point in record["points"]
+             if point["layer"] == layer}
+    lines.append(f"| {layer} | {size:,} | " + " | ".join(
+        drop_text(drops[value]) for value in sparsities)
+                 + f" | {record['chosen'][layer]:.0%} |")
+  return lines
 
 
 def pareto_front(points: List[tuple]) -> List[int]:

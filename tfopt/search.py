@@ -55,16 +55,13 @@ import time
 from typing import Callable, Dict, List, Optional
 
 from tfopt._keras import keras
-from tfopt.config import EvaluateConfig, PruneConfig, QatConfig, SearchConfig, SlimConfig
+from tfopt.config import EvaluateConfig, SearchConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher
 from tfopt.errors import TfoptError
-from tfopt.prune import prune
-from tfopt.qat_int4 import qat_int4
 from tfopt.report import pareto_front
-from tfopt.search_space import (SCAN_SHARE, Candidate, Measure, Spec, masked, objective_of,
-                                quiet_tf, scan_for, with_sparsity)
-from tfopt.slim import slim
+from tfopt.search_space import (SCAN_SHARE, Candidate, ClassifierSpace, Measure, Spec,
+                                objective_of, quiet_tf, with_sparsity)
 from tfopt.strided import strided
 
 __all__ = ["Spec", "Candidate", "SearchResult", "SearchError", "search", "objective_of"]
@@ -106,17 +103,27 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
   log(f"search: {config.objective} within {config.max_accuracy_drop} pp of the "
       f"baseline's {baseline_accuracy:.2%} (validation, so >= {floor:.2%}); "
       f"budget {config.time_budget:,.0f} s")
-  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory, quiet_tf():
-    walk = _Walk(model, dataset, config, floor, log, Measure(
+  with tempfile.TemporaryDirectory(prefix="tfopt-search-") as directory:
+    return walk_space(model, ClassifierSpace(dataset, config, Measure(
         dataset, config.modes, evaluate_config, calibration_examples, directory, log),
-                 teacher if config.use_teacher else None, verbose)
+                                             teacher if config.use_teacher else None,
+                                             verbose, PROMISING_PP / 100), config, floor, log)
+
+
+def walk_space(model: keras.Model, space, config: SearchConfig, floor: float,
+               log: Callable[[str], None]) -> SearchResult:
+  """The walk (steps 1 to 4 of the module docstring) from `model` in `space`
+  (search_space.ClassifierSpace, or a task's: tfopt.task_search), keeping the
+  candidates whose quality is at least `floor`."""
+  with quiet_tf():
+    walk = _Walk(model, config, floor, log, space)
     log("search: 1. no training: the model as given, and pruned by its sensitivity "
         "curves without fine-tuning")
     walk.untrained()
     if not any(candidate.spec == Spec() for candidate in walk.candidates):
       raise SearchError(f"The model {model.name!r} could not be converted and measured "
                         f"in any of the modes {', '.join(config.modes)}: "
-                        + "; ".join(walk.measure.failed))
+                        + "; ".join(walk.space.failed))
     log("search: 2. fine-tuned chains: " + (
         "the pools folded into strided convolutions, then " if
         config.objective == "latency" else "") + "slim rate, then sparsity on top")
@@ -137,7 +144,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
                         for candidate in candidates])
   chosen = _best(candidates, config.objective)
   return SearchResult(candidates, front, chosen, walk.models[candidates[chosen].spec],
-                      floor, walk.skipped + walk.measure.failed,
+                      floor, walk.skipped + walk.space.failed,
                       time.monotonic() - walk.started)
 
 
@@ -153,9 +160,8 @@ TIE = 0.03
 class _Walk:
   """The search's state: what was measured, the models, the clock (steps 1-3)."""
 
-  def __init__(self, model, dataset, config, floor, log, measure, teacher, verbose):
-    self.model, self.dataset, self.config, self.floor = model, dataset, config, floor
-    self.log, self.measure, self.teacher, self.verbose = log, measure, teacher, verbose
+  def __init__(self, model, config, floor, log, space):
+    self.model, self.config, self.floor, self.log, self.space = model, config, floor, log, space
     self.started, self.pace = time.monotonic(), _Pace()
     self.start = model  # what the slim chains start from: the strided model if feasible
     self.candidates: List[Candidate] = []
@@ -166,7 +172,7 @@ class _Walk:
 
   def add(self, model: keras.Model, spec: Spec, seconds: float, modes=()) -> bool:
     """Measures `model` in every mode (or `modes`); whether a file is feasible."""
-    found = self.measure(model, spec, seconds, modes)
+    found = self.space.measure(model, spec, seconds, modes)
     for candidate in found:
       candidate.feasible = candidate.accuracy >= self.floor
     self.candidates.extend(found)
@@ -183,12 +189,7 @@ class _Walk:
   def masks(self, model: keras.Model) -> Dict[float, Dict[str, float]]:
     """{sparsity: per-layer sparsities} of `model` from its sensitivity scan,
     which may take SCAN_SHARE of the budget."""
-    batch_size = self.measure.evaluate_config.batch_size
-    scan = scan_for(model, self.dataset, self.config.sparsities,
-                     SCAN_SHARE * self.config.time_budget, batch_size)
-    if scan.note:
-      self.log(f"search: the sensitivity scan of {model.name}: {scan.note}")
-    return masked(model, scan, self.config.sparsities, batch_size)
+    return self.space.masks(model, SCAN_SHARE * self.config.time_budget, self.log)
 
   def untrained(self):
     """Step 1: the model as given, and its sensitivity masks at each sparsity."""
@@ -227,8 +228,7 @@ class _Walk:
       return False
     self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
-    fine_tune(model, self.dataset, epochs, self.config.batch_size, self.config.learning_rate,
-              teacher=self.teacher, verbose=self.verbose)
+    self.space.fine_tune(model, epochs)
     seconds = self.pace.add(time.monotonic() - clock, epochs)
     clock = time.monotonic()
     feasible = self.add(model, spec, seconds)
@@ -308,10 +308,7 @@ class _Walk:
       return
     self.log(f"search: {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
-    trained = qat_int4(self.models[best.spec], self.dataset, QatConfig(
-        bits=4, epochs=epochs, batch_size=self.config.batch_size),
-                       keep_zeros=bool(best.spec.sparsity), teacher=self.teacher,
-                       verbose=self.verbose).model
+    trained = self.space.int4_qat(self.models[best.spec], epochs, bool(best.spec.sparsity))
     self.add(trained, spec, self.pace.add(time.monotonic() - clock, epochs), ("int4",))
 
   def _again(self, spec: Spec) -> bool:
@@ -328,7 +325,7 @@ class _Walk:
 
   def _near_miss(self, spec: Spec) -> bool:
     """Whether a file of `spec` missed the floor by less than PROMISING_PP."""
-    return any(candidate.spec == spec and candidate.accuracy >= self.floor - PROMISING_PP / 100
+    return any(candidate.spec == spec and candidate.accuracy >= self.floor - self.space.near
                for candidate in self.candidates)
 
   def _promising(self) -> List[Spec]:
@@ -336,7 +333,7 @@ class _Walk:
     bar = objective_of(best, self.config.objective) if best.feasible else float("inf")
     close = [candidate for candidate in self.candidates
              if candidate.spec.finetuned and not candidate.spec.longer and not candidate.feasible
-             and candidate.accuracy >= self.floor - PROMISING_PP / 100
+             and candidate.accuracy >= self.floor - self.space.near
              and objective_of(candidate, self.config.objective) < bar]
     specs = []
     for candidate in sorted(close, key=lambda item: objective_of(item, self.config.objective)):
@@ -350,10 +347,7 @@ class _Walk:
     self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
     try:
-      slimmed = slim(self.start, self.dataset, SlimConfig(
-          rate=rate, prune_count=1, finetune_epochs=epochs, sparsity_epochs=0,
-          batch_size=self.config.batch_size, learning_rate=self.config.learning_rate),
-                     teacher=self.teacher, verbose=self.verbose).model
+      slimmed = self.space.slim(self.start, rate, epochs)
     except TfoptError as error:  # nothing to slim: the sparsities remain
       self.skipped.append(f"slim {rate:.0%}: {error}")
       self.log(f"search: no slimming: {error}")
@@ -373,10 +367,7 @@ class _Walk:
     self.log(f"search: fine-tuning {spec.name} ({epochs} epochs)")
     clock = time.monotonic()
     try:
-      pruned = prune(base, self.dataset, PruneConfig(
-          target_sparsity=spec.sparsity, epochs=epochs, batch_size=self.config.batch_size,
-          learning_rate=self.config.learning_rate), teacher=self.teacher,
-                     verbose=self.verbose, layer_targets=masks[spec.sparsity]).model
+      pruned = self.space.prune(base, spec.sparsity, epochs, masks[spec.sparsity])
     except TfoptError as error:  # e.g. a layer short of its target
       self.skipped.append(f"{spec.name}: {error}")
       return False

@@ -5,6 +5,10 @@ Candidate: one of its .tflite files, measured in LiteRT on the validation
 split; Measure: converts a model in each mode and measures every file (a
 file that cannot be written or run is noted, not measured); the sensitivity
 scan that spreads each sparsity over the layers, sized to the budget.
+
+ClassifierSpace is how the walk trains and measures a classifier on tfopt's
+own data: accuracy is the quality, fine-tunes distill from the teacher.
+tfopt.task_search has the same methods for a user's task.
 """
 
 import contextlib
@@ -18,16 +22,20 @@ import tensorflow as tf
 
 from tfopt import artifacts, convert, evaluate
 from tfopt._keras import keras
-from tfopt.config import EvaluateConfig
+from tfopt.config import EvaluateConfig, PruneConfig, QatConfig, SearchConfig, SlimConfig
 from tfopt.data import Dataset, take_images
+from tfopt.distill import fine_tune
 from tfopt.errors import TfoptError
 from tfopt.macs import parameter_counts, total_macs
+from tfopt.prune import prune
+from tfopt.qat_int4 import qat_int4
 from tfopt.sensitivity import allocate_sparsity, layer_sensitivity
+from tfopt.slim import slim
 from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
 from tfopt.train import accuracy
 
-__all__ = ["Spec", "Candidate", "objective_of", "Measure", "masked", "scan_for",
-           "with_sparsity", "quiet_tf"]
+__all__ = ["Spec", "Candidate", "objective_of", "Measure", "ClassifierSpace", "masked",
+           "scan_for", "with_sparsity", "quiet_tf"]
 
 # The sparsities each model's layers are scanned at (finer than the search's
 # own, so the allocation can reach every target).
@@ -209,3 +217,52 @@ def with_sparsity(model: keras.Model, layers: Dict[str, float]) -> keras.Model:
   return apply_masks(model, {name: magnitude_mask(model.get_layer(name).kernel.numpy(),
                                                   sparsity)
                              for name, sparsity in layers.items() if sparsity})
+
+
+@dataclasses.dataclass
+class ClassifierSpace:
+  """How the search trains and measures a classifier (tfopt.search): files
+  by their validation accuracy, fine-tunes on the dataset, distilled from
+  `teacher` when given. `near`: how far below the floor, in accuracy, a
+  candidate counts as a near miss (PROMISING_PP)."""
+  dataset: Dataset
+  config: SearchConfig
+  measure: Measure
+  teacher: object = None
+  verbose: int = 2
+  near: float = 0.005
+
+  @property
+  def failed(self) -> List[str]:
+    return self.measure.failed
+
+  def masks(self, model: keras.Model, seconds: float, log) -> Dict[float, Dict[str, float]]:
+    """{sparsity: per-layer sparsities} of `model` from its sensitivity scan,
+    which may take `seconds`."""
+    batch_size = self.measure.evaluate_config.batch_size
+    scan = scan_for(model, self.dataset, self.config.sparsities, seconds, batch_size)
+    if scan.note:
+      log(f"search: the sensitivity scan of {model.name}: {scan.note}")
+    return masked(model, scan, self.config.sparsities, batch_size)
+
+  def fine_tune(self, model: keras.Model, epochs: int):
+    fine_tune(model, self.dataset, epochs, self.config.batch_size, self.config.learning_rate,
+              teacher=self.teacher, verbose=self.verbose)
+
+  def slim(self, model: keras.Model, rate: float, epochs: int) -> keras.Model:
+    return slim(model, self.dataset, SlimConfig(
+        rate=rate, prune_count=1, finetune_epochs=epochs, sparsity_epochs=0,
+        batch_size=self.config.batch_size, learning_rate=self.config.learning_rate),
+                teacher=self.teacher, verbose=self.verbose).model
+
+  def prune(self, model: keras.Model, sparsity: float, epochs: int,
+            layer_targets: Dict[str, float]) -> keras.Model:
+    return prune(model, self.dataset, PruneConfig(
+        target_sparsity=sparsity, epochs=epochs, batch_size=self.config.batch_size,
+        learning_rate=self.config.learning_rate), teacher=self.teacher,
+                 verbose=self.verbose, layer_targets=layer_targets).model
+
+  def int4_qat(self, model: keras.Model, epochs: int, keep_zeros: bool) -> keras.Model:
+    return qat_int4(model, self.dataset, QatConfig(
+        bits=4, epochs=epochs, batch_size=self.config.batch_size),
+                    keep_zeros=keep_zeros, teacher=self.teacher, verbose=self.verbose).model

@@ -2,7 +2,8 @@
 
 layer_sensitivity: one layer at a time is pruned to increasing sparsities
   (smallest magnitudes first), the others untouched; the accuracy drop says
-  how much that layer can lose.
+  how much that layer can lose. scan_layers does the same with any measure
+  of quality (a task's metric or score, tfopt.task_sensitivity).
 choose_sparsities: for each layer, the highest sparsity whose drop stays
   within the user's budget; the result feeds tfopt.prune's per-layer targets.
 allocate_sparsity: instead of a budget, a total sparsity to reach, spread
@@ -12,21 +13,21 @@ sensitivity: the whole technique: scan, choose, then prune with the chosen
 """
 
 import dataclasses
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import keras, require_keras2_model
+from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import AnalysisConfig, PruneConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
 from tfopt.errors import TfoptError
 from tfopt.prune import PruneResult, prune
-from tfopt.sweep import apply_masks, magnitude_mask, prunable_kernels
+from tfopt.sweep import magnitude_mask, prunable_kernels
 from tfopt.train import accuracy
 
 __all__ = ["SensitivityError", "SensitivityPoint", "layer_sensitivity",
-           "choose_sparsities", "allocate_sparsity", "overall_sparsity",
+           "scan_layers", "choose_sparsities", "allocate_sparsity", "overall_sparsity",
            "SensitivityResult", "sensitivity"]
 
 
@@ -36,28 +37,45 @@ class SensitivityError(TfoptError, ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class SensitivityPoint:
-  """Accuracy with one layer pruned to `sparsity`."""
+  """The quality with one layer pruned to `sparsity`: validation accuracy for
+  classifiers, a task's objective (tfopt.task_objective) oriented so higher is
+  better for tasks; `drop` is the unpruned quality minus this one."""
   layer: str
   sparsity: float
   accuracy: float
-  drop: float  # unpruned accuracy minus this one, in [0, 1] units
+  drop: float
 
 
 def layer_sensitivity(model: keras.Model, images: np.ndarray, labels: np.ndarray,
                       sparsities: Sequence[float], batch_size: int = 1000
                       ) -> List[SensitivityPoint]:
   """Prunes each layer alone to each sparsity; measures the accuracy drop."""
+  return scan_layers(model, lambda scanned: accuracy(scanned, images, labels, batch_size),
+                     sparsities)
+
+
+def scan_layers(model: keras.Model, quality: Callable[[keras.Model], float],
+                sparsities: Sequence[float]) -> List[SensitivityPoint]:
+  """Each prunable layer alone at each sparsity (smallest |w| zeroed), the
+  others untouched: `quality(model)` (higher is better) and its drop.
+
+  The layers are masked in place on one copy, restored after each layer, so
+  `quality` may reuse what it built for the model (a traced predict).
+  """
   require_keras2_model(model)
   if not all(0 < value < 1 for value in sparsities):
     raise SensitivityError(f"Sensitivity sparsities {list(sparsities)} must lie in (0, 1).")
-  baseline = accuracy(model, images, labels, batch_size)
+  copy = clone_model(model)
+  baseline = quality(copy)
   points = []
-  for name in prunable_kernels(model):
-    kernel = model.get_layer(name).kernel.numpy()
+  for name in prunable_kernels(copy):
+    kernel = copy.get_layer(name).kernel
+    original = kernel.numpy()
     for sparsity in sorted(sparsities):
-      value = accuracy(apply_masks(model, {name: magnitude_mask(kernel, sparsity)}),
-                       images, labels, batch_size)
+      kernel.assign(original * magnitude_mask(original, sparsity))
+      value = quality(copy)
       points.append(SensitivityPoint(name, float(sparsity), value, baseline - value))
+    kernel.assign(original)
   return points
 
 

@@ -11,6 +11,8 @@ The file defines, as values or as functions of no arguments returning them:
     higher_is_better     the score's direction (default True)
     distill_loss         fn(teacher_output, student_output), or a dict per
                          output, where the default distillation does not fit
+    settings             {stage: {setting: value}}, as tfopt.compress takes
+                         them (the command line's stage flags go over them)
 
 It is run once, as the user's own code (like a Keras training script).
 """
@@ -28,7 +30,7 @@ __all__ = ["REQUIRED", "OPTIONAL", "load_task_file"]
 
 REQUIRED = ("train", "test")
 OPTIONAL = ("val", "loss", "metrics", "score", "score_name", "higher_is_better",
-            "distill_loss")
+            "distill_loss", "settings")
 
 
 def load_task_file(path: str) -> Dict[str, object]:

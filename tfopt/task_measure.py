@@ -56,14 +56,14 @@ def is_class_scores(task: Task, output: str) -> bool:
 class _Row:
   """Running sums of one row over the test batches."""
 
-  def __init__(self, task: Task, name: str, path: Optional[str]):
+  def __init__(self, task: Task, name: str, path: Optional[str], with_score: bool = True):
     self.task, self.name, self.path = task, name, path
     self.metrics = {output.name: [make() for make in task.metrics[output.name]]
                     for output in task.outputs}
     self.loss_sum, self.examples = 0.0, 0
     self.sums = {output.name: int8_fidelity.Sums() for output in task.outputs}
     self.agreeing = {output.name: 0 for output in task.outputs}
-    self.kept = {"y": [], "out": []} if task.score is not None else None
+    self.kept = {"y": [], "out": []} if task.score is not None and with_score else None
 
   def add(self, targets: dict, outputs: dict, weights, reference: Optional[dict]):
     count = len(next(iter(outputs.values())))
@@ -158,16 +158,23 @@ def file_outputs(runner: int8_fidelity.FileRunner, keras_names: List[str]) -> Li
 
 
 def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
-            num_threads: int = 1, latency_runs: int = 100) -> List[Measured]:
-  """The Keras model's row and a row per file ({row name: path}), in one pass."""
+            num_threads: int = 1, latency_runs: int = 100, data=None,
+            max_examples: Optional[int] = None, with_score: bool = True) -> List[Measured]:
+  """The Keras model's row and a row per file ({row name: path}), in one pass
+  over the test data (or `data`, a split of the task; its first
+  `max_examples` examples, whole batches, when given; the score left out
+  without `with_score`)."""
   runners = {name: int8_fidelity.FileRunner(_read(path), num_threads=num_threads)
              for name, path in files.items()}
   keras_names = [output.keras_name for output in task.outputs]
   orders = {name: file_outputs(runner, keras_names) for name, runner in runners.items()}
-  rows = {keras_name: _Row(task, keras_name, None)}
+  rows = {keras_name: _Row(task, keras_name, None, with_score)}
   rows.update({name: _Row(task, name, path) for name, path in files.items()})
-  first = None
-  for batch in task.test:
+  first, seen = None, 0
+  for batch in task.test if data is None else data:
+    if max_examples is not None and seen >= max_examples:
+      break
+    seen += len(batch[0])
     x, targets = batch[0], {key: value.numpy() for key, value in batch[1].items()}
     weights = batch[2].numpy() if len(batch) == 3 else None
     first = x[:1].numpy() if first is None else first
@@ -180,7 +187,8 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
       rows[name].add(targets, {output.name: values[position] for output, position
                                in zip(task.outputs, orders[name])}, weights, reference)
   if first is None:
-    raise TaskError("The test data is empty; give at least one batch.")
+    raise TaskError(f"The {'test' if data is None else 'measured'} data is empty; "
+                    "give at least one batch.")
   measured = [rows[keras_name].result(False)]
   for name, path in files.items():
     row = rows[name].result(True)

@@ -5,7 +5,7 @@ import dataclasses
 from typing import Dict, List, Optional
 
 from tfopt import task_measure
-from tfopt.report import machine_info, versions
+from tfopt.report import machine_info, sensitivity_table, versions
 
 __all__ = ["TaskReport", "render_markdown", "row_text"]
 
@@ -61,6 +61,11 @@ def render_markdown(report: TaskReport) -> str:
     lines += ["", f"{report.score_name}: {direction} is better, on the whole test set."]
   lines += ["", "## Stages", ""] + [f"- {name}: " + _record_text(record)
                                     for name, record in report.stages.items()]
+  for name, record in report.stages.items():
+    if "points" in record:
+      lines += _sensitivity_lines(name, record)
+    if "candidates" in record:
+      lines += _search_lines(name, record)
   lines += ["", "## Each file's fidelity to its Keras model (test data)", "",
             "| file | output | cosine | SNR (dB) | top-1 agreement |", "|---|---|---|---|---|"]
   for row in report.rows:
@@ -83,6 +88,29 @@ def _record_text(record: dict) -> str:
       shown.append(f"{key} " + " -> ".join(f"{item:,.4g}" if isinstance(item, float)
                                            else f"{item:,}" for item in value))
   return ", ".join(shown)
+
+
+def _sensitivity_lines(name: str, record: dict) -> List[str]:
+  """The scan of a sensitivity stage: the objective's drop per layer and sparsity."""
+  budget = (f"budget {record['max_drop']} per layer" if record["max_drop"] is not None
+            else f"{record['target_sparsity']:.0%} overall where it costs least")
+  return (["", f"## Sensitivity scan of {name}: drop of {record['objective']} "
+           f"(validation; {budget})", ""]
+          + sensitivity_table(record, lambda drop: f"{drop:.4g}"))
+
+
+def _search_lines(name: str, record: dict) -> List[str]:
+  """Every candidate of a search stage, on the validation data."""
+  lines = ["", f"## Search ({name}): {record['objective']} within {record['max_drop']:.4g} "
+           f"of {record['metric']} {record['baseline']:.4g} (validation)", "",
+           f"| candidate | {record['metric']} | bytes | gzip | latency (us) | feasible |",
+           "|---|---|---|---|---|---|"]
+  for item in record["candidates"]:
+    mark = " (chosen)" if item["chosen"] else " (front)" if item["front"] else ""
+    lines.append(f"| {item['name']}{mark} | {item['value']:.4g} | {item['bytes']:,} | "
+                 f"{item['gzip_bytes']:,} | {item['latency_us']:.0f} | "
+                 f"{'yes' if item['feasible'] else 'no'} |")
+  return lines
 
 
 def _kib(size: Optional[int]) -> str:

@@ -26,20 +26,25 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt import (artifacts, cluster, convert, deploy, lowrank, model_io, preflight,
-                   progress, prune, qat, slim, task_measure)
+from tfopt import (artifacts, binary, cluster, convert, deploy, lowrank, model_io, preflight,
+                   progress, qat, slim, strided, task_measure)
 from tfopt._keras import keras
-from tfopt.config import ClusterConfig, LowRankConfig, PruneConfig, QatConfig, SlimConfig
-from tfopt.macs import total_macs
+from tfopt.config import (BinaryConfig, ClusterConfig, LowRankConfig, PruneConfig, QatConfig,
+                          SlimConfig, StridedConfig)
+from tfopt.macs import macs_if_known
 from tfopt.task import Task, TaskError, make_task
 from tfopt.task_model import is_keras3, keras3_output_names, loaded, source_of
 from tfopt.task_report import TaskReport, render_markdown, row_text
-from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses, student_of
+from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses
+from tfopt.task_search import TaskSearchConfig, check_search
+from tfopt.task_sensitivity import TaskSensitivityConfig, check_sensitivity
+from tfopt.task_stages import STAGES
 
 __all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "compress", "prepare",
            "Prepared"]
 
-TASK_STAGES = ("distill", "lowrank", "slim", "prune", "cluster", "qat")
+TASK_STAGES = ("distill", "strided", "lowrank", "slim", "sensitivity", "prune", "cluster",
+               "binary", "qat", "search")
 # Each stage's settings for a task, over its config's own defaults: a user's
 # trained model is fine-tuned gently (the batch size is the task data's own).
 TASK_DEFAULTS = {
@@ -47,12 +52,18 @@ TASK_DEFAULTS = {
     "slim": {"rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
              "learning_rate": 5e-4, "use_teacher": False},
     "distill": {},
+    "sensitivity": {},
+    "search": {},
+    "strided": {"finetune_epochs": 2, "learning_rate": 5e-4, "use_teacher": False},
+    "binary": {"epochs": 3, "learning_rate": 1e-4, "use_teacher": False},
     "lowrank": {"finetune_epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
     "cluster": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
     "qat": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
 }
 TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
 _CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
+            "sensitivity": TaskSensitivityConfig, "search": TaskSearchConfig,
+            "strided": StridedConfig, "binary": BinaryConfig,
             "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4", "dynamic_int4")
 REPORT_FILES = ("task_report.json", "task_report.md")
@@ -100,13 +111,13 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     preflight.remove_half_written(output_dir)
     run = _TaskRun(task, output_dir, quant_modes, calibration_count, num_threads)
     run.teacher = _Teacher(ready.model, ready.teacher_losses, configs["distill"])
-    run.seed = seed
+    run.seed, run.configs = seed, configs
     keras.utils.set_random_seed(seed)
     run.add("baseline", ready.model, {"source": source_of(model)})
     current = ready.model
     for stage in stages:
       keras.utils.set_random_seed(seed)
-      current = getattr(run, stage)(current, configs[stage])
+      current = STAGES[stage](run, current, configs[stage])
     run.seconds["total"] = time.perf_counter() - started
     return run.finish()
 
@@ -139,7 +150,7 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
                    higher_is_better, batch_size, names, compiled)
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
     model_io.outputs_match(original, keras_model, next(iter(task.test))[0].numpy())
-  _preflight(keras_model, stages, configs)
+  _preflight(keras_model, task, stages, configs)
   return Prepared(keras_model, task, configs, distill_losses(
       task, keras_model, configs["distill"].temperature, distill_loss))
 
@@ -166,6 +177,13 @@ def _stage_configs(stages, settings: dict) -> dict:
   if "qat" in stages and list(stages).index("qat") != len(stages) - 1:
     raise TaskError("qat must be the last stage: its model carries fake-quant wrappers "
                     "that the other stages cannot train through.")
+  if "search" in stages and list(stages).index("search") != len(stages) - 1:
+    raise TaskError("search must be the last stage: it chooses the run's final file "
+                    "(and cannot go with qat).")
+  if not isinstance(settings, dict) or not all(isinstance(values, dict)
+                                               for values in settings.values()):
+    raise TaskError(f"settings must be a dict of dicts, {{stage: {{setting: value}}}}, "
+                    f"e.g. {{'prune': {{'target_sparsity': 0.6}}}}; got {settings!r:.80}.")
   extra = [name for name in settings if name not in TASK_STAGES]
   if extra:
     raise TaskError(f"settings names {extra}, which are not task stages "
@@ -188,8 +206,12 @@ def _check_modes(quant_modes):
                     f"choose from {', '.join(TASK_MODES)}.")
 
 
-def _preflight(model, stages, configs):
+def _preflight(model, task, stages, configs):
   """What each stage can check on the model before any training."""
+  if "sensitivity" in stages:
+    check_sensitivity(model, task, configs["sensitivity"])
+  if "search" in stages:
+    check_search(model, task, configs["search"])
   if "qat" in stages:
     if configs["qat"].bits != 8:
       raise TaskError("qat: a task trains 8-bit QAT only (bits=8); 4-bit QAT runs on "
@@ -200,6 +222,10 @@ def _preflight(model, stages, configs):
     qat.apply_qat(model, "qat")  # raises, naming a layer tfmot cannot quantize
   if "lowrank" in stages:
     lowrank.factorize(model, configs["lowrank"])  # raises on a bad layer or rank
+  if "strided" in stages:
+    strided.strided(model)  # raises when no pool can be folded
+  if "binary" in stages and not binary.binarizable_layers(model, configs["binary"].layers):
+    raise TaskError(f"binary: {model.name!r} has no Conv2D or Dense layer to binarize.")
   if "cluster" in stages:
     cluster.check_layers(model, configs["cluster"].number_of_clusters,
                          configs["cluster"].layers, configs["cluster"].layer_clusters)
@@ -254,7 +280,7 @@ class _TaskRun:
           lambda path, content=content: artifacts.write_bytes_atomic(path, content))
     rows = task_measure.measure(model, self.task, files, f"{name} Keras",
                                 self.num_threads)
-    macs = _macs(model)
+    macs = macs_if_known(model)
     for row in rows:
       row.macs = macs
       progress.log(f"{name}: {row.name}: " + row_text(row, self.task.score_name))
@@ -264,116 +290,19 @@ class _TaskRun:
     if final:
       self.final = (name, files)
 
-  def prune(self, model, config: PruneConfig):
-    """tfmot magnitude pruning while fine-tuning on the task (unstructured:
-    the file keeps its shape; its zeros show in gzip bytes)."""
-    started = time.perf_counter()
-    progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
-                 f"{config.epochs} epoch(s) with the task's loss")
-    result = prune.prune(model, None, config, train=self._trainer(config),
-                         steps_per_epoch=self.steps_per_epoch)
-    self.add(self.name("pruned"), result.model, {
-        "target_sparsity": config.target_sparsity, "epochs": config.epochs,
-        "pruned_weights": sum(entry.size for entry in result.layers),
-        "sparsity": result.overall_sparsity, "seconds": time.perf_counter() - started})
-    return result.model
+  def has(self, kind: str) -> bool:
+    """Whether a stage so far made this kind of model (pruned, clustered)."""
+    return any(step == kind or step.endswith(f"_{kind}") for step in self.applied)
 
-  def slim(self, model, config: SlimConfig):
-    """Network slimming: whole channels removed by dependency group (through
-    residual adds, concatenated skips, upsampling, transposed convs and every
-    head), in prune_count steps, each fine-tuned on the task."""
-    started = time.perf_counter()
-    progress.log(f"slim: removing {config.rate:.0%} of the channels in "
-                 f"{config.prune_count} step(s), {config.finetune_epochs} epoch(s) each")
-    result = slim.slim_with(model, config, self._trainer(config), self._validation_loss)
-    self.add(self.name("slimmed"), result.model, {
-        "rate": config.rate, "criterion": config.criterion,
-        "removed_channels": result.removed_fraction,
-        "params": [int(model.count_params())] + [step.params for step in result.steps],
-        "macs": [int(total_macs(model))] + [step.macs for step in result.steps],
-        "validation_loss": [step.val_accuracy for step in result.steps],
-        "groups": result.groups, "skipped": result.skipped,
-        "seconds": time.perf_counter() - started})
-    return result.model
-
-  def cluster(self, model, config: ClusterConfig):
-    """tfmot weight clustering (a pruned model keeps its zeros), fine-tuned."""
-    started = time.perf_counter()
-    preserve = ("pruned" in self.applied if config.preserve_sparsity is None
-                else config.preserve_sparsity)
-    progress.log(f"cluster: {config.number_of_clusters} shared values per kernel, "
-                 f"{config.epochs} epoch(s)")
-    result = cluster.cluster(model, None, config, preserve_sparsity=preserve,
-                             train=self._trainer(config))
-    self.add(self.name("clustered"), result.model, {
-        "clusters": config.number_of_clusters, "preserve_sparsity": preserve,
-        "kernels": {entry.layer: [entry.clusters, entry.distinct] for entry in result.kernels},
-        "seconds": time.perf_counter() - started})
-    return result.model
-
-  def qat(self, model, config: QatConfig):
-    """Quantization-aware training (PQAT / CQAT / PCQAT after prune and
-    cluster, so their zeros and shared values survive); int8 files only."""
-    started = time.perf_counter()
-    scheme = (qat.choose_scheme("pruned" in self.applied, "clustered" in self.applied)
-              if config.scheme == "auto" else config.scheme)
-    progress.log(f"qat: {scheme}, {config.epochs} epoch(s)")
-    result = qat.qat(model, None, config, scheme, train=self._trainer(config))
-    self.add(self.name("qat"), result.model, {
-        "scheme": scheme, "epochs": config.epochs, "seconds": time.perf_counter() - started},
-        extension=".h5", modes=("int8",))
-    return result.model
-
-  def lowrank(self, model, config: LowRankConfig):
-    """Truncated SVD of the chosen Dense / conv kernels, fine-tuned."""
-    started = time.perf_counter()
-    progress.log(f"lowrank: factorizing {', '.join(config.layers or ['by rank'])}")
-    result = lowrank.lowrank(model, None, config, train=self._trainer(config),
-                             validate=self._validation_loss)
-    self.add(self.name("factorized"), result.model, {
-        "layers": {entry.layer: entry.rank for entry in result.layers},
-        "validation_loss_before_finetune": result.val_accuracy_before_finetune,
-        "validation_loss_after_finetune": result.val_accuracy_after_finetune,
-        "seconds": time.perf_counter() - started})
-    return result.model
-
-  def _trainer(self, config):
+  def trainer(self, config):
     """train(model, epochs, callbacks=()) for a technique: the task's data and
     loss at the stage's learning rate, distilled from the baseline with use_teacher."""
     def train(model, epochs, callbacks=()):
-      return self._fit(model, epochs, config.learning_rate, callbacks,
+      return self.fit(model, epochs, config.learning_rate, callbacks,
                        teacher=config.use_teacher)
     return train
 
-  def distill(self, model, config: TaskDistillConfig):
-    """A student `config.width` as wide, fresh, distilled from `model`; with
-    compare_scratch, the same student from the same weights on labels only."""
-    student = student_of(model, config.width, self.seed)
-    initial = student.get_weights()
-    progress.log(f"distill: a student {config.width:.0%} as wide "
-                 f"({student.count_params():,} parameters, {model.count_params():,} in "
-                 f"the teacher) for {config.epochs} epoch(s), per-output distillation")
-    started = time.perf_counter()
-    history = self._fit(student, config.epochs, config.learning_rate, teacher=True,
-                        teacher_model=model)
-    record = {"width": config.width, "epochs": config.epochs, "alpha": config.alpha,
-              "temperature": config.temperature, "params": int(student.count_params()),
-              "teacher_params": int(model.count_params()),
-              "train_loss": [float(value) for value in history.history.get("loss", [])],
-              "seconds": time.perf_counter() - started}
-    name = self.name("distilled")
-    if config.compare_scratch:
-      scratch = keras.models.clone_model(student)
-      scratch.set_weights(initial)
-      keras.utils.set_random_seed(self.seed)
-      progress.log("distill: the same student from the same weights on the task's "
-                   "labels only (control)")
-      self._fit(scratch, config.epochs, config.learning_rate)
-      self.add(f"{name}_scratch", scratch, {"control_of": name}, final=False)
-    self.add(name, student, record)
-    return student
-
-  def _fit(self, model, epochs: int, learning_rate: float, callbacks=(),
+  def fit(self, model, epochs: int, learning_rate: float, callbacks=(),
            teacher: bool = False, teacher_model=None):
     """Fits `model` in place on the task's training data: the task's loss, or
     with `teacher`, distillation from the baseline (or `teacher_model`)."""
@@ -391,7 +320,7 @@ class _TaskRun:
                        validation_data=_as_keras_targets(self.task.val, self.task),
                        callbacks=list(callbacks), verbose=progress.keras_verbose())
 
-  def _validation_loss(self, model) -> float:
+  def validation_loss(self, model) -> float:
     """The task's loss on its validation data (on its training data without)."""
     data = self.task.val if self.task.val is not None else self.task.train
     _compile(model, self.task, 1e-4, 1)  # the loss to evaluate; no training follows
@@ -457,14 +386,6 @@ def _as_keras_targets(dataset, task: Task):
     targets = y[names[0]] if len(names) == 1 else tuple(y[name] for name in names)
     return (x, targets) + tuple(weight)
   return dataset.map(ordered)
-
-
-def _macs(model) -> Optional[int]:
-  """MACs per example, of the layers tfopt counts (convs, dense); None if unknown."""
-  try:
-    return int(total_macs(model))
-  except (AttributeError, TypeError, ValueError):  # a layer whose shapes are not static
-    return None
 
 
 def _optimizer(learning_rate: float, steps: int):

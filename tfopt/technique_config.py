@@ -14,7 +14,7 @@ __all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "Strided
            "LowRankConfig",
            "CENTROID_INITS", "ClusterConfig", "BINARY_MODES", "BinaryConfig",
            "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig",
-           "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig"]
+           "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig", "require_search_space"]
 
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -319,6 +319,19 @@ SEARCH_OBJECTIVES = ("size", "latency")
 SEARCH_MODES = ("int8", "int4", "dynamic_int4", "dynamic_range", "float16")
 
 
+def require_search_space(config):
+  """Checks a search config's space: slim_rates, sparsities and modes."""
+  for name in ("slim_rates", "sparsities"):
+    values = tuple(getattr(config, name))
+    require(all(isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 < value < 1 for value in values)
+            and len(set(values)) == len(values), name, values,
+            "distinct numbers in (0, 1), or an empty list")
+  require(bool(config.modes) and set(config.modes) <= set(SEARCH_MODES)
+          and len(set(config.modes)) == len(config.modes), "modes", config.modes,
+          "distinct modes among " + ", ".join(SEARCH_MODES))
+
+
 @dataclass(frozen=True)
 class SearchConfig:
   """The budgeted search of the compression space (see tfopt.search).
@@ -354,15 +367,7 @@ class SearchConfig:
             and 0 <= self.max_accuracy_drop <= 100, "max_accuracy_drop",
             self.max_accuracy_drop, "percentage points in [0, 100]")
     require_positive_number("time_budget", self.time_budget)
-    for name in ("slim_rates", "sparsities"):
-      values = getattr(self, name)
-      require(all(isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and 0 < value < 1 for value in values)
-              and len(set(values)) == len(values), name, values,
-              "distinct numbers in (0, 1), or an empty list")
-    require(bool(self.modes) and set(self.modes) <= set(SEARCH_MODES)
-            and len(set(self.modes)) == len(self.modes), "modes", self.modes,
-            "distinct modes among " + ", ".join(SEARCH_MODES))
+    require_search_space(self)
     require_positive_int("finetune_epochs", self.finetune_epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)

@@ -10,6 +10,7 @@ them, saves it, and (without --train_only) compresses it with tfopt.compress.
 """
 
 import argparse
+import json
 import os
 
 import numpy as np
@@ -62,10 +63,18 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
   parser.add_argument("--finetune_epochs", type=int, default=2,
                       help="epochs of each slim step's and of prune's fine-tuning")
   parser.add_argument("--target_sparsity", type=float, default=0.5, help="prune's target")
+  parser.add_argument("--settings", type=json.loads, default={},
+                      help='more stage settings as JSON, e.g. \'{"slim": {"rate": 0.3}}\'')
+  parser.add_argument("--reuse", action="store_true",
+                      help="compress the model at --model if it exists, not a new one")
   parser.add_argument("--train_only", action="store_true")
   args = parser.parse_args(argv)
-  model = train_model(example, args.epochs, learning_rate)
-  model.save(args.model)
+  if args.reuse and os.path.exists(args.model):
+    import keras  # pylint: disable=g-import-not-at-top
+    model = keras.models.load_model(args.model)
+  else:
+    model = train_model(example, args.epochs, learning_rate)
+    model.save(args.model)
   if args.train_only:
     return None
   import tfopt  # pylint: disable=g-import-not-at-top
@@ -73,6 +82,8 @@ def main(example, name: str, epochs: int, learning_rate: float, argv=None):
              if hasattr(example, key)}
   settings = {"slim": {"finetune_epochs": args.finetune_epochs},
               "prune": {"epochs": args.finetune_epochs, "target_sparsity": args.target_sparsity}}
+  for stage, values in args.settings.items():
+    settings[stage] = dict(settings.get(stage, {}), **values)
   return tfopt.compress(model, train=example.train(), val=example.val(), test=example.test(),
                         loss=example.loss, metrics=example.metrics,
                         stages=args.stages.split(","), settings=settings,

@@ -12,7 +12,7 @@ import dataclasses
 
 from tfopt import sensitivity
 from tfopt.stages.base import NewModel, Stage, StageOutput
-from tfopt.report import percent
+from tfopt.report import percent, sensitivity_table
 
 KINDS = (("uniform_pruned", "uniformly pruned"),
          ("sensitivity_pruned", "sensitivity-pruned"))
@@ -68,21 +68,13 @@ class SensitivityStage(Stage):
     entry = report.sensitivity
     if not entry:
       return []
-    sparsities = sorted({point["sparsity"] for point in entry["points"]})
     lines = ["", f"## Sensitivity-chosen vs uniform sparsity ({entry['model']})", "",
              "Each layer pruned alone, no fine-tuning: validation accuracy drop in "
              + (f"pp. Budget {entry['budget_pp']} pp per layer; the chosen sparsity "
                 "is the highest within it." if entry.get("target_sparsity") is None
                 else f"pp. Target {entry['target_sparsity']:.0%} overall, given to "
-                "the layers where the curves say it costs least."), "",
-             "| layer | weights | " + " | ".join(f"{value:.0%}" for value in sparsities)
-             + " | chosen |", "|---|---|" + "---|" * (len(sparsities) + 1)]
-    for layer, size in entry["layer_sizes"].items():
-      drops = {point["sparsity"]: point["drop"] for point in entry["points"]
-               if point["layer"] == layer}
-      lines.append(f"| {layer} | {size:,} | " + " | ".join(
-          f"{100 * drops[value]:.2f}" for value in sparsities)
-                   + f" | {entry['chosen'][layer]:.0%} |")
+                "the layers where the curves say it costs least."), ""]
+    lines += sensitivity_table(entry, lambda drop: f"{100 * drop:.2f}")
     lines += ["", f"Both prune {entry['overall_sparsity']:.1%} of the prunable "
               "weights and are fine-tuned alike; int8 files in LiteRT:", "",
               "| allocation | accuracy | gzip bytes | nonzero params |", "|---|---|---|---|"]
