@@ -24,7 +24,7 @@ tf = pytest.importorskip("tensorflow")
 
 MODELS = settings(max_examples=int(os.environ.get("TFOPT_FUZZ_TASKS", "40")), deadline=None,
                   derandomize=True, suppress_health_check=[HealthCheck.too_slow])
-STAGES = ("slim", "prune", "cluster", "qat")
+STAGES = ("slim", "prune", "cluster", "qat", "strided", "binary", "sensitivity", "search")
 
 # Input kind -> (shape, trunk builder(layers, x) -> features keeping the input's rank).
 INPUTS = {
