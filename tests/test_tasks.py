@@ -489,3 +489,17 @@ def test_strided_then_binary_on_a_keras3_audio_classifier(tmp_path):
   mlp, mlp_data = _regression_mlp()
   with pytest.raises(TfoptError, match="no 2 x 2 pool"):
     task_run.prepare(mlp, train=mlp_data, test=mlp_data, stages=["strided"])
+
+
+def test_objectives_without_validation_data_are_judged_on_fixed_training_examples():
+  from tfopt.task_objective import judging_data, objective_for  # pylint: disable=g-import-not-at-top
+  model, _ = _regression_mlp()
+  x = np.arange(64 * 16, dtype="float32").reshape(64, 16)
+  shuffled = tf.data.Dataset.from_tensor_slices((x, np.zeros((64, 8), "float32"))).shuffle(
+      64, seed=None, reshuffle_each_iteration=True).batch(8)
+  prepared = task_run.prepare(model, train=shuffled, test=shuffled, loss="mse", metrics=["mae"])
+  data = judging_data(prepared.task, 20)
+  passes = [np.concatenate([batch[0].numpy() for batch in data]) for _ in range(2)]
+  assert passes[0].shape == (20, 16) and np.array_equal(passes[0], passes[1])
+  assert objective_for(prepared.task).key == "loss"
+  assert objective_for(prepared.task, "mean_absolute_error").higher_is_better is False

@@ -159,10 +159,9 @@ def file_outputs(runner: int8_fidelity.FileRunner, keras_names: List[str]) -> Li
 
 def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
             num_threads: int = 1, latency_runs: int = 100, data=None,
-            max_examples: Optional[int] = None, with_score: bool = True) -> List[Measured]:
+            with_score: bool = True) -> List[Measured]:
   """The Keras model's row and a row per file ({row name: path}), in one pass
-  over the test data (or `data`, a split of the task; its first
-  `max_examples` examples, whole batches, when given; the score left out
+  over the test data (or `data`, batched as the task's; the score left out
   without `with_score`)."""
   runners = {name: int8_fidelity.FileRunner(_read(path), num_threads=num_threads)
              for name, path in files.items()}
@@ -170,11 +169,8 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
   orders = {name: file_outputs(runner, keras_names) for name, runner in runners.items()}
   rows = {keras_name: _Row(task, keras_name, None, with_score)}
   rows.update({name: _Row(task, name, path) for name, path in files.items()})
-  first, seen = None, 0
+  first = None
   for batch in task.test if data is None else data:
-    if max_examples is not None and seen >= max_examples:
-      break
-    seen += len(batch[0])
     x, targets = batch[0], {key: value.numpy() for key, value in batch[1].items()}
     weights = batch[2].numpy() if len(batch) == 3 else None
     first = x[:1].numpy() if first is None else first

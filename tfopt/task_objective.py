@@ -4,8 +4,8 @@ Where a choice is made by measurement on a task (the sensitivity scan, the
 search), the quality of a model is one number: the user's score on the
 whole data (mAP, ROC AUC; its direction is the task's higher_is_better),
 one of the user's metrics, or the loss (lower is better). Measured on the
-validation data (the training data when there is none), never the test
-data the report gives.
+validation data (a fixed slice of the training data when there is none),
+never the test data the report gives.
 """
 
 import dataclasses
@@ -14,8 +14,11 @@ from typing import Optional
 from tfopt import task_measure
 from tfopt.task import Task, TaskError
 
-__all__ = ["Objective", "objective_for", "metric_keys", "keras_value", "LOWER_IS_BETTER"]
+__all__ = ["Objective", "objective_for", "metric_keys", "judging_data", "keras_value",
+           "LOWER_IS_BETTER", "TRAIN_EXAMPLES"]
 
+# Without validation data, objectives are measured on this many training examples.
+TRAIN_EXAMPLES = 2000
 # Metric names in which lower is better (Keras' error and loss metrics).
 LOWER_IS_BETTER = ("loss", "error", "crossentropy", "hinge", "poisson", "divergence",
                    "logcosh", "mse", "mae", "mape", "msle", "rmse")
@@ -72,11 +75,23 @@ def metric_keys(task: Task):
           for metric_name in (make().name for make in task.metrics[output.name])]
 
 
-def keras_value(model, task: Task, objective: Objective, max_examples=None) -> float:
-  """The objective of a Keras model on the task's validation data (its
-  training data without), oriented so that higher is better."""
-  data = task.val if task.val is not None else task.train
+def judging_data(task: Task, examples: Optional[int] = None):
+  """The data objectives are measured on, the same examples at every pass: the
+  validation data (its first `examples`), else the first `examples`
+  (TRAIN_EXAMPLES by default) of the training data, kept in memory (the
+  training stream may shuffle). Build it once and pass it to keras_value."""
+  if task.val is not None:
+    return task.val if examples is None else _first(task.val, examples, task.batch_size)
+  return _first(task.train, examples or TRAIN_EXAMPLES, task.batch_size).cache()
+
+
+def _first(data, count: int, batch_size: int):
+  return data.unbatch().take(count).batch(batch_size)
+
+
+def keras_value(model, task: Task, objective: Objective, data) -> float:
+  """The objective of a Keras model on `data` (judging_data), oriented so
+  that higher is better."""
   row = task_measure.measure(model, task, {}, "the validation data", data=data,
-                             max_examples=max_examples,
                              with_score=objective.key == "score")[0]
   return objective.oriented(objective.value(row))

@@ -30,7 +30,7 @@ from tfopt.sensitivity import allocate_sparsity, scan_layers
 from tfopt.slim import slim_with
 from tfopt.sweep import prunable_kernels
 from tfopt.task import TaskError
-from tfopt.task_objective import Objective, keras_value, objective_for
+from tfopt.task_objective import Objective, judging_data, keras_value, objective_for
 from tfopt.technique_config import SEARCH_OBJECTIVES, require_search_space
 from tfopt.validate import require, require_positive_int, require_positive_number
 
@@ -55,7 +55,8 @@ class TaskSearchConfig:
     sparsity spread by the sensitivity curves, then the file's mode).
   finetune_epochs / learning_rate / use_teacher: each fine-tune, on the
     task's loss or distilled from the model searched from.
-  examples: validation examples each measurement reads (None: all).
+  examples: validation examples each measurement reads (None: all; without
+    validation data, the first TRAIN_EXAMPLES training examples).
   """
   objective: str = "size"
   max_drop: Optional[float] = None
@@ -96,6 +97,7 @@ class TaskSpace:
   objective: Objective
   directory: str
   near: float
+  data: object  # task_objective.judging_data: what every candidate is measured on
   failed: List[str] = dataclasses.field(default_factory=list)
 
   def measure(self, model, spec: Spec, seconds: float, modes=()) -> List[Candidate]:
@@ -114,8 +116,8 @@ class TaskSpace:
       return []
     task = self.run.task
     rows = task_measure.measure(
-        model, task, files, "search", self.run.num_threads, data=_validation(task),
-        max_examples=self.config.examples, with_score=self.objective.key == "score")[1:]
+        model, task, files, "search", self.run.num_threads, data=self.data,
+        with_score=self.objective.key == "score")[1:]
     params, nonzero = parameter_counts(model)
     macs = macs_if_known(model) or 0
     found = []
@@ -136,7 +138,7 @@ class TaskSpace:
       return {}
     del seconds  # the scan reads `examples` validation examples per point
     points = scan_layers(model, lambda scanned: keras_value(
-        scanned, self.run.task, self.objective, self.config.examples), SCAN_SPARSITIES)
+        scanned, self.run.task, self.objective, self.data), SCAN_SPARSITIES)
     log(f"search: scanned {len(sizes)} layer(s) of {model.name} at "
         + ", ".join(f"{value:.0%}" for value in SCAN_SPARSITIES))
     return {target: allocate_sparsity(points, sizes, target)
@@ -170,16 +172,13 @@ class TaskSpace:
     progress.log(f"  {spec.name}, {mode}: not measured: {reason}")
 
 
-def _validation(task):
-  return task.val if task.val is not None else task.train
-
-
 def check_search(model, task, config: TaskSearchConfig) -> Tuple[Objective, float]:
   """The search's objective and the Keras model's value of it (oriented);
   raises TaskError before any work where it cannot be measured."""
   objective = objective_for(task, config.metric, config.higher_is_better)
   try:
-    return objective, keras_value(model, task, objective, config.examples)
+    return objective, keras_value(model, task, objective,
+                                  judging_data(task, config.examples))
   except TaskError as error:
     raise TaskError(f"search: the objective {objective.name} cannot be measured on the "
                     f"validation data: {error} Set the stage's metric to 'loss' or one of "
@@ -188,7 +187,9 @@ def check_search(model, task, config: TaskSearchConfig) -> Tuple[Objective, floa
 
 def search_stage(run, model, config: TaskSearchConfig):
   """Walks the space from `model`; the chosen file's model goes on."""
-  objective, baseline = check_search(model, run.task, config)
+  objective = check_search(model, run.task, config)[0]
+  data = judging_data(run.task, config.examples)  # the baseline and every candidate on it
+  baseline = keras_value(model, run.task, objective, data)
   max_drop = config.max_drop if config.max_drop is not None else 0.01 * abs(baseline)
   floor = baseline - max_drop
   shown = objective.oriented(baseline)
@@ -196,7 +197,7 @@ def search_stage(run, model, config: TaskSearchConfig):
                f"{objective.describe} {shown:.4g} (validation); budget "
                f"{config.time_budget:,.0f} s")
   with tempfile.TemporaryDirectory(prefix="tfopt-task-search-") as directory:
-    space = TaskSpace(run, config, objective, directory, max_drop)
+    space = TaskSpace(run, config, objective, directory, max_drop, data)
     result = search.walk_space(model, space, config, floor, progress.log)
   chosen = result.candidates[result.chosen]
   progress.log(f"search: chose {chosen.name}: {objective.name} "

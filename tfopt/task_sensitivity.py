@@ -19,7 +19,7 @@ from tfopt import progress, prune, sensitivity
 from tfopt._keras import keras
 from tfopt.sweep import prunable_kernels
 from tfopt.task import TaskError
-from tfopt.task_objective import Objective, keras_value, objective_for
+from tfopt.task_objective import Objective, judging_data, keras_value, objective_for
 from tfopt.validate import require, require_fraction, require_positive_int
 
 __all__ = ["TaskSensitivityConfig", "sensitivity_stage", "scan", "check_sensitivity"]
@@ -38,7 +38,8 @@ class TaskSensitivityConfig:
     (output/metric with several outputs); default the score, else the loss.
   higher_is_better: the metric's direction, when its name does not say it
     (names with loss/error/crossentropy are lower-is-better).
-  examples: validation examples each measurement reads (None: all of them).
+  examples: validation examples each measurement reads (None: all of them;
+    without validation data, the first TRAIN_EXAMPLES training examples).
   """
   sparsities: Tuple[float, ...] = (0.3, 0.5, 0.7, 0.9)
   target_sparsity: float = 0.5
@@ -67,9 +68,9 @@ class TaskSensitivityConfig:
 def scan(model, task, config: TaskSensitivityConfig, objective: Objective):
   """The scan's points: each layer alone at each sparsity, the objective's
   value (oriented so higher is better) and its drop."""
+  data = judging_data(task, config.examples)
   return sensitivity.scan_layers(
-      model, lambda scanned: keras_value(scanned, task, objective, config.examples),
-      config.sparsities)
+      model, lambda scanned: keras_value(scanned, task, objective, data), config.sparsities)
 
 
 def check_sensitivity(model, task, config: TaskSensitivityConfig) -> Objective:
@@ -79,7 +80,7 @@ def check_sensitivity(model, task, config: TaskSensitivityConfig) -> Objective:
     raise TaskError(f"sensitivity: {model.name!r} has no Conv2D or Dense kernel to prune.")
   objective = objective_for(task, config.metric, config.higher_is_better)
   try:
-    keras_value(model, task, objective, config.examples)
+    keras_value(model, task, objective, judging_data(task, config.examples))
   except TaskError as error:
     raise TaskError(f"sensitivity: the objective {objective.name} cannot be measured on "
                     f"the validation data: {error} A score that holds only on the test "
