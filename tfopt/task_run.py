@@ -11,10 +11,11 @@ before any training or file is written: the data against the model's
 outputs, the loss and metrics, the stages and modes.
 
 Stages (TASK_STAGES, in the order given, each compressing the model before
-it): distill, lowrank, slim, prune, cluster, qat, each the technique's own
-function trained on the task's data with its loss. The others are refused
-by name before any work. tfopt.task_model loads the model, tfopt.task_report
-writes the report.
+it) are the techniques' own functions trained on the task's data with its
+loss (tfopt.task_stages); sensitivity and search choose by the task's
+objective (tfopt.task_sensitivity, tfopt.task_search). The others are
+refused by name before any work. tfopt.task_model loads the model,
+tfopt.task_report writes the report.
 """
 
 import contextlib
@@ -88,7 +89,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
       (tfopt.task_distill).
     stages: of TASK_STAGES, in order; each compresses the model before it.
     settings: {stage: {setting: value}} over TASK_DEFAULTS, as the stage's
-      config takes them (PruneConfig, SlimConfig, TaskDistillConfig).
+      config takes them (_CONFIGS: PruneConfig, SlimConfig, TaskSearchConfig ...).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
     batch_size: batches for unbatched data.
