@@ -60,10 +60,14 @@ def _run(path: str):
   if spec is None or spec.loader is None:
     raise TaskError(f"Task file {path} cannot be imported: give a .py file.")
   module = importlib.util.module_from_spec(spec)
+  # Registered, as an import would be: AutoGraph looks a function's module up
+  # there to convert the file's dataset.map functions.
+  sys.modules[name] = module
   sys.path.insert(0, folder)
   try:
     spec.loader.exec_module(module)
   except Exception as error:  # the user's code may raise anything
+    sys.modules.pop(name, None)
     raise TaskError(f"Task file {path} failed{_where(path, error)}: "
                     f"{type(error).__name__}: {error}") from error
   finally:
