@@ -24,7 +24,7 @@ import tensorflow as tf
 from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.config import BINARY_MODES, BinaryConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 
 __all__ = ["BinaryError", "MODES", "WeightClip", "BinaryConv2D", "BinaryDense",
@@ -246,9 +246,7 @@ def binary(model: keras.Model, dataset: Optional[Dataset], config: BinaryConfig,
       (a task's data and loss).
   """
   trainable = binarize(model, config.mode, config.layers)
-  if train is not None:
-    train(trainable, config.epochs)
-  else:
-    fine_tune(trainable, dataset, config.epochs, config.batch_size, config.learning_rate,
-              teacher=teacher, verbose=verbose)
+  train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                               verbose)
+  train(trainable, config.epochs)
   return BinaryResult(trainable, export_binary(trainable), effective_size(trainable))

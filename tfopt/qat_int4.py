@@ -30,7 +30,7 @@ from tensorflow_model_optimization.python.core.quantization.keras import (
 from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import QatConfig
 from tfopt.data import Dataset
-from tfopt.distill import Teacher, fine_tune
+from tfopt.distill import Teacher, trainer_for
 from tfopt.errors import TfoptError
 from tfopt.qat import QatResult, annotated_copy
 
@@ -183,9 +183,7 @@ def qat_int4(model: keras.Model, dataset: Optional[Dataset], config: QatConfig,
   require_keras2_model(model)
   names = grid_layers(model, layers, required=True)
   trained = _fake_quantized(model, set(names), keep_zeros)
-  if train is not None:
-    train(trained, config.epochs)
-  else:
-    fine_tune(trained, dataset, config.epochs, config.batch_size, config.learning_rate,
-              teacher=teacher, verbose=verbose)
+  train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
+                               verbose)
+  train(trained, config.epochs)
   return QatResult(_baked(model, trained, set(names)), "pqat4" if keep_zeros else "qat4")

@@ -187,7 +187,8 @@ def check_search(model, task, config: TaskSearchConfig) -> Tuple[Objective, floa
 
 def search_stage(run, model, config: TaskSearchConfig):
   """Walks the space from `model`; the chosen file's model goes on."""
-  objective = check_search(model, run.task, config)[0]
+  # Checked in prepare (the objective measured once on the model).
+  objective = objective_for(run.task, config.metric, config.higher_is_better)
   data = judging_data(run.task, config.examples)  # the baseline and every candidate on it
   baseline = keras_value(model, run.task, objective, data)
   max_drop = config.max_drop if config.max_drop is not None else 0.01 * abs(baseline)

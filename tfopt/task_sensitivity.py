@@ -93,7 +93,8 @@ def check_sensitivity(model, task, config: TaskSensitivityConfig) -> Objective:
 def sensitivity_stage(run, model, config: TaskSensitivityConfig):
   """Scans, chooses per-layer sparsities, prunes by them and uniformly."""
   started = time.perf_counter()
-  objective = check_sensitivity(model, run.task, config)
+  # Checked in prepare (the objective measured once on the model).
+  objective = objective_for(run.task, config.metric, config.higher_is_better)
   sizes = prunable_kernels(model)
   progress.log(f"sensitivity: {len(sizes)} layer(s) pruned alone to "
                + ", ".join(f"{value:.0%}" for value in config.sparsities)
