@@ -168,7 +168,7 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
   keras_names = [output.keras_name for output in task.outputs]
   orders = {name: file_outputs(runner, keras_names) for name, runner in runners.items()}
   rows = {keras_name: _Row(task, keras_name, None, with_score)}
-  rows.update({name: _Row(task, name, path) for name, path in files.items()})
+  rows.update({name: _Row(task, name, path, with_score) for name, path in files.items()})
   first = None
   for batch in task.test if data is None else data:
     x, targets = batch[0], {key: value.numpy() for key, value in batch[1].items()}
