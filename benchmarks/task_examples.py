@@ -27,7 +27,8 @@ sys.path.insert(0, os.path.join(HERE, "..", "examples", "tasks"))
 # epochs a step at the training rate, distilled (one epoch a step collapsed
 # it to background; see BUILD_NOTES).
 EXAMPLES = {
-    "detection_yolo": (10, 2e-3, 1, "score", {}),
+    "detection_yolo": (10, 2e-3, 3, "score",
+                       {"slim": {"learning_rate": 2e-3, "use_teacher": True}}),
     "segmentation_unet": (5, 2e-3, 3, "mean_iou",
                           {"slim": {"learning_rate": 2e-3, "use_teacher": True}}),
     "anomaly_autoencoder": (10, 1e-3, 2, "score", {}),

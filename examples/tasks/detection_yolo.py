@@ -35,7 +35,11 @@ BATCH = 64
 
 
 def _ink_box(image):
-  rows, cols = np.nonzero(image > 76)
+  """The box around a digit's ink; a thin digit shrunk to 12 px may keep
+  only faint pixels, so the threshold is at most half its brightest one."""
+  rows, cols = np.nonzero(image > min(76, image.max() / 2))
+  if not len(rows):  # nothing left at all: the whole patch
+    return 0, 0, image.shape[0], image.shape[1]
   return rows.min(), cols.min(), rows.max() + 1, cols.max() + 1
 
 
