@@ -41,6 +41,9 @@ class TaskBundle:
       values = np.clip(np.round(values / spec["scale"] + spec["zero_point"]),
                        info.min, info.max)
     self.interpreter.set_tensor(spec["index"], values.astype(spec["dtype"]))
+    # A recurrent model's LSTM states are variables that outlive an invoke;
+    # each example starts from zero states (a no-op for other files).
+    self.interpreter.reset_all_variables()
     self.interpreter.invoke()
     outputs = {}
     for output in self.spec["outputs"]:

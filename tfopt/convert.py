@@ -33,24 +33,32 @@ from tfopt.errors import TfoptError
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4",
            "representative_dataset", "is_quantization_aware", "converter_for",
-           "without_converter_noise", "calibration_images"]
+           "without_converter_noise", "calibration_images", "check_modes"]
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
+# Recurrent layers LiteRT runs only at a fixed batch size (its fused LSTM and
+# the WHILE loop of the others), so their files take one example at a time.
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
+# Recurrent layers that become a WHILE loop: the converter's integer
+# calibration crashes the process on them (TF 2.21), so no integer file.
+_LOOPED_LAYERS = ("GRU", "SimpleRNN")
 
 
 class ConversionError(TfoptError, ValueError):
   """A model cannot be converted as asked."""
 
 
-def representative_dataset(images: np.ndarray, count: int, seed: int = 0):
-  """A generator function yielding `count` single images for calibration."""
+def representative_dataset(images: np.ndarray, count: int, seed: int = 0,
+                           dtype=np.float32):
+  """A generator function yielding `count` single images (or other inputs,
+  of `dtype`: token ids are int32) for calibration."""
   chosen = np.random.default_rng(seed).choice(len(images), size=min(count, len(images)),
                                               replace=False)
 
   def generate():
     for index in chosen:
-      yield [images[index:index + 1].astype(np.float32)]
+      yield [images[index:index + 1].astype(dtype)]
   return generate
 
 
@@ -94,14 +102,17 @@ def to_int4(model: keras.Model, mode: str, representative_images=None,
     raise ConversionError(f"A quantization-aware model converts to int8 only, not {mode}.")
   float_file = to_tflite(model, "float32")
   return float_file, int4.quantize(float_file, mode, calibration_images(
-      representative_images, representative_count), representative_count, int4_layers)
+      representative_images, representative_count, model.inputs[0].dtype.as_numpy_dtype),
+      representative_count, int4_layers)
 
 
-def calibration_images(images, count: int) -> Optional[np.ndarray]:
-  """The same `count` images the converter's calibration would take."""
+def calibration_images(images, count: int, dtype=np.float32) -> Optional[np.ndarray]:
+  """The same `count` images (or inputs of `dtype`) the converter's
+  calibration would take."""
   if images is None or not len(images):
     return None
-  return np.concatenate([batch[0] for batch in representative_dataset(images, count)()])
+  return np.concatenate([batch[0] for batch in
+                         representative_dataset(images, count, dtype=dtype)()])
 
 
 # What the converter prints on every int8 conversion, however it went: a
@@ -160,7 +171,7 @@ def converter_for(model: keras.Model, mode: str = "float32",
   if mode not in MODES:
     raise ConversionError(f"Unknown conversion mode {mode!r}; choose one of "
                           f"{', '.join(MODES)}.")
-  converter = tf.lite.TFLiteConverter.from_keras_model(model)
+  converter = _converter(model)
   if mode != "float32":
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
   if mode == "float16":
@@ -170,7 +181,8 @@ def converter_for(model: keras.Model, mode: str = "float32",
       raise ConversionError(f"{mode} conversion needs representative images "
                             "to calibrate activation ranges.")
     converter.representative_dataset = representative_dataset(
-        representative_images, representative_count)
+        representative_images, representative_count,
+        dtype=model.inputs[0].dtype.as_numpy_dtype)
   if mode != "int8" and is_quantization_aware(model):
     raise ConversionError(f"A quantization-aware model converts to int8 only, "
                           f"not {mode}.")
@@ -185,3 +197,40 @@ def converter_for(model: keras.Model, mode: str = "float32",
     converter.target_spec.supported_ops = [
         tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
   return converter
+
+
+def _recurrent(model: keras.Model, kinds=RECURRENT_LAYERS) -> list:
+  """Names of the model's layers of those kinds (a Bidirectional's too)."""
+  return [layer.name for layer in model.layers
+          if type(layer).__name__ in kinds
+          or type(getattr(layer, "layer", None)).__name__ in kinds]
+
+
+def check_modes(model: keras.Model, modes) -> None:
+  """Refuses, before any work, integer modes the converter cannot make of
+  this model's layers."""
+  looped = _recurrent(model, _LOOPED_LAYERS)
+  integer = [mode for mode in modes if mode in CALIBRATED_MODES + int4.MODES]
+  if looped and integer:
+    raise ConversionError(
+        f"Layers {', '.join(looped)} (GRU / SimpleRNN) run as a loop in LiteRT, which "
+        f"the converter cannot quantize to {', '.join(integer)} files (it crashes). Ask "
+        "for float32, float16 or dynamic_range files (quant_modes / --quant_modes), or use "
+        "LSTM layers, which LiteRT runs as one fused integer op.")
+
+
+def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
+  """From the Keras model; for recurrent layers, from its function at batch 1
+  (LiteRT's recurrent kernels take a fixed batch; the file's signature keeps
+  the Keras output names)."""
+  if not _recurrent(model):
+    return tf.lite.TFLiteConverter.from_keras_model(model)
+  names = list(model.output_names)
+  specs = [tf.TensorSpec((1,) + tuple(tensor.shape[1:]), tensor.dtype)
+           for tensor in model.inputs]
+
+  def serve(*inputs):
+    outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+    return dict(zip(names, tf.nest.flatten(outputs)))
+  function = tf.function(serve).get_concrete_function(*specs)
+  return tf.lite.TFLiteConverter.from_concrete_functions([function], model)

@@ -122,6 +122,9 @@ def write_task_bundle(output_dir: str, tflite_path: str, row: dict,
                    "note": "this file in LiteRT on the task's test data; latency at "
                            "batch 1 on the machine in task_report.json"},
   })
+  if runner.fixed_batch:
+    description["runs"] = ("one example at a time (batch 1), reset_all_variables() before "
+                           "each invoke: its recurrent states are variables that outlive one")
   json_path = write_text_atomic(os.path.join(directory, "model.json"),
                                 json.dumps(description, indent=2) + "\n")
   return [model_path, json_path]

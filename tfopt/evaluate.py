@@ -9,6 +9,9 @@ warm-up invokes, then the median of timed invokes.
 import contextlib
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -20,7 +23,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
            "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
-           "check_weight_sharing"]
+           "check_weight_sharing", "check_runs"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
@@ -64,6 +67,43 @@ def litert_errors(path: str):
         "scales are degenerate: a layer whose outputs were all ~0 on the "
         "calibration images, as in a model that did not learn (check its "
         "training accuracy).") from error
+
+
+# Opens a file from stdin and runs it once on zeros: in a child process,
+# since LiteRT aborts the process (not raises) on some converted files.
+_RUN_ONCE = ("import sys, numpy as np\n"
+             "from ai_edge_litert.interpreter import Interpreter\n"
+             "i = Interpreter(model_content=sys.stdin.buffer.read())\n"
+             "i.allocate_tensors()\n"
+             "for d in i.get_input_details():\n"
+             "  i.set_tensor(d['index'], np.zeros(d['shape'], d['dtype']))\n"
+             "i.invoke()\n")
+
+
+def check_runs(content: bytes, what: str) -> None:
+  """Raises TFLiteError where LiteRT would stop the process on this file.
+
+  The converter can write int8 files LiteRT aborts on when it prepares them
+  (seen: a LayerNormalization over a single feature, as in Keras' timeseries
+  Transformer tutorial, whose normalized values are all 0).
+  """
+  result = subprocess.run([sys.executable, "-c", _RUN_ONCE], input=bytes(content),
+                          capture_output=True, timeout=600, check=False)
+  if result.returncode >= 0:  # ran, or raised: the process's own errors handle that
+    return
+  interpreter = Interpreter(model_content=bytes(content))
+  computed = {index for op in interpreter._get_ops_details()  # pylint: disable=protected-access
+              for index in op["outputs"]}
+  tiny = [f"{detail['name'].split(';')[0]} (scale {detail['quantization'][0]:.1e})"
+          for detail in interpreter.get_tensor_details()
+          if detail["index"] in computed and 0 < detail["quantization"][0] < 1e-6]
+  raise TFLiteError(
+      f"LiteRT stops the process ({signal.Signals(-result.returncode).name}) when it runs "
+      f"{what}, as the converter wrote it. "
+      + (f"Tensors with degenerate scales: {', '.join(tiny[:4])}: a layer whose output "
+         "is constant on the calibration data (e.g. a LayerNormalization over one "
+         "feature, which always gives its offset). " if tiny else "")
+      + "Leave that mode out (quant_modes / --quant_modes), or change that layer.")
 
 
 class TFLiteClassifier:

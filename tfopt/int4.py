@@ -145,7 +145,8 @@ def _signature_data(float_tflite: bytes, images) -> dict:
   signatures = Interpreter(model_content=float_tflite).get_signature_list()
   key = next(iter(signatures))
   name = signatures[key]["inputs"][0]
-  return {key: [{name: np.asarray(image, np.float32)[np.newaxis]} for image in images]}
+  dtype = np.int32 if np.issubdtype(np.asarray(images).dtype, np.integer) else np.float32
+  return {key: [{name: np.asarray(image, dtype)[np.newaxis]} for image in images]}
 
 
 @contextlib.contextmanager

@@ -97,6 +97,11 @@ class FileRunner:
       raise FidelityError(f"LiteRT cannot open this file to compare it ({error}).") from error
     self.details = {detail["index"]: detail for detail in self.interpreter.get_tensor_details()}
     self._batch = None
+    # A file converted at a fixed batch (recurrent layers) runs one example
+    # at a time, its recurrent states reset before each; `_stacked` holds
+    # the outputs of a batch run that way.
+    self.fixed_batch = int(self.inputs[0]["shape_signature"][0]) == 1
+    self._stacked = None
 
   def _resize(self, batch: int):
     if self._batch != batch:
@@ -108,12 +113,24 @@ class FileRunner:
 
   def invoke(self, inputs: Sequence[np.ndarray]):
     """Runs one batch (one array per input, float, batch first)."""
+    self._stacked = None
+    if self.fixed_batch and len(inputs[0]) != 1:
+      outputs = []
+      for number in range(len(inputs[0])):
+        self.invoke([values[number:number + 1] for values in inputs])
+        outputs.append(self.output_values())
+      self._stacked = [np.concatenate(parts) for parts in zip(*outputs)]
+      return
     self._resize(len(inputs[0]))
+    if self.fixed_batch:  # its LSTM states are variables that outlive an invoke
+      self.interpreter.reset_all_variables()
     for detail, values in zip(self.inputs, inputs):
       self.interpreter.set_tensor(detail["index"], to_dtype(values, detail))
     self.interpreter.invoke()
 
   def output_values(self) -> List[np.ndarray]:
+    if self._stacked is not None:
+      return self._stacked
     return [dequantize(self.interpreter.get_tensor(detail["index"]), detail)
             for detail in self.outputs]
 
@@ -155,9 +172,9 @@ def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
 def to_dtype(values: np.ndarray, detail: dict) -> np.ndarray:
   """Float values as the tensor's dtype (quantized with its scale and zero-point)."""
   dtype = detail["dtype"]
-  if not np.issubdtype(dtype, np.integer):
-    return np.asarray(values, dtype)
   scale, zero_point = detail["quantization"]
+  if not np.issubdtype(dtype, np.integer) or not scale:  # float, or token ids
+    return np.asarray(values).astype(dtype)
   info = np.iinfo(dtype)
   return np.clip(np.round(np.asarray(values, np.float32) / scale + zero_point),
                  info.min, info.max).astype(dtype)

@@ -48,23 +48,36 @@ CARRIED_LAYERS = (
     "ZeroPadding1D", "UpSampling1D", "SpatialDropout1D", "RepeatVector", "Dot", "Conv3D",
     "Conv3DTranspose", "AveragePooling3D", "MaxPooling3D", "GlobalAveragePooling3D",
     "GlobalMaxPooling3D", "Cropping3D", "ZeroPadding3D", "UpSampling3D", "SpatialDropout3D",
+    # tokens, recurrence and attention (tfmot prunes their kernels)
+    "Embedding", "LSTM", "GRU", "SimpleRNN", "Bidirectional", "MultiHeadAttention",
 )
 # Random augmentation: the identity at inference, so not carried.
 AUGMENTATION_LAYERS = ("RandomFlip", "RandomRotation", "RandomZoom", "RandomTranslation",
                        "RandomContrast", "RandomBrightness")
-# Keys Keras 3 added to layer configs; tf_keras accepts them only absent.
+# A Keras 3-only key whose value does not change what the layer computes
+# once its other settings are carried (a seed for dropout, say).
+_MOOT = object()
+# Keys Keras 3 added to layer configs; tf_keras accepts them only absent:
+# the value tf_keras behaves as (another value is refused), or _MOOT.
 _KERAS3_ONLY_KEYS = {"quantization_config": None, "lora_rank": None,
-                     "lora_alpha": None, "synchronized": False, "rms_scaling": False}
+                     "lora_alpha": _MOOT, "synchronized": False, "rms_scaling": False}
 # Keras 3 config keys that tf_keras names otherwise, per layer.
 _RENAMED_KEYS = {"LeakyReLU": {"negative_slope": "alpha"}}
-# Keras 3 config keys tf_keras lacks, per layer: the value tf_keras behaves
-# as (another value is refused), or None where the key is moot given those.
+# Keras 3 config keys tf_keras lacks, per layer, in the same form.
+_RECURRENT_ONLY_KEYS = {"seed": _MOOT}
 _LAYER_ONLY_KEYS = {
     "Resizing": {"data_format": "channels_last", "pad_to_aspect_ratio": False,
-                 "antialias": False, "fill_mode": None, "fill_value": None},
+                 "antialias": False, "fill_mode": _MOOT, "fill_value": _MOOT},
     "CenterCrop": {"data_format": "channels_last"},
     "ZeroPadding1D": {"data_format": "channels_last"},
+    "LSTM": _RECURRENT_ONLY_KEYS, "GRU": _RECURRENT_ONLY_KEYS,
+    "SimpleRNN": _RECURRENT_ONLY_KEYS,
+    "MultiHeadAttention": {"seed": _MOOT, "use_gate": False, "sliding_window": None,
+                           "flash_attention": _MOOT},
 }
+# Layers called with several positional tensors and keyword arguments
+# (query, value, key, attention_mask=, use_causal_mask=), not one list.
+_CALLED_WITH_ARGUMENTS = ("MultiHeadAttention",)
 # Scalar arithmetic on tensors (Keras 3 ops, not layers), as Rescaling's
 # (scale, offset) for `tensor op constant` and for `constant op tensor`.
 _SCALAR_OPERATIONS = {
@@ -133,17 +146,19 @@ def _call_graph(model3, inputs: list, prefix: str, names: set):
       raise ModelLoadError(
           f"Layer {prefix}{operation.name} is used more than once; shared "
           "layers cannot be carried over to Keras 2 yet.")
-    arguments = tf.nest.map_structure(lambda value: tensors.get(id(value), value),
-                                      list(nodes[0].arguments.args))
-    outputs = _call_layer(operation, arguments, prefix, names)
+    copied = lambda value: tensors.get(id(value), value)  # pylint: disable=cell-var-from-loop
+    arguments = tf.nest.map_structure(copied, list(nodes[0].arguments.args))
+    keywords = tf.nest.map_structure(copied, dict(nodes[0].arguments.kwargs))
+    outputs = _call_layer(operation, arguments, prefix, names, keywords)
     for tensor, copy in zip(nodes[0].output_tensors, tf.nest.flatten(outputs)):
       tensors[id(tensor)] = copy
   outputs = [tensors[id(tensor)] for tensor in model3.outputs]
   return outputs[0] if len(outputs) == 1 else outputs
 
 
-def _call_layer(layer, arguments: list, prefix: str, names: set):
-  """One Keras 3 operation applied, in Keras 2, to the copied `arguments`."""
+def _call_layer(layer, arguments: list, prefix: str, names: set, keywords=None):
+  """One Keras 3 operation applied, in Keras 2, to the copied `arguments`
+  (and, for attention, its keyword arguments)."""
   kind = type(layer).__name__
   if _is_model(layer):
     inputs = arguments[0] if isinstance(arguments[0], (list, tuple)) else arguments
@@ -160,7 +175,10 @@ def _call_layer(layer, arguments: list, prefix: str, names: set):
   config["name"] = _unique(config["name"], prefix, names)
   try:
     copy = getattr(keras.layers, kind).from_config(config)
-    output = copy(arguments[0] if len(arguments) == 1 else arguments)
+    if kind in _CALLED_WITH_ARGUMENTS:
+      output = copy(*arguments, **(keywords or {}))
+    else:
+      output = copy(arguments[0] if len(arguments) == 1 else arguments)
     copy.set_weights(layer.get_weights())
   except (TypeError, ValueError, AttributeError) as error:  # a setting Keras 2 lacks
     raise ModelLoadError(
@@ -170,9 +188,21 @@ def _call_layer(layer, arguments: list, prefix: str, names: set):
   return output
 
 
+# Arithmetic of two tensors written as `a + b` (the Keras Transformer
+# tutorials' residuals): the merge layer that computes it.
+_TENSOR_OPERATIONS = {"Add": "Add", "Subtract": "Subtract", "Multiply": "Multiply",
+                      "Maximum": "Maximum", "Minimum": "Minimum"}
+
+
 def _scalar_operation(operation, arguments: list, prefix: str, names: set):
-  """`tensor op constant` (or `constant op tensor`) as a Rescaling layer."""
+  """`tensor op constant` (or `constant op tensor`) as a Rescaling layer;
+  `tensor op tensor` as the merge layer that computes it."""
   kind = type(operation).__name__
+  if (len(arguments) == 2 and all(tf.is_tensor(value) for value in arguments)
+      and kind in _TENSOR_OPERATIONS
+      and arguments[0].shape.as_list() == arguments[1].shape.as_list()):
+    return getattr(keras.layers, _TENSOR_OPERATIONS[kind])(
+        name=_unique(operation.name, prefix, names))(list(arguments))
   tensor_first = len(arguments) == 2 and isinstance(arguments[1], (int, float))
   constant_first = len(arguments) == 2 and isinstance(arguments[0], (int, float))
   forms = _SCALAR_OPERATIONS.get(kind, (None, None))
@@ -213,7 +243,19 @@ def _unique(name: str, prefix: str, names: set) -> str:
 
 def _translated_config(layer, prefix: str = "") -> dict:
   """A Keras 3 layer config as tf_keras's from_config takes it."""
-  config = dict(layer.get_config())
+  return _translated(type(layer).__name__, layer.get_config(), f"{prefix}{layer.name}")
+
+
+def _translated(kind: str, config: dict, path: str) -> dict:
+  """A Keras 3 config of a `kind` layer as tf_keras reads it; `path` names
+  the layer in errors. A wrapper's inner layers are translated alike."""
+  config = dict(config)
+  for key in ("layer", "backward_layer"):  # Bidirectional's recurrent layers
+    if isinstance(config.get(key), dict):
+      inner = config[key]
+      config[key] = {"class_name": inner["class_name"],
+                     "config": _translated(inner["class_name"], inner["config"],
+                                           f"{path}/{inner['config'].get('name')}")}
   dtype = config.get("dtype")
   if isinstance(dtype, dict):  # Keras 3 DTypePolicy -> its name
     config["dtype"] = dtype.get("config", {}).get("name", "float32")
@@ -228,15 +270,16 @@ def _translated_config(layer, prefix: str = "") -> dict:
                      "config": config[key].get("config", {})}
   if isinstance(config.get("activation"), str):
     config["activation"] = _ACTIVATIONS.get(config["activation"], config["activation"])
-  kind = type(layer).__name__
+  if kind == "MultiHeadAttention":  # tf_keras builds it from these when given
+    config.update(query_shape=None, key_shape=None, value_shape=None)
   for old, new in _RENAMED_KEYS.get(kind, {}).items():
     if old in config:
       config[new] = config.pop(old)
   for key, default in {**_KERAS3_ONLY_KEYS, **_LAYER_ONLY_KEYS.get(kind, {})}.items():
     if key in config:
-      if default is not None and config[key] != default:
+      if default is not _MOOT and config[key] != default:
         raise ModelLoadError(
-            f"Layer {prefix}{layer.name} ({kind}) uses the Keras 3 option "
+            f"Layer {path} ({kind}) uses the Keras 3 option "
             f"{key}={config[key]!r}, which Keras 2 does not have; rebuild it with "
             f"{key}={default!r}, or without it.")
       del config[key]

@@ -141,24 +141,33 @@ def strip_pruning(pruned_model: keras.Model) -> keras.Model:
 
 
 def _pruned_weight_names(pruned_model: keras.Model) -> dict:
-  """{layer name: [attribute names of its pruned weights]} from the wrappers."""
+  """{layer name: [(label, position among the layer's weights)]} of the
+  weights its wrapper prunes (a kernel, an LSTM cell's recurrent_kernel,
+  an attention layer's query/kernel)."""
   names = {}
   for layer in pruned_model.layers:
     if isinstance(layer, PruneLowMagnitude):
+      positions = {id(weight): number for number, weight in enumerate(layer.layer.weights)}
       names[layer.layer.name] = [
-          weight.name.split("/")[-1].split(":")[0]
+          (_weight_label(weight.name, layer.layer.name), positions[id(weight)])
           for weight, _, _ in layer.pruning_vars]
   return names
+
+
+def _weight_label(name: str, layer_name: str) -> str:
+  """"kernel" of "conv/kernel:0"; "query/kernel" of "attention/query/kernel:0"."""
+  parts = name.split(":")[0].split("/")
+  return "/".join(parts[1:] if len(parts) > 1 and parts[0] == layer_name else parts[-1:])
 
 
 def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsity]:
   """Counts the zeros of the named weights of a (stripped) model."""
   table = []
-  for layer_name, attributes in weight_names.items():
+  for layer_name, weights in weight_names.items():
     layer = model.get_layer(layer_name)
-    for attribute in attributes:
-      values = getattr(layer, attribute).numpy()
-      table.append(LayerSparsity(layer_name, attribute, tuple(values.shape),
+    for label, position in weights:
+      values = layer.weights[position].numpy()
+      table.append(LayerSparsity(layer_name, label, tuple(values.shape),
                                  int(values.size), int(np.sum(values == 0))))
   return table
 

@@ -27,8 +27,8 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt import (artifacts, binary, cluster, convert, deploy, lowrank, model_io, preflight,
-                   progress, qat, slim, strided, task_measure)
+from tfopt import (artifacts, binary, cluster, convert, deploy, evaluate, lowrank, model_io,
+                   preflight, progress, qat, slim, strided, task_measure)
 from tfopt._keras import keras
 from tfopt.config import (BinaryConfig, ClusterConfig, LowRankConfig, PruneConfig, QatConfig,
                           SlimConfig, StridedConfig)
@@ -146,6 +146,7 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
   configs = _stage_configs(stages, settings or {})
   _check_modes(quant_modes)
   keras_model, original, compiled = loaded(model, allow_unsafe_model)
+  convert.check_modes(keras_model, quant_modes)
   names = keras3_output_names(original) if is_keras3(original) else None
   task = make_task(keras_model, train, test, val, loss, metrics, score, score_name,
                    higher_is_better, batch_size, names, compiled)
@@ -276,6 +277,7 @@ class _TaskRun:
     files = {}
     for mode in modes or self.modes:
       content = convert.to_tflite(model, mode, self.calibration, len(self.calibration))
+      evaluate.check_runs(content, f"the {mode} file of {name}")
       files[f"{name} {mode}"] = self._save(
           name, f"{name}_{mode}.tflite",
           lambda path, content=content: artifacts.write_bytes_atomic(path, content))

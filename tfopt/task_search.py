@@ -19,7 +19,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
-from tfopt import artifacts, convert, progress, search, task_measure
+from tfopt import artifacts, convert, evaluate, progress, search, task_measure
 from tfopt.config import PruneConfig, QatConfig, SlimConfig
 from tfopt.errors import TfoptError
 from tfopt.macs import macs_if_known, parameter_counts
@@ -107,6 +107,7 @@ class TaskSpace:
       try:
         contents[mode] = convert.to_tflite(model, mode, self.run.calibration,
                                            len(self.run.calibration))
+        evaluate.check_runs(contents[mode], f"the {mode} file of candidate {spec.stem}")
       except TfoptError as error:
         self._failed(spec, mode, error)
         continue
