@@ -148,3 +148,12 @@ def test_recurrent_and_attention_layers_carry_over_with_the_same_outputs():
   tokens = np.random.default_rng(3).integers(0, 50, (4, 10)).astype("int32")
   np.testing.assert_allclose(rebuild_in_keras2(model).predict(tokens, verbose=0),
                              np.asarray(model(tokens)), atol=1e-5)
+
+
+def test_the_image_classifier_pipeline_sends_recurrent_models_to_tasks():
+  from tfopt import model_io  # pylint: disable=g-import-not-at-top
+  inputs = keras3.Input((8, 8, 1))
+  rows = layers.Reshape((8, 8))(inputs)
+  model = keras3.Model(inputs, layers.Dense(3, activation="softmax")(layers.GRU(4)(rows)))
+  with pytest.raises(model_io.ModelLoadError, match=r"recurrent layers \(gru.*--task"):
+    model_io.image_input_shape(rebuild_in_keras2(model))

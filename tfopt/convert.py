@@ -30,6 +30,7 @@ from tfopt import int4
 from tfopt._keras import keras, require_keras2_model
 from tfopt.config import QUANT_MODES as MODES
 from tfopt.errors import TfoptError
+from tfopt.model_io import recurrent_layers
 
 __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4",
            "representative_dataset", "is_quantization_aware", "converter_for",
@@ -37,9 +38,6 @@ __all__ = ["ConversionError", "MODES", "CALIBRATED_MODES", "to_tflite", "to_int4
 
 # Modes that need representative images to calibrate activation ranges.
 CALIBRATED_MODES = ("int8", "int16x8")
-# Recurrent layers LiteRT runs only at a fixed batch size (its fused LSTM and
-# the WHILE loop of the others), so their files take one example at a time.
-RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
 # Recurrent layers that become a WHILE loop: the converter's integer
 # calibration crashes the process on them (TF 2.21), so no integer file.
 _LOOPED_LAYERS = ("GRU", "SimpleRNN")
@@ -199,17 +197,10 @@ def converter_for(model: keras.Model, mode: str = "float32",
   return converter
 
 
-def _recurrent(model: keras.Model, kinds=RECURRENT_LAYERS) -> list:
-  """Names of the model's layers of those kinds (a Bidirectional's too)."""
-  return [layer.name for layer in model.layers
-          if type(layer).__name__ in kinds
-          or type(getattr(layer, "layer", None)).__name__ in kinds]
-
-
 def check_modes(model: keras.Model, modes) -> None:
   """Refuses, before any work, integer modes the converter cannot make of
   this model's layers."""
-  looped = _recurrent(model, _LOOPED_LAYERS)
+  looped = recurrent_layers(model, _LOOPED_LAYERS)
   integer = [mode for mode in modes if mode in CALIBRATED_MODES + int4.MODES]
   if looped and integer:
     raise ConversionError(
@@ -223,7 +214,7 @@ def _converter(model: keras.Model) -> tf.lite.TFLiteConverter:
   """From the Keras model; for recurrent layers, from its function at batch 1
   (LiteRT's recurrent kernels take a fixed batch; the file's signature keeps
   the Keras output names)."""
-  if not _recurrent(model):
+  if not recurrent_layers(model):
     return tf.lite.TFLiteConverter.from_keras_model(model)
   names = list(model.output_names)
   specs = [tf.TensorSpec((1,) + tuple(tensor.shape[1:]), tensor.dtype)

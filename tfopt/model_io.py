@@ -32,7 +32,8 @@ from tfopt.keras3 import CARRIED_LAYERS, rebuild_in_keras2
 
 __all__ = ["ModelLoadError", "LoadedModel", "saved_keras_version", "read_model",
            "load_model", "flattened", "rebuild_in_keras2", "outputs_match", "input_range_of",
-           "image_input_shape", "logits_model", "CARRIED_LAYERS"]
+           "image_input_shape", "logits_model", "CARRIED_LAYERS", "RECURRENT_LAYERS",
+           "recurrent_layers"]
 
 @dataclasses.dataclass
 class LoadedModel:
@@ -247,6 +248,18 @@ def load_model(path: str, allow_unsafe: bool = False,
   return loaded.model
 
 
+# Recurrent layers LiteRT runs only at a fixed batch size (its fused LSTM and
+# the WHILE loop of the others), so their files take one example at a time.
+RECURRENT_LAYERS = ("LSTM", "GRU", "SimpleRNN", "Bidirectional")
+
+
+def recurrent_layers(model, kinds=RECURRENT_LAYERS) -> list:
+  """Names of the model's layers of those kinds (a Bidirectional's too)."""
+  return [layer.name for layer in model.layers
+          if type(layer).__name__ in kinds
+          or type(getattr(layer, "layer", None)).__name__ in kinds]
+
+
 def image_input_shape(model) -> Tuple[Optional[int], Optional[int], int]:
   """(height, width, channels) of an image classifier's input.
 
@@ -266,6 +279,12 @@ def image_input_shape(model) -> Tuple[Optional[int], Optional[int], int]:
     raise ModelLoadError(f"Model {model.name!r} outputs shape "
                          f"{tuple(model.outputs[0].shape)}; tfopt needs one "
                          "vector of class scores (batch, classes).")
+  if recurrent_layers(model):
+    raise ModelLoadError(
+        f"Model {model.name!r} has recurrent layers ({', '.join(recurrent_layers(model))}), "
+        "whose files LiteRT runs one example at a time; the image-classifier pipeline "
+        "does not. Compress it as a task: tfopt.compress(model, train=..., test=...) or "
+        "tfopt compress --model M --task my_task.py.")
   return shape[1], shape[2], shape[3]
 
 
