@@ -110,8 +110,28 @@ def rebuild_in_keras2(model3) -> keras.Model:
         "are flattened), train or copy its weights, and save it again.")
   inputs = [keras.Input(tuple(tensor.shape[1:]), dtype=tensor.dtype,
                         name=tensor.name.replace(":", "_")) for tensor in model3.inputs]
-  outputs = _call_graph(model3, inputs, "", set())
+  names = set()
+  outputs = _call_graph(model3, inputs, "", names)
+  _name_outputs_by_key(model3, outputs, names)
   return keras.Model(inputs, outputs, name=model3.name)
+
+
+def _name_outputs_by_key(model3, outputs, names: set) -> None:
+  """A dict-output model's output layers take their keys' names, so that the
+  Keras 2 model, and every model tfopt saves of it, names its outputs as the
+  user's targets do (a saved model then feeds the same task again)."""
+  if not isinstance(model3.output, dict):
+    return
+  keys = {id(tensor): key for key, tensor in model3.output.items()}
+  for tensor, copy in zip(model3.outputs, tf.nest.flatten(outputs)):
+    key = keys.get(id(tensor))
+    layer = copy._keras_history.layer  # pylint: disable=protected-access
+    if (key and layer.name != key and key not in names
+        and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", key)
+        and not isinstance(layer, keras.layers.InputLayer)):
+      names.discard(layer.name)
+      layer._name = key  # pylint: disable=protected-access
+      names.add(key)
 
 
 def _is_model(layer) -> bool:
