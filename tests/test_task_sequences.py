@@ -157,3 +157,59 @@ def test_the_image_classifier_pipeline_sends_recurrent_models_to_tasks():
   model = keras3.Model(inputs, layers.Dense(3, activation="softmax")(layers.GRU(4)(rows)))
   with pytest.raises(model_io.ModelLoadError, match=r"recurrent layers \(gru.*--task"):
     model_io.image_input_shape(rebuild_in_keras2(model))
+
+
+def test_a_sequential_autoencoder_and_a_text_cnn_of_any_length_are_compressed(tmp_path):
+  """Keras' timeseries anomaly autoencoder (a Sequential built from an
+  Input) and its text classifier from scratch (int64 tokens, any length)."""
+  autoencoder = keras3.Sequential([
+      layers.Input(shape=(32, 1)),
+      layers.Conv1D(8, 7, padding="same", strides=2, activation="relu"), layers.Dropout(0.2),
+      layers.Conv1DTranspose(8, 7, padding="same", strides=2, activation="relu"),
+      layers.Conv1DTranspose(1, 7, padding="same")])
+  rng = np.random.default_rng(4)
+  windows = np.sin(np.linspace(0, 6, 32))[None, :, None] + 0.1 * rng.normal(size=(64, 32, 1))
+  data = tf.data.Dataset.from_tensor_slices((windows.astype("float32"),) * 2).batch(16)
+  report = task_run.compress(autoencoder, train=data.take(3), test=data.skip(3), loss="mse",
+                             stages=["prune"], settings={"prune": {"epochs": 1}},
+                             output_dir=str(tmp_path / "autoencoder"))
+  assert report.row("pruned int8").fidelity[0].cosine > 0.99
+  inputs = keras3.Input(shape=(None,), dtype="int64")
+  x = layers.Conv1D(8, 7, strides=3, activation="relu")(layers.Embedding(300, 8)(inputs))
+  text_cnn = keras3.Model(inputs, layers.Dense(1, activation="sigmoid")(
+      layers.GlobalMaxPooling1D()(x)))
+  tokens = rng.integers(0, 300, (64, 40)).astype("int64")
+  data = tf.data.Dataset.from_tensor_slices((tokens, (tokens[:, 0] < 150).astype("float32")))
+  report = task_run.compress(text_cnn, train=data.take(48).batch(16), test=data.skip(48).batch(16),
+                             loss="binary_crossentropy", stages=["prune"],
+                             settings={"prune": {"epochs": 1}}, output_dir=str(tmp_path / "text"))
+  # The file left the length open: it runs the test's 40 tokens, as Keras does.
+  assert report.row("pruned float32").fidelity[0].snr_db > 60
+  assert report.row("pruned int8").fidelity[0].cosine > 0.99
+
+
+def test_a_subclassed_model_is_refused_with_what_to_do_and_a_functional_subclass_taken(tmp_path):
+  class Subclassed(keras3.Model):  # pylint: disable=abstract-method
+    def __init__(self):
+      super().__init__()
+      self.dense = layers.Dense(2)
+
+    def call(self, inputs):
+      return self.dense(inputs)
+
+  class FunctionalSubclass(keras3.Model):  # pylint: disable=abstract-method
+    pass
+
+  x = np.random.default_rng(5).random((32, 3)).astype("float32")
+  arguments = dict(train=(x, x[:, :2]), test=(x, x[:, :2]), loss="mse", stages=[],
+                   quant_modes=("float32",))
+  model = Subclassed()
+  model(x[:1])
+  from tfopt.task import TaskError  # pylint: disable=g-import-not-at-top
+  with pytest.raises(TaskError, match="subclassed keras.Model.*functional API"):
+    task_run.compress(model, output_dir=str(tmp_path / "refused"), **arguments)
+  assert not (tmp_path / "refused").exists()
+  inputs = keras3.Input((3,))
+  report = task_run.compress(FunctionalSubclass(inputs, layers.Dense(2)(inputs)),
+                             output_dir=str(tmp_path / "taken"), **arguments)
+  assert report.row("baseline float32").fidelity[0].snr_db > 60

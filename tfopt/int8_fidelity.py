@@ -96,20 +96,25 @@ class FileRunner:
     except (ValueError, RuntimeError) as error:
       raise FidelityError(f"LiteRT cannot open this file to compare it ({error}).") from error
     self.details = {detail["index"]: detail for detail in self.interpreter.get_tensor_details()}
-    self._batch = None
+    self._shapes = None
     # A file converted at a fixed batch (recurrent layers) runs one example
     # at a time, its recurrent states reset before each; `_stacked` holds
     # the outputs of a batch run that way.
     self.fixed_batch = int(self.inputs[0]["shape_signature"][0]) == 1
     self._stacked = None
 
-  def _resize(self, batch: int):
-    if self._batch != batch:
-      for detail in self.inputs:
-        self.interpreter.resize_tensor_input(detail["index"],
-                                             [batch] + list(detail["shape"][1:]))
+  def _resize(self, inputs: Sequence[np.ndarray]):
+    """To the inputs' shapes: the batch, and any size the file left open
+    (a sequence of any length)."""
+    shapes = [tuple(np.shape(values)) for values in inputs]
+    if self._shapes != shapes:
+      for detail, shape in zip(self.inputs, shapes):
+        open_sizes = [size < 0 for size in detail["shape_signature"][1:]]
+        self.interpreter.resize_tensor_input(detail["index"], [shape[0]] + [
+            given if is_open else int(size)
+            for given, size, is_open in zip(shape[1:], detail["shape"][1:], open_sizes)])
       self.interpreter.allocate_tensors()
-      self._batch = batch
+      self._shapes = shapes
 
   def invoke(self, inputs: Sequence[np.ndarray]):
     """Runs one batch (one array per input, float, batch first)."""
@@ -121,7 +126,7 @@ class FileRunner:
         outputs.append(self.output_values())
       self._stacked = [np.concatenate(parts) for parts in zip(*outputs)]
       return
-    self._resize(len(inputs[0]))
+    self._resize(inputs)
     if self.fixed_batch:  # its LSTM states are variables that outlive an invoke
       self.interpreter.reset_all_variables()
     for detail, values in zip(self.inputs, inputs):

@@ -120,8 +120,8 @@ def _name_outputs_by_key(model3, outputs, names: set) -> None:
   """A dict-output model's output layers take their keys' names, so that the
   Keras 2 model, and every model tfopt saves of it, names its outputs as the
   user's targets do (a saved model then feeds the same task again)."""
-  if not isinstance(model3.output, dict):
-    return
+  if type(model3).__name__ == "Sequential" or not isinstance(model3.output, dict):
+    return  # (a Sequential's `output` raises where it was built from an Input)
   keys = {id(tensor): key for key, tensor in model3.output.items()}
   for tensor, copy in zip(model3.outputs, tf.nest.flatten(outputs)):
     key = keys.get(id(tensor))

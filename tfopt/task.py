@@ -293,10 +293,12 @@ def _losses(loss, outputs) -> Dict[str, Callable]:
 
 
 def _loss_function(value, output: str) -> Callable:
+  """The loss for one output; a name or plain function aligned to the
+  output's rank first, as compile does (labels (batch,) for (batch, 1))."""
   import keras as keras3  # pylint: disable=g-import-not-at-top
   if isinstance(value, str):
     try:
-      return keras3.losses.get(value)
+      return _rank_aligned(keras3.losses.get(value))
     except ValueError as error:
       raise TaskError(f"Unknown loss {value!r} for output {output!r}; give a Keras loss "
                       "name (e.g. 'mse'), a keras.losses object or fn(y_true, y_pred).") from error
@@ -305,7 +307,26 @@ def _loss_function(value, output: str) -> Callable:
   if not callable(value):
     raise TaskError(f"The loss for output {output!r} is a {type(value).__name__}; give a "
                     "Keras loss name, a keras.losses object or fn(y_true, y_pred).")
-  return value
+  return value if isinstance(value, keras3.losses.Loss) else _rank_aligned(value)
+
+
+def _rank_aligned(function: Callable) -> Callable:
+  """`function` with a target one size-1 axis short of (or beyond) the
+  output's given that axis, as Keras' Loss objects align them; class ids
+  for class scores (sparse targets) are left as they are."""
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  if isinstance(function, keras3.losses.Loss):
+    return function
+
+  def loss(y_true, y_pred):
+    true_rank, predicted_rank = len(y_true.shape), len(y_pred.shape)
+    if true_rank == predicted_rank - 1 and y_pred.shape[-1] == 1:
+      y_true = keras3.ops.expand_dims(y_true, -1)
+    elif true_rank == predicted_rank + 1 and y_true.shape[-1] == 1:
+      y_true = keras3.ops.squeeze(y_true, -1)
+    return function(y_true, y_pred)
+  loss.__name__ = getattr(function, "__name__", "loss")
+  return loss
 
 
 def _metrics(metrics, outputs) -> Dict[str, List[Callable]]:

@@ -20,6 +20,12 @@ def loaded(model, allow_unsafe: bool):
   if isinstance(model, (str, os.PathLike)):
     loaded = model_io.read_model(os.fspath(model), allow_unsafe)
     return loaded.model, loaded.original, saved_compile(os.fspath(model))
+  if _is_subclassed(model):
+    raise TaskError(
+        f"model is a subclassed keras.Model ({type(model).__name__}): its graph exists "
+        "only inside its call(), which tfopt cannot read or rewrite. Build the same "
+        "layers with the functional API (keras.Input ... keras.Model(inputs, outputs)) "
+        "or keras.Sequential, copy the weights over, and pass that model.")
   if is_keras3(model):
     config = (model.get_compile_config() or {}) if model.compiled else {}
     return rebuild_in_keras2(model), model, (config.get("loss"), config.get("metrics"))
@@ -30,9 +36,24 @@ def loaded(model, allow_unsafe: bool):
                   "of a .keras / .h5 file.")
 
 
+def _is_subclassed(model) -> bool:
+  """A Keras 3 or tf_keras model that is neither Functional (a subclass
+  built with inputs and outputs is) nor Sequential."""
+  import keras as keras3  # pylint: disable=g-import-not-at-top
+  from keras.src.models.functional import Functional  # pylint: disable=g-import-not-at-top
+  if isinstance(model, keras3.Model):
+    return not isinstance(model, (Functional, keras3.Sequential))
+  if isinstance(model, keras.Model):
+    return not (getattr(model, "_is_graph_network", False)
+                or isinstance(model, keras.Sequential))
+  return False
+
+
 def keras3_output_names(model) -> List[str]:
   """The names a Keras 3 model's outputs are known by, in model.outputs' order:
   the keys of a dict of outputs, else the output layers' names."""
+  if type(model).__name__ == "Sequential":  # one output, its last layer's
+    return [model.layers[-1].name]  # (its `output` raises where built from an Input)
   structure = model.output
   if not isinstance(structure, dict):
     return list(model.output_names)
