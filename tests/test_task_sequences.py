@@ -119,8 +119,8 @@ def test_a_file_litert_would_abort_on_is_refused_with_the_layer_named():
 
 def test_gru_models_get_float_files_and_are_refused_integer_ones(tmp_path):
   inputs = keras3.Input((12, 3))
-  x = layers.GRU(8, return_sequences=True)(inputs)
-  model = keras3.Model(inputs, layers.Dense(1)(layers.SimpleRNN(4)(x)))
+  x = layers.GRU(8, return_sequences=True, name="gru")(inputs)  # (Keras numbers names per process)
+  model = keras3.Model(inputs, layers.Dense(1)(layers.SimpleRNN(4, name="simple_rnn")(x)))
   rng = np.random.default_rng(2)
   x = rng.normal(size=(64, 12, 3)).astype("float32")
   data = tf.data.Dataset.from_tensor_slices((x, x[:, :, 0].mean(1, keepdims=True)))
@@ -154,7 +154,7 @@ def test_the_image_classifier_pipeline_sends_recurrent_models_to_tasks():
   from tfopt import model_io  # pylint: disable=g-import-not-at-top
   inputs = keras3.Input((8, 8, 1))
   rows = layers.Reshape((8, 8))(inputs)
-  model = keras3.Model(inputs, layers.Dense(3, activation="softmax")(layers.GRU(4)(rows)))
+  model = keras3.Model(inputs, layers.Dense(3, activation="softmax")(layers.GRU(4, name="gru")(rows)))
   with pytest.raises(model_io.ModelLoadError, match=r"recurrent layers \(gru.*--task"):
     model_io.image_input_shape(rebuild_in_keras2(model))
 
