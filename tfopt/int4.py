@@ -142,10 +142,11 @@ def _finite(value) -> Optional[float]:
 def _signature_data(float_tflite: bytes, images) -> dict:
   """{signature: [{input name: one image as a batch of 1}, ...]}."""
   from ai_edge_litert.interpreter import Interpreter  # pylint: disable=g-import-not-at-top
-  signatures = Interpreter(model_content=float_tflite).get_signature_list()
-  key = next(iter(signatures))
-  name = signatures[key]["inputs"][0]
-  dtype = np.int32 if np.issubdtype(np.asarray(images).dtype, np.integer) else np.float32
+  interpreter = Interpreter(model_content=float_tflite)
+  key = next(iter(interpreter.get_signature_list()))
+  name = interpreter.get_signature_list()[key]["inputs"][0]
+  # float32, or the token ids' int32 / int64
+  dtype = interpreter.get_signature_runner(key).get_input_details()[name]["dtype"]
   return {key: [{name: np.asarray(image, dtype)[np.newaxis]} for image in images]}
 
 

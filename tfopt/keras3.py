@@ -28,7 +28,7 @@ import tensorflow as tf
 from tfopt._keras import keras
 from tfopt.errors import ModelLoadError
 
-__all__ = ["CARRIED_LAYERS", "AUGMENTATION_LAYERS", "rebuild_in_keras2"]
+__all__ = ["CARRIED_LAYERS", "AUGMENTATION_LAYERS", "rebuild_in_keras2", "output_keys"]
 
 # Keras 3 layers whose config and weights carry over to tf_keras unchanged
 # (beyond the dtype policy and a few new keys that must be at their defaults).
@@ -116,17 +116,24 @@ def rebuild_in_keras2(model3) -> keras.Model:
   return keras.Model(inputs, outputs, name=model3.name)
 
 
+def output_keys(model3) -> list:
+  """The names a Keras 3 model's outputs are known by, in model.outputs' order:
+  the keys of a dict of outputs, else the output layers' names."""
+  if type(model3).__name__ == "Sequential":  # one output, its last layer's
+    return [model3.layers[-1].name]  # (its `output` raises where built from an Input)
+  if not isinstance(model3.output, dict):
+    return list(model3.output_names)
+  keys = {id(tensor): key for key, tensor in model3.output.items()}
+  return [keys[id(tensor)] for tensor in model3.outputs]
+
+
 def _name_outputs_by_key(model3, outputs, names: set) -> None:
   """A dict-output model's output layers take their keys' names, so that the
   Keras 2 model, and every model tfopt saves of it, names its outputs as the
   user's targets do (a saved model then feeds the same task again)."""
-  if type(model3).__name__ == "Sequential" or not isinstance(model3.output, dict):
-    return  # (a Sequential's `output` raises where it was built from an Input)
-  keys = {id(tensor): key for key, tensor in model3.output.items()}
-  for tensor, copy in zip(model3.outputs, tf.nest.flatten(outputs)):
-    key = keys.get(id(tensor))
+  for key, copy in zip(output_keys(model3), tf.nest.flatten(outputs)):
     layer = copy._keras_history.layer  # pylint: disable=protected-access
-    if (key and layer.name != key and key not in names
+    if (layer.name != key and key not in names
         and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", key)
         and not isinstance(layer, keras.layers.InputLayer)):
       names.discard(layer.name)
@@ -191,7 +198,7 @@ def _call_layer(layer, arguments: list, prefix: str, names: set, keywords=None):
   if kind == "Activation" and layer.get_config()["activation"] in _DECOMPOSED:
     return _decomposed_activation(layer.get_config()["activation"], arguments[0],
                                   _unique(layer.name, prefix, names))
-  config = _translated_config(layer, prefix)
+  config = _translated(kind, layer.get_config(), f"{prefix}{layer.name}")
   config["name"] = _unique(config["name"], prefix, names)
   try:
     copy = getattr(keras.layers, kind).from_config(config)
@@ -259,11 +266,6 @@ def _unique(name: str, prefix: str, names: set) -> str:
     name = f"{prefix.rstrip('/').replace('/', '_')}_{name}"
   names.add(name)
   return name
-
-
-def _translated_config(layer, prefix: str = "") -> dict:
-  """A Keras 3 layer config as tf_keras's from_config takes it."""
-  return _translated(type(layer).__name__, layer.get_config(), f"{prefix}{layer.name}")
 
 
 def _translated(kind: str, config: dict, path: str) -> dict:

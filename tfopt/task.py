@@ -307,7 +307,7 @@ def _loss_function(value, output: str) -> Callable:
   if not callable(value):
     raise TaskError(f"The loss for output {output!r} is a {type(value).__name__}; give a "
                     "Keras loss name, a keras.losses object or fn(y_true, y_pred).")
-  return value if isinstance(value, keras3.losses.Loss) else _rank_aligned(value)
+  return _rank_aligned(value)
 
 
 def _rank_aligned(function: Callable) -> Callable:

@@ -4,14 +4,13 @@ as a tf_keras model, with what it was rebuilt from and how it was compiled."""
 import json
 import os
 import zipfile
-from typing import List
 
 from tfopt import model_io
 from tfopt._keras import keras
 from tfopt.keras3 import rebuild_in_keras2
 from tfopt.task import TaskError
 
-__all__ = ["loaded", "keras3_output_names", "is_keras3", "source_of"]
+__all__ = ["loaded", "is_keras3", "source_of"]
 
 
 def loaded(model, allow_unsafe: bool):
@@ -48,17 +47,6 @@ def _is_subclassed(model) -> bool:
                 or isinstance(model, keras.Sequential))
   return False
 
-
-def keras3_output_names(model) -> List[str]:
-  """The names a Keras 3 model's outputs are known by, in model.outputs' order:
-  the keys of a dict of outputs, else the output layers' names."""
-  if type(model).__name__ == "Sequential":  # one output, its last layer's
-    return [model.layers[-1].name]  # (its `output` raises where built from an Input)
-  structure = model.output
-  if not isinstance(structure, dict):
-    return list(model.output_names)
-  by_tensor = {id(tensor): key for key, tensor in structure.items()}
-  return [by_tensor[id(tensor)] for tensor in model.outputs]
 
 
 def is_keras3(model) -> bool:

@@ -34,7 +34,8 @@ from tfopt.config import (BinaryConfig, ClusterConfig, LowRankConfig, PruneConfi
                           SlimConfig, StridedConfig)
 from tfopt.macs import macs_if_known
 from tfopt.task import Task, TaskError, make_task
-from tfopt.task_model import is_keras3, keras3_output_names, loaded, source_of
+from tfopt.keras3 import output_keys
+from tfopt.task_model import is_keras3, loaded, source_of
 from tfopt.task_report import TaskReport, render_markdown, row_text
 from tfopt.task_distill import TaskDistillConfig, TaskDistiller, distill_losses
 from tfopt.task_search import TaskSearchConfig, check_search
@@ -147,7 +148,7 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
   _check_modes(quant_modes)
   keras_model, original, compiled = loaded(model, allow_unsafe_model)
   convert.check_modes(keras_model, quant_modes)
-  names = keras3_output_names(original) if is_keras3(original) else None
+  names = output_keys(original) if is_keras3(original) else None
   task = make_task(keras_model, train, test, val, loss, metrics, score, score_name,
                    higher_is_better, batch_size, names, compiled)
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
