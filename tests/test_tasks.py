@@ -335,8 +335,13 @@ def test_distillation_losses_are_chosen_per_output():
   logits = tf.constant([[2.0, 0.0, -1.0]])
   assert float(kl_logits(logits, logits)) == pytest.approx(0, abs=1e-5)
   assert float(kl_logits(logits, tf.constant([[0.0, 2.0, -1.0]]))) > 0.1
-  probabilities = tf.constant([[0.7, 0.2, 0.1]])
-  assert float(kl_probabilities(probabilities, tf.constant([[0.1, 0.2, 0.7]]))) > 0.5
+  # A softmax head is softened at the same temperature as logits: the same
+  # loss from its probabilities as from the logits behind them.
+  other = tf.constant([[0.0, 2.0, -1.0]])
+  assert float(kl_probabilities(tf.nn.softmax(logits), tf.nn.softmax(other))) == pytest.approx(
+      float(kl_logits(logits, other)), rel=1e-4)
+  assert float(kl_probabilities(tf.nn.softmax(logits), tf.nn.softmax(logits))) == pytest.approx(
+      0, abs=1e-5)
   assert float(mse(tf.constant([[1.0, 3.0]]), tf.constant([[0.0, 1.0]]))) == pytest.approx(2.5)
 
 

@@ -4,8 +4,10 @@
 
 L_o is the task's loss for output o. D_o, per output: for class scores (a
 categorical cross-entropy task loss), temperature**2 * KL of the softened
-distributions (of the logits; of the probabilities themselves at T = 1 when
-the output ends in softmax); for every other output (boxes, masks' logits
+distributions softmax(z / T). Where the output ends in softmax (the Keras
+tutorials' heads), z = log(p): softmax(log(p) / T) = softmax(logits / T)
+exactly, the per-example log-sum-exp cancelling, so a softmax head is
+distilled at the same temperature as a logits head. For every other output (boxes, masks' logits
 under another loss, reconstructions, regression), the mean squared error to
 the teacher's output; or the user's own distill_loss(teacher, student).
 
@@ -16,7 +18,7 @@ the task's labels alone, for the same epochs from the same initial weights.
 """
 
 import dataclasses
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import tensorflow as tf
@@ -73,8 +75,7 @@ def distill_losses(task: Task, teacher: keras.Model, temperature: float,
     if user.get(output.name) is not None:
       found.append(user[output.name])
     elif is_class_scores(task, output.name):
-      found.append(_softened_kl(1.0 if _ends_in_softmax(tensor) else temperature,
-                                _ends_in_softmax(tensor)))
+      found.append(_softened_kl(temperature, _ends_in_softmax(tensor)))
     else:
       found.append(lambda teacher_out, student_out: tf.reduce_mean(
           tf.square(tf.cast(teacher_out, tf.float32) - student_out)))
@@ -97,16 +98,21 @@ def _per_output(user_loss, task: Task) -> Dict[str, Callable]:
 
 def _softened_kl(temperature: float, probabilities: bool) -> Callable:
   def kl(teacher_out, student_out):
+    teacher_logits = tf.cast(teacher_out, tf.float32)
+    student_logits = student_out
     if probabilities:
-      soft_teacher, soft_student = teacher_out, student_out
-    else:
-      soft_teacher = tf.nn.softmax(teacher_out / temperature, axis=-1)
-      soft_student = tf.nn.softmax(student_out / temperature, axis=-1)
-    epsilon = 1e-7
-    per_position = tf.reduce_sum(soft_teacher * (tf.math.log(soft_teacher + epsilon)
-                                                 - tf.math.log(soft_student + epsilon)), -1)
+      teacher_logits, student_logits = _log(teacher_logits), _log(student_logits)
+    log_teacher = tf.nn.log_softmax(teacher_logits / temperature, axis=-1)
+    log_student = tf.nn.log_softmax(student_logits / temperature, axis=-1)
+    per_position = tf.reduce_sum(tf.exp(log_teacher) * (log_teacher - log_student), -1)
     return temperature ** 2 * tf.reduce_mean(per_position)
   return kl
+
+
+def _log(probabilities):
+  """Logits of a softmax output, up to a per-example constant (which the
+  softmax at T cancels); probabilities that underflowed count as 1e-30."""
+  return tf.math.log(tf.maximum(probabilities, 1e-30))
 
 
 class TaskDistiller(StudentTrainer):
