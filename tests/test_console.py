@@ -53,14 +53,25 @@ def test_inspect_reads_sparsity_and_distinct_values_back(trained_teacher, datase
   assert "per channel (10)" in row and f"{100 * fc['sparsity']:.1f}%" in row
 
 
-def test_the_console_script_runs_as_a_module(tmp_path):
-  completed = subprocess.run([sys.executable, "-m", "tfopt", "inspect",
-                              str(tmp_path / "missing.tflite")],
-                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+def _run(*args):
+  return subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=300)
+
+
+def test_the_console_script_runs_as_a_module_and_shows_only_its_own_lines(tmp_path):
+  # What a user sees is tfopt's: no TensorFlow C++ start-up lines (absl's
+  # InitializeLog warning, "Could not find cuda drivers", the cuInit error).
+  completed = _run("tfopt", "inspect", str(tmp_path / "missing.tflite"))
   assert completed.returncode == 2 and "is not a file" in completed.stderr
-  helped = subprocess.run([sys.executable, "-m", "tfopt", "compress", "--help"],
-                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
-  assert helped.returncode == 0 and "--stages" in helped.stdout
+  assert len(completed.stderr.strip().splitlines()) == 1, completed.stderr
+  helped = _run("tfopt", "compress", "--help")
+  assert helped.returncode == 0 and "--stages" in helped.stdout and "--verbose" in helped.stdout
+  assert helped.stderr == ""
+  refused = _run("tfopt.pipeline", "--dataset", "nosuch", "--verbose")
+  assert refused.returncode == 2 and refused.stderr.strip().splitlines()[-1].startswith(
+      "tfopt: error: dataset='nosuch'")  # --verbose is taken, not an unknown flag
+  quiet = _run("tfopt.pipeline", "--dataset", "nosuch")
+  assert quiet.stderr.strip().splitlines() == refused.stderr.strip().splitlines()[-1:]
 
 
 def test_a_bad_flag_is_one_error_line_and_exit_2(capsys):

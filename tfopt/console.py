@@ -8,9 +8,10 @@
 setup.cfg; `python -m tfopt` does the same.
 """
 
-import os
 import sys
 from typing import List, Optional
+
+from tfopt import quiet_start
 
 SUBCOMMANDS = {
     "compress": "compress a model: distill, prune, slim, ... and measure every .tflite",
@@ -22,7 +23,8 @@ SUBCOMMANDS = {
 def _usage() -> str:
   lines = ["usage: tfopt SUBCOMMAND [options]", "", "subcommands:"]
   lines += [f"  {name:<9} {text}" for name, text in SUBCOMMANDS.items()]
-  lines += ["", "`tfopt SUBCOMMAND --help` lists a subcommand's options."]
+  lines += ["", "`tfopt SUBCOMMAND --help` lists a subcommand's options; `--verbose` with any",
+            "subcommand also shows TensorFlow's own C++ start-up log lines."]
   return "\n".join(lines)
 
 
@@ -35,7 +37,8 @@ def main(argv: Optional[List[str]] = None) -> int:
   if command not in SUBCOMMANDS:
     print(f"tfopt: error: unknown subcommand {command!r}.\n\n{_usage()}", file=sys.stderr)
     return 2
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ chatter
+  verbose, rest = quiet_start.take_verbose(rest)
+  quiet_start.import_tensorflow(verbose)  # without its C++ start-up lines
   if command == "compress":
     return _compress(rest)
   if command == "measure":
@@ -50,7 +53,8 @@ def _compress(rest: List[str]) -> int:
   from absl import app, flags  # pylint: disable=g-import-not-at-top
   from tfopt import cli  # pylint: disable=g-import-not-at-top
   if any(arg in ("-h", "--help", "--helpshort", "--helpfull") for arg in rest):
-    print("usage: tfopt compress [flags]\n\n" + SUBCOMMANDS["compress"] + ".\n")
+    print("usage: tfopt compress [flags] [--verbose]\n\n" + SUBCOMMANDS["compress"] + ".\n"
+          "--verbose also shows TensorFlow's own C++ start-up log lines.\n")
     print(flags.FLAGS.module_help(cli))
     return 0
   try:

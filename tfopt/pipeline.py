@@ -8,12 +8,14 @@ tfopt.cli; the stages are in tfopt/stages/, one module each, listed in
 tfopt.stages.registry.
 """
 
-import os
+import sys
 
 if __name__ == "__main__":
-  # The CLI keeps TensorFlow's C++ info/warning lines out of the user's
-  # terminal (errors still show); library users keep their own setting.
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  # The CLI keeps TensorFlow's C++ start-up lines out of the user's terminal
+  # unless --verbose; library users keep their own setting.
+  from tfopt import quiet_start  # pylint: disable=g-import-not-at-top
+  _verbose, sys.argv[1:] = quiet_start.take_verbose(sys.argv[1:])
+  quiet_start.import_tensorflow(_verbose)
 
 from tfopt.preflight import OutputDirError, check_output_dir  # noqa: E402
 from tfopt.runner import run  # noqa: E402
