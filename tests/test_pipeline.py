@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO_ROOT, write_idx_dataset
 from tfopt import pipeline, preflight
 from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig,
-                          DataConfig, LowRankConfig, PipelineConfig, SlimConfig,
-                          TrainConfig)
+                          DataConfig, LowRankConfig, PipelineConfig, QatConfig,
+                          SlimConfig, TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
 from tfopt.data import DataError
@@ -343,12 +343,19 @@ def test_analysis_and_sensitivity_stages_from_python(tmp_path):
       analysis=AnalysisConfig(bits=(8, 2), sweep_qualities=(0.0, 1.0, 2.0),
                               sensitivity_sparsities=(0.5, 0.9),
                               max_accuracy_drop=5.0),
-      stages=("teacher", "bitwidth", "sweep", "sensitivity"),
+      qat=QatConfig(epochs=1, batch_size=32),
+      stages=("teacher", "bitwidth", "sweep", "sensitivity", "qat"),
       output_dir=str(tmp_path / "out"))
   result = pipeline.run(config)
   assert [row.name for row in result.models] == [
       "baseline float32", "baseline int8", "uniformly pruned teacher int8",
-      "sensitivity-pruned teacher int8"]
+      "sensitivity-pruned teacher int8", "sensitivity-pruned, PQAT teacher int8"]
+  # QAT knows its base was pruned, and how far, from what the sensitivity
+  # stage applied (not from prune's settings: prune never ran).
+  (qat_run,) = result.qat
+  assert qat_run["scheme"] == "pqat"
+  assert qat_run["target_sparsity"] == pytest.approx(result.sensitivity["overall_sparsity"])
+  assert qat_run["target_sparsity"] != config.prune.target_sparsity
   assert [(entry["bits"], entry["granularity"]) for entry in result.bitwidth] == [
       (8, "per_tensor"), (8, "per_channel"), (2, "per_tensor"), (2, "per_channel")]
   assert [point["quality"] for point in result.sweep] == [0.0, 1.0, 2.0]

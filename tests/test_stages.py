@@ -202,3 +202,14 @@ def test_nothing_that_touches_the_model_can_follow_qat(after):
     PipelineConfig(stages=("teacher", "qat", after))
   PipelineConfig(stages=("teacher", after, "qat"))  # the other way round is fine
   PipelineConfig(stages=("teacher", "distill", "qat", "scratch"))
+
+
+def test_a_model_entry_knows_what_was_applied_not_from_its_name():
+  from tfopt.stages.base import ModelEntry  # pylint: disable=g-import-not-at-top
+  student = ModelEntry("student_distilled", "distilled student", "student_distilled", "student")
+  pruned = student.then("pruned", "pruned", sparsity=0.7)
+  clustered = pruned.then("clustered", "clustered")
+  assert not student.pruned and pruned.pruned and clustered.sparsity == 0.7
+  # A name that merely ends in "pruned" says nothing; the entry's fields do.
+  assert not student.then("unpruned", "unpruned").pruned
+  assert ModelEntry.from_json(clustered.to_json()) == clustered

@@ -50,7 +50,10 @@ class ModelEntry:
   family: "teacher" or "student"; steps: the (name suffix, report adjective)
   of each compressing stage applied so far, in order; modes: the conversion
   modes it gets (None: the run's --quant_modes); clusters: {layer: [shared
-  values, distinct kernel values in Keras]} of a clustered model.
+  values, distinct kernel values in Keras]} of a clustered model; sparsity:
+  the share of its prunable weights a pruning stage (prune, sensitivity, a
+  search that pruned) set to zero, carried by the models made from it (None:
+  never pruned). What was applied is read from these fields, not from names.
   """
   name: str
   label: str
@@ -59,9 +62,12 @@ class ModelEntry:
   steps: Tuple[Tuple[str, str], ...] = ()
   modes: Optional[Tuple[str, ...]] = None
   clusters: Optional[Dict[str, Tuple[int, int]]] = None
+  sparsity: Optional[float] = None
 
   def then(self, suffix: str, adjective: str, **changes) -> "ModelEntry":
-    """The entry of a model a compressing stage makes from this one."""
+    """The entry of a model a compressing stage makes from this one (its
+    sparsity carried over unless `changes` sets it)."""
+    changes.setdefault("sparsity", self.sparsity)
     steps = self.steps + ((suffix, adjective),)
     name = "_".join([self.family] + [step[0] for step in steps])
     label = f"{', '.join(step[1] for step in steps)} {self.family}"
@@ -69,7 +75,7 @@ class ModelEntry:
 
   @property
   def pruned(self) -> bool:
-    return any(suffix.endswith("pruned") for suffix, _ in self.steps)
+    return self.sparsity is not None
 
   def to_json(self) -> dict:
     return dataclasses.asdict(self)

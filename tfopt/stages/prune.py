@@ -36,7 +36,8 @@ class PruneStage(Stage):
       context.log(f"  {entry.layer}/{entry.weight} {entry.shape}: "
                   f"{entry.sparsity:.1%} zeros")
     return StageOutput(
-        models=[NewModel(context.current.then("pruned", "pruned"),
+        models=[NewModel(context.current.then("pruned", "pruned",
+                                              sparsity=config.target_sparsity),
                          distribution.plain(result.model))],
         record={"layers": [dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
                            for entry in result.layers]})

@@ -70,7 +70,7 @@ class QatStage(Stage):
     entry = base.then(scheme, qat.SCHEME_LABELS[scheme], modes=("int8",),
                       clusters=clusters)
     run = dict(model=entry.name, base=base.name, scheme=scheme,
-               target_sparsity=context.config.prune.target_sparsity if base.pruned else None,
+               target_sparsity=base.sparsity,
                clusters=(max(count for count, _ in base.clusters.values())
                          if clustered else None))
     return StageOutput(models=[NewModel(entry, result.model, extension=".h5")],
@@ -89,7 +89,7 @@ class QatStage(Stage):
                                teacher=context.teacher(config.use_teacher))
     entry = base.then(result.scheme, label, modes=("int4",))
     run = dict(model=entry.name, base=base.name, scheme=result.scheme, mode="int4",
-               target_sparsity=context.config.prune.target_sparsity if base.pruned else None,
+               target_sparsity=base.sparsity,
                clusters=None)
     return StageOutput(models=[NewModel(entry, result.model)], record={"runs": [run]})
 

@@ -71,7 +71,8 @@ class SearchStage(Stage):
                   floor=result.floor, candidates=rows, seconds=result.seconds,
                   skipped=result.skipped)
     context.write_bytes("search.png", plot(record))
-    entry = context.current.then("searched", "searched", modes=(chosen.mode,))
+    entry = context.current.then("searched", "searched", modes=(chosen.mode,),
+                                 sparsity=chosen.spec.sparsity or context.current.sparsity)
     record["entry"] = entry.name
     return StageOutput(models=[NewModel(entry, result.model)], record=record)
 

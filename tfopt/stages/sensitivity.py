@@ -42,7 +42,7 @@ class SensitivityStage(Stage):
     context.log("  chosen: " + ", ".join(f"{name} {value:.0%}"
                                          for name, value in result.chosen.items())
                 + f" -> {total:.1%} of the prunable weights; uniform control at {total:.1%}")
-    uniform, chosen = (context.current.then(*kind) for kind in KINDS)
+    uniform, chosen = (context.current.then(*kind, sparsity=total) for kind in KINDS)
     record = dict(
         model=context.current.name, budget_pp=config.max_accuracy_drop,
         target_sparsity=config.sensitivity_target_sparsity,
