@@ -63,6 +63,45 @@ def test_flags_override_the_recipe_and_quick_sits_between(tmp_path):
   assert quick.output_dir == "runs/mnist-quick"
 
 
+def parse_dotted(*args) -> PipelineConfig:
+  """As the command line gives them: --section.field=value rewritten by parse_flags."""
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", *args])
+  return cli.config_from_flags()
+
+
+def test_any_setting_as_section_field_flag_typed_as_a_recipe_and_last(tmp_path):
+  path = write(tmp_path, "prune: {target_sparsity: 0.6}\ndistill: {temperature: 3.0}\n")
+  config = parse_dotted("--recipe", path, "--target_sparsity", "0.5",
+                        "--prune.target_sparsity=0.8", "--distill.alpha=1",
+                        "--set", "convert.modes=[int8, int4]", "--stages=teacher,prune",
+                        "--prune.ramp_fraction=0.25", "--output_dir=runs/a.b=c")
+  assert config.prune.target_sparsity == 0.8  # over both the recipe and --target_sparsity
+  assert config.distill.alpha == 1.0 and isinstance(config.distill.alpha, float)
+  assert config.distill.temperature == 3.0 and config.prune.ramp_fraction == 0.25
+  assert config.convert.modes == ("int8", "int4") and config.stages == ("teacher", "prune")
+  assert config.output_dir == "runs/a.b=c"  # a flag's value is not a setting
+  FLAGS.unparse_flags()
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("--prune.sparsity=0.5", "--prune.sparsity: unknown key 'sparsity' in section prune; "
+                             "the keys are: target_sparsity"),
+    ("--prun.epochs=2", "unknown section 'prun'; the sections are: data, teacher"),
+    ("--prune.epochs=two", "--prune.epochs: 'two' is not an integer."),
+    ("--prune.target_sparsity=1.5", "target_sparsity=1.5 is invalid"),
+    ("--convert.modes=int8", "--convert.modes: 'int8' is not a list"),
+])
+def test_a_bad_section_field_flag_is_one_error_line_and_exit_2(arg, message, tmp_path, capsys):
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", arg, "--output_dir", str(tmp_path / "out")])
+  assert cli.main(["tfopt compress"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("tfopt: error: ") and message in err and err.count("\n") == 1
+  assert not (tmp_path / "out").exists()
+  FLAGS.unparse_flags()
+
+
 def test_a_flag_completes_what_a_recipe_leaves_open(tmp_path):
   path = write(tmp_path, "data:\n  dataset: folder\n")
   config = parse("--recipe", path, "--data_dir", str(tmp_path / "photos"))

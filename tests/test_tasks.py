@@ -209,7 +209,7 @@ def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir
   done = subprocess.run(
       [sys.executable, "-m", "tfopt", "compress", "--model", model, "--task", task,
        "--stages", "sensitivity", "--prune_epochs", "1", "--sensitivity_target_sparsity",
-       "0.6", "--output_dir", str(tmp_path / "run")],
+       "0.7", "--sensitivity.target_sparsity=0.6", "--output_dir", str(tmp_path / "run")],
       env=env, capture_output=True, text=True, cwd=tmp_path)
   assert done.returncode == 0, done.stderr[-2000:]
   # The task file's dataset.map lambda is converted (its module is registered).
@@ -227,6 +227,8 @@ def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir
   assert rows["sensitivity_pruned int8"]["fidelity"][0]["cosine"] > 0.99
   for flags, message in ((["--max_accuracy_drop", "2"],
                           "--max_accuracy_drop does not apply to a --task run"),
+                         (["--teacher.epochs=3"], "--set teacher.epochs: a --task run's "
+                          "settings are its stages'"),
                          (["--stages", "sensitivity", "--sensitivity_sparsities", "0.5"],
                           "sensitivity: the objective roc_auc cannot be measured on the "
                           "validation data: roc_auc raised IndexError")):

@@ -4,6 +4,7 @@ The flags live here, in one place; the library never reads them.
 """
 
 import os
+import re
 import sys
 
 from absl import app, flags
@@ -143,6 +144,7 @@ flags.DEFINE_float("int8_repair_size_ratio", None, f"How much larger than the pl
 flags.DEFINE_float("int8_repair_latency_ratio", None, f"How much slower than the plain int8 file a repaired one may be (default {_DEFAULT.convert.int8_repair_latency_ratio}).")
 flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements (default {_DEFAULT.evaluate.num_threads}).")
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
+flags.DEFINE_multi_string("set", None, "Any setting, as section.field=value: the sections and fields of a recipe (a run's recipe.yaml), the value in YAML, typed and checked as a recipe's; e.g. --set prune.target_sparsity=0.8, also written --prune.target_sparsity=0.8. Given last, over every other flag. With --task: the task stages' settings (--distill.width=0.25).")
 
 # flag name -> (PipelineConfig section, field name)
 _OVERRIDES = {
@@ -205,7 +207,7 @@ def config_from_flags() -> PipelineConfig:
                       f"{' and '.join(ignored)}.")
   changes = _flag_changes()
   merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
-                        changes)
+                        changes, recipe.from_assignments(FLAGS.set or ()).changes())
   if FLAGS.search:
     merged[None]["stages"] = _with_search(merged[None].get("stages"), model)
   if merged.get("qat", {}).get("bits") == 4 and "modes" not in merged.get("convert", {}):
@@ -415,6 +417,11 @@ def _task_stage_flags(from_file: dict) -> dict:
     settings.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
   if FLAGS.compare_scratch:
     settings.setdefault("distill", {})["compare_scratch"] = True
+  for section, field, value in recipe.assignments(FLAGS.set or ()):
+    if section not in TASK_STAGES:
+      raise ConfigError(f"--set {section}.{field}: a --task run's settings are its stages' "
+                        f"({', '.join(TASK_STAGES)}), e.g. --prune.target_sparsity=0.8.")
+    settings.setdefault(section, {})[field] = tuple(value) if isinstance(value, list) else value
   return {**from_file, **settings}
 
 
@@ -422,8 +429,13 @@ def _given(value, default):
   return default if value is None else value
 
 
+_DOTTED = re.compile(r"^--?([A-Za-z_]\w*\.\w+=.*)$", re.DOTALL)
+
+
 def parse_flags(argv):
-  """absl's flag parsing, with one `tfopt: error:` line and exit 2 on a bad flag."""
+  """absl's flag parsing, with one `tfopt: error:` line and exit 2 on a bad flag.
+  `--section.field=value` is read as `--set section.field=value`."""
+  argv = [argv[0]] + [_DOTTED.sub(r"--set=\1", arg) for arg in argv[1:]]
   try:
     return FLAGS(argv)
   except flags.Error as error:

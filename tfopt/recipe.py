@@ -8,6 +8,8 @@ that check flags; an unknown key, a wrong type or a value out of range is one
 RecipeError naming the file, the line and the key.
 
     load(path) -> Recipe       read and type-check a file (no defaults applied)
+    from_assignments(["prune.target_sparsity=0.8"]) -> Recipe
+                               the same from the command line's --section.field=value
     build(merge(recipe.changes(), more), recipe) -> PipelineConfig
     dump(config) -> str        the resolved recipe of a run (recipe.yaml)
     preset_path(name)          a recipe shipped in tfopt/presets/
@@ -20,15 +22,15 @@ import dataclasses
 import os
 import re
 import typing
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
 from tfopt.config import PipelineConfig
 from tfopt.validate import ConfigError
 
-__all__ = ["RecipeError", "Recipe", "Setting", "load", "merge", "build", "dump",
-           "preset_path", "preset_names", "FILENAME"]
+__all__ = ["RecipeError", "Recipe", "Setting", "load", "from_assignments", "assignments",
+           "merge", "build", "dump", "preset_path", "preset_names", "FILENAME"]
 
 FILENAME = "recipe.yaml"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
@@ -149,6 +151,48 @@ def load(path: str) -> Recipe:
   finally:
     loader.dispose()
   return Recipe(path, tuple(settings))
+
+
+def assignments(items: Sequence[str]) -> List[Tuple[Optional[str], str, Any]]:
+  """["section.field=value", "field=value"] -> [(section or None, field, value)],
+  each value read as YAML (0.8 a number, true a bool, [a, b] a list).
+
+  Raises:
+    RecipeError: an item without `=`, or a value that is not valid YAML.
+  """
+  parsed = []
+  for item in items:
+    name, equals, text = item.partition("=")
+    if not equals or not name:
+      raise RecipeError(f"--set {item!r}: write section.field=value, e.g. "
+                        "prune.target_sparsity=0.8.")
+    try:
+      value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as error:
+      raise RecipeError(f"--{name}={text}: not a valid value ({error}).") from None
+    section, dot, key = name.rpartition(".")
+    parsed.append((section if dot else None, key, value))
+  return parsed
+
+
+def from_assignments(items: Sequence[str]) -> Recipe:
+  """The command line's `--section.field=value` settings as a Recipe, each key
+  and value checked as a recipe file's (position i stands for its line)."""
+  hints = typing.get_type_hints(PipelineConfig)
+  settings = []
+  for position, (section, key, value) in enumerate(assignments(items), 1):
+    name = f"{section}.{key}" if section else key
+    fail = lambda message, name=name: RecipeError(f"--{name}: {message}")
+    if section is not None and section not in _SECTIONS:
+      raise fail(f"unknown section {section!r}; the sections are: {', '.join(_SECTIONS)}.")
+    where = typing.get_type_hints(hints[section]) if section else hints
+    if key not in where or (section is None and key in _SECTIONS):
+      known = [field for field in where if section or field not in _SECTIONS]
+      raise fail(f"unknown key {key!r} in {f'section {section}' if section else 'the recipe'}"
+                 f"; the keys are: {', '.join(known)}.")
+    typed = _typed(value, where[key], name, lambda message: RecipeError(f"--{message}"))
+    settings.append(Setting(section, key, typed, position))
+  return Recipe("the command line", tuple(settings))
 
 
 def _settings(path: str, loader, root) -> List[Setting]:
