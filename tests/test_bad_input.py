@@ -14,8 +14,8 @@ import pytest
 from absl import flags
 
 from conftest import synthetic_images, write_idx, write_idx_dataset
-from tfopt import artifacts, cli, measure, pipeline
-from tfopt.config import ConvertConfig, DataConfig, EvaluateConfig, PipelineConfig
+from tfopt import artifacts, cli, measure, pipeline, recipe
+from tfopt.config import ConvertConfig, DataConfig, EvaluateConfig
 
 FLAGS = flags.FLAGS
 
@@ -178,7 +178,7 @@ def test_multi_worker_without_tf_config(tmp_path, capsys, monkeypatch):
 def test_disk_full_mid_run_keeps_finished_work_and_resumes(tmp_path, monkeypatch):
   """The disk fills up while distill writes: teacher's work survives."""
   data_dir = mnist_files(tmp_path) + "/.."
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=data_dir), stages=("teacher", "distill"),
       output_dir=str(tmp_path / "out"), convert=ConvertConfig(representative_examples=20),
       evaluate=EvaluateConfig(latency_runs=2, latency_warmup=1, latency_breakdown=False))

@@ -1,5 +1,6 @@
 import pytest
 
+from tfopt import recipe
 from tfopt.config import (ConfigError, DataConfig, DistillConfig,
                           LowRankConfig, PipelineConfig, PruneConfig,
                           SlimConfig, TrainConfig)
@@ -48,7 +49,7 @@ def test_defaults_are_valid_and_not_shared():
 
 
 def test_quick_config_is_small():
-  quick = PipelineConfig.quick()
+  quick = recipe.quick()
   assert quick.data.max_train_examples <= 5000
   assert quick.teacher.epochs <= 2 and quick.distill.epochs <= 2
 

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import evaluate, pipeline
+from tfopt import evaluate, pipeline, recipe
 from tfopt.artifacts import sha256_of
-from tfopt.config import DataConfig, PipelineConfig, TrainConfig
+from tfopt.config import DataConfig, TrainConfig
 
 # Runs edge_infer.py with tensorflow (and tfopt, which imports it) unimportable.
 WITHOUT_TF = """
@@ -28,7 +28,7 @@ runpy.run_path({script!r}, run_name="__main__")
 def bundle_run(tmp_path_factory):
   root = tmp_path_factory.mktemp("deploy")
   write_idx_dataset(root / "data" / "mnist", train=300, test=40)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(root / "data")),
       teacher=TrainConfig("student", epochs=2, batch_size=32),
       stages=("teacher", "prune"), output_dir=str(root / "out"))

@@ -8,9 +8,9 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline, preflight
+from tfopt import pipeline, preflight, recipe
 from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig,
-                          DataConfig, LowRankConfig, PipelineConfig, QatConfig,
+                          DataConfig, LowRankConfig, QatConfig,
                           SlimConfig, TrainConfig)
 from tfopt.errors import TfoptError
 from tfopt.macs import count_macs
@@ -136,7 +136,7 @@ def keras_model(output_dir, row_name, report):
 
 def test_lowrank_stage_from_python(tmp_path):
   data_dir = write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig(epochs=1, batch_size=32),
       lowrank=LowRankConfig(param_ratio=0.2, finetune_epochs=1, batch_size=32),
@@ -228,7 +228,7 @@ def test_bad_input_fails_fast_with_one_message(flag, expected, tmp_path):
 
 def test_missing_data_fails_before_training(tmp_path):
   output_dir = tmp_path / "out"
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "none")), output_dir=str(output_dir))
   with pytest.raises(DataError, match="does not exist") as error:
     pipeline.run(config)
@@ -239,7 +239,7 @@ def test_missing_data_fails_before_training(tmp_path):
 def test_output_dir_with_foreign_files_is_refused(tmp_path):
   (tmp_path / "my_thesis.tex").write_text("precious")
   with pytest.raises(pipeline.OutputDirError, match="my_thesis.tex"):
-    pipeline.run(PipelineConfig.quick(output_dir=str(tmp_path)))
+    pipeline.run(recipe.quick(output_dir=str(tmp_path)))
   assert (tmp_path / "my_thesis.tex").read_text() == "precious"
   assert sorted(os.listdir(tmp_path)) == ["my_thesis.tex"]
 
@@ -271,7 +271,7 @@ def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
 def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist")
   output_dir = tmp_path / "out"
-  config = PipelineConfig.quick(data=DataConfig(data_dir=str(tmp_path / "data")),
+  config = recipe.quick(data=DataConfig(data_dir=str(tmp_path / "data")),
                                 stages=stages, output_dir=str(output_dir),
                                 **section)
   with pytest.raises(TfoptError, match=error):
@@ -281,7 +281,7 @@ def test_bad_layer_names_fail_before_training(stages, section, error, tmp_path):
 
 def test_prune_cluster_pcqat_stages_from_python(tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=80)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig("student", epochs=2, batch_size=32),
       convert=ConvertConfig(modes=("float16", "int8"), representative_examples=50),
@@ -317,7 +317,7 @@ def test_prune_cluster_pcqat_stages_from_python(tmp_path):
 
 def test_binary_stage_from_python(tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist", train=300, test=60)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig("student", epochs=2, batch_size=32),
       stages=("teacher", "binary"), output_dir=str(tmp_path / "out"))
@@ -337,7 +337,7 @@ def test_binary_stage_from_python(tmp_path):
 
 def test_analysis_and_sensitivity_stages_from_python(tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=80)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig("student", epochs=2, batch_size=32),
       analysis=AnalysisConfig(bits=(8, 2), sweep_qualities=(0.0, 1.0, 2.0),
@@ -383,7 +383,7 @@ def test_cifar10_shaped_data_runs_end_to_end(tmp_path):
   arrays.update({f"y_{split}": rng.integers(0, 10, size=(count, 1)).astype(np.uint8)
                  for split, count in (("train", 200), ("test", 40))})
   np.savez(tmp_path / "cifar10.npz", **arrays)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(dataset="cifar10", data_dir=str(tmp_path)),
       teacher=TrainConfig("student", epochs=1, batch_size=32),
       stages=("teacher",), output_dir=str(tmp_path / "out"))

@@ -5,10 +5,9 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tfopt import cli, convert, pipeline, prune, qat_int4
+from tfopt import cli, convert, pipeline, prune, qat_int4, recipe
 from tfopt.artifacts import write_bytes_atomic
-from tfopt.config import (ConfigError, ConvertConfig, DataConfig, PipelineConfig,
-                          PruneConfig, QatConfig, TrainConfig)
+from tfopt.config import (ConfigError, ConvertConfig, DataConfig, PruneConfig, QatConfig, TrainConfig)
 
 from conftest import write_idx_dataset
 
@@ -97,7 +96,7 @@ def test_qat_bits_is_validated():
 
 def test_pipeline_writes_the_pqat4_int4_row(tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist", train=400, test=80)
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig("student", epochs=2, batch_size=32),
       convert=ConvertConfig(modes=("int8", "int4"), representative_examples=50),
@@ -118,7 +117,7 @@ def test_pipeline_writes_the_pqat4_int4_row(tmp_path):
 
 def test_int4_layers_that_match_no_kernel_stop_the_run_before_training(tmp_path):
   write_idx_dataset(tmp_path / "data" / "mnist")
-  config = PipelineConfig.quick(
+  config = recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       convert=ConvertConfig(modes=("int4",), int4_layers="nothing_here"),
       qat=QatConfig(bits=4), stages=("teacher", "distill", "qat"),
@@ -130,7 +129,7 @@ def test_int4_layers_that_match_no_kernel_stop_the_run_before_training(tmp_path)
 
 def test_qat_bits_4_after_cluster_is_refused(tmp_path):
   with pytest.raises(ConfigError, match="undoes a clustered model"):
-    PipelineConfig.quick(qat=QatConfig(bits=4), stages=("teacher", "prune", "cluster", "qat"))
+    recipe.quick(qat=QatConfig(bits=4), stages=("teacher", "prune", "cluster", "qat"))
 
 
 @pytest.mark.parametrize("more, modes", [([], ("int8", "int4")),

@@ -1,6 +1,7 @@
 """Recipes: a run's settings as a YAML file, written by every run, read back by
 --recipe, shipped as presets; bad recipes give one error naming key and line."""
 
+import dataclasses
 import json
 import os
 
@@ -58,7 +59,7 @@ def test_flags_override_the_recipe_and_quick_sits_between(tmp_path):
   assert config.stages == ("teacher", "distill")
   assert config.output_dir == "runs/mnist"
   quick = parse("--recipe", path, "--quick", "--seed", "0")
-  assert quick.teacher.epochs == PipelineConfig.quick().teacher.epochs  # quick over recipe
+  assert quick.teacher.epochs == recipe.quick().teacher.epochs  # quick over recipe
   assert quick.seed == 0 and quick.distill.temperature == 4.0
   assert quick.output_dir == "runs/mnist-quick"
 
@@ -114,6 +115,10 @@ def test_presets_are_valid_recipes():
     config = parse("--preset", name)
     assert config.stages[0] == "teacher"
   assert parse("--preset", "default") == parse()  # the preset is the default run
+  # --quick is the quick preset laid under the flags (only its run folder is named apart).
+  assert parse("--preset", "quick") == dataclasses.replace(parse("--quick"),
+                                                           output_dir="runs/mnist")
+  assert parse("--preset", "quick") == dataclasses.replace(recipe.quick(), output_dir="runs/mnist")
   assert parse("--preset", "smallest").stages == ("teacher", "distill", "binary")
   accurate = parse("--preset", "accurate")
   assert accurate.data.augment and accurate.distill.epochs == 20

@@ -12,17 +12,16 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline
+from tfopt import pipeline, recipe
 from tfopt.artifacts import TEMPORARY_PREFIX, sha256_of
-from tfopt.config import (ConvertConfig, DataConfig, EvaluateConfig, PipelineConfig,
-                          PruneConfig)
+from tfopt.config import (ConvertConfig, DataConfig, EvaluateConfig, PruneConfig)
 from tfopt.resume import to_json
 
 STAGES = ["teacher", "distill", "scratch", "prune", "convert", "evaluate"]
 
 
 def quick_config(data_dir, output_dir, **overrides):
-  return PipelineConfig.quick(data=DataConfig(data_dir=str(data_dir)),
+  return recipe.quick(data=DataConfig(data_dir=str(data_dir)),
                               stages=("teacher", "distill", "prune"),
                               compare_scratch=True, output_dir=str(output_dir),
                               convert=ConvertConfig(representative_examples=20),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline, resume
+from tfopt import pipeline, recipe, resume
 from tfopt.config import (ConfigError, ConvertConfig, DataConfig, EvaluateConfig,
                           PipelineConfig, TrainConfig)
 from tfopt.stages import registry
@@ -63,7 +63,7 @@ def toy_stages():
 
 def tiny_config(tmp_path, stages):
   write_idx_dataset(tmp_path / "data" / "mnist", train=200, test=40)
-  return PipelineConfig.quick(
+  return recipe.quick(
       data=DataConfig(data_dir=str(tmp_path / "data")),
       teacher=TrainConfig("student", epochs=1, batch_size=32), stages=stages,
       output_dir=str(tmp_path / "out"), convert=ConvertConfig(representative_examples=10),

@@ -11,7 +11,7 @@ from PIL import Image
 
 from conftest import REPO_ROOT, keras3_cnn, write_idx_dataset
 from test_deploy import WITHOUT_TF
-from tfopt import model_io
+from tfopt import model_io, recipe
 from tfopt._keras import keras as keras2
 from tfopt.image_folder import load_image_folder
 
@@ -103,8 +103,8 @@ def test_keras3_model_and_jpeg_folder_run_through_the_cli(color_folder, keras3_m
 
 def test_folder_without_a_model_trains_the_mobilenet_student(color_folder, tmp_path):
   from tfopt import pipeline  # pylint: disable=g-import-not-at-top
-  from tfopt.config import DataConfig, DistillConfig, PipelineConfig, TrainConfig
-  config = PipelineConfig.quick(
+  from tfopt.config import DataConfig, DistillConfig, TrainConfig
+  config = recipe.quick(
       data=DataConfig(dataset="folder", data_dir=str(color_folder), image_size=(12, 12)),
       teacher=TrainConfig("student", epochs=2, batch_size=16),
       distill=DistillConfig("mobilenet_v1", epochs=8, batch_size=16),

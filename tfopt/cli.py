@@ -206,7 +206,8 @@ def config_from_flags() -> PipelineConfig:
                       "gives the baseline and nothing is trained in its place; drop "
                       f"{' and '.join(ignored)}.")
   changes = _flag_changes()
-  merged = recipe.merge(from_recipe, PipelineConfig.quick_changes() if FLAGS.quick else {},
+  quick = recipe.load(recipe.preset_path("quick")).changes() if FLAGS.quick else {}
+  merged = recipe.merge(from_recipe, quick,
                         changes, recipe.from_assignments(FLAGS.set or ()).changes())
   if FLAGS.search:
     merged[None]["stages"] = _with_search(merged[None].get("stages"), model)

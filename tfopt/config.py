@@ -309,38 +309,3 @@ class PipelineConfig:
       at = stages.index("distill") + 1
       stages = stages[:at] + ("scratch",) + stages[at:]
     return stages
-
-  @classmethod
-  def quick(cls, **overrides):
-    """A small, fast configuration: a slice of the data and few epochs."""
-    quick = dict(
-        data=DataConfig(max_train_examples=5000, max_test_examples=1000),
-        teacher=TrainConfig(epochs=2, batch_size=64),
-        distill=DistillConfig(epochs=2, batch_size=64),
-        prune=PruneConfig(epochs=1, batch_size=64),
-        slim=SlimConfig(finetune_epochs=1, sparsity_epochs=1, batch_size=64),
-        strided=StridedConfig(finetune_epochs=1, batch_size=64),
-        lowrank=LowRankConfig(finetune_epochs=1, batch_size=64),
-        cluster=ClusterConfig(epochs=1, batch_size=64),
-        qat=QatConfig(epochs=1, batch_size=64),
-        binary=BinaryConfig(epochs=1, batch_size=64),
-        convert=ConvertConfig(representative_examples=100, int8_repair_examples=300),
-        evaluate=EvaluateConfig(latency_warmup=5, latency_runs=20),
-    )
-    quick.update(overrides)
-    return cls(**quick)
-
-  @classmethod
-  def quick_changes(cls) -> dict:
-    """quick()'s data slice, epochs and batch sizes as {section: {field: value}}."""
-    quick, default = cls.quick(), cls()
-    changes = {}
-    for section in dataclasses.fields(cls):
-      if dataclasses.is_dataclass(section.type):
-        ours, theirs = getattr(quick, section.name), getattr(default, section.name)
-        differs = {field.name: getattr(ours, field.name)
-                   for field in dataclasses.fields(ours)
-                   if getattr(ours, field.name) != getattr(theirs, field.name)}
-        if differs:
-          changes[section.name] = differs
-    return changes

@@ -13,6 +13,7 @@ RecipeError naming the file, the line and the key.
     build(merge(recipe.changes(), more), recipe) -> PipelineConfig
     dump(config) -> str        the resolved recipe of a run (recipe.yaml)
     preset_path(name)          a recipe shipped in tfopt/presets/
+    quick(**sections)          the quick preset as a PipelineConfig (tests, smoke runs)
 
 Every run writes its resolved recipe.yaml into the output dir;
 `tfopt compress --recipe runs/x/recipe.yaml` runs it again (resume keeps it).
@@ -30,7 +31,7 @@ from tfopt.config import PipelineConfig
 from tfopt.validate import ConfigError
 
 __all__ = ["RecipeError", "Recipe", "Setting", "load", "from_assignments", "assignments",
-           "merge", "build", "dump", "preset_path", "preset_names", "FILENAME"]
+           "merge", "build", "dump", "preset_path", "preset_names", "quick", "FILENAME"]
 
 FILENAME = "recipe.yaml"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
@@ -292,6 +293,12 @@ _Dumper.add_representer(list, lambda dumper, value: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", value, flow_style=True))
 _Dumper.add_representer(tuple, lambda dumper, value: dumper.represent_sequence(
     "tag:yaml.org,2002:seq", list(value), flow_style=True))
+
+
+def quick(**sections) -> PipelineConfig:
+  """The quick preset (tfopt/presets/quick.yaml) as a PipelineConfig, with
+  whole sections replaced by `sections` (e.g. data=DataConfig(data_dir=...))."""
+  return dataclasses.replace(build(load(preset_path("quick")).changes()), **sections)
 
 
 def preset_names() -> List[str]:
