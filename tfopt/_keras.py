@@ -13,7 +13,7 @@ from tfopt.errors import TfoptError
 
 __all__ = ["keras", "KerasVersionError", "require_keras2_model", "get_layer",
            "require_layers", "clone_model", "kernel_attribute", "kernel_of",
-           "predict_top1", "predict_logits", "is_inbound_ref", "map_inbound_refs",
+           "is_inbound_ref", "map_inbound_refs",
            "inbound_refs", "inbound_layer_names"]
 
 
@@ -128,18 +128,3 @@ def kernel_attribute(layer) -> str:
 def kernel_of(layer) -> np.ndarray:
   """A conv / Dense layer's kernel as a numpy array."""
   return getattr(layer, kernel_attribute(layer)).numpy()
-
-
-def predict_logits(model, images, batch_size: int = 1000) -> np.ndarray:
-  """model.predict on an array, or on image files streamed through tf.data."""
-  from tfopt import image_files  # pylint: disable=g-import-not-at-top
-  if not image_files.is_image_files(images):
-    return model.predict(images, batch_size=batch_size, verbose=0)
-  with image_files.reading_errors():
-    batch = image_files.bounded_batch(images.shape[1:], batch_size)
-    return model.predict(images.tf_dataset(batch), verbose=0)
-
-
-def predict_top1(model, images, batch_size: int = 1000) -> np.ndarray:
-  """The top-1 class a model that outputs logits (or probabilities) gives each image."""
-  return np.argmax(predict_logits(model, images, batch_size), axis=-1)

@@ -19,7 +19,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from tfopt._keras import keras, predict_logits, require_keras2_model
+from tfopt._keras import keras, require_keras2_model
+from tfopt.predict import predict_logits
 from tfopt.config import DistillConfig
 from tfopt.data import Dataset
 from tfopt.train import classifier_loss, fit, make_optimizer

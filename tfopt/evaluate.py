@@ -204,7 +204,7 @@ def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
 def agreement(path: str, keras_model, images: np.ndarray,
               num_threads: int = 1, batch_size: int = 1000) -> float:
   """Share of `images` on which the .tflite and the Keras model agree (top-1)."""
-  from tfopt._keras import predict_top1  # pylint: disable=g-import-not-at-top
+  from tfopt.predict import predict_top1  # pylint: disable=g-import-not-at-top
   keras_top1 = predict_top1(keras_model, images, batch_size)
   return float(np.mean(top1(path, images, num_threads, batch_size) == keras_top1))
 

@@ -18,7 +18,7 @@ import filelock
 import numpy as np
 
 from tfopt import artifacts, model_io, models, tensorboard_logs
-from tfopt._keras import predict_top1
+from tfopt.predict import predict_top1
 from tfopt.config import DataConfig, PipelineConfig
 from tfopt.data import Dataset, load_dataset
 from tfopt.errors import TfoptError

@@ -31,7 +31,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt._keras import get_layer, kernel_of, keras, predict_top1, require_keras2_model
+from tfopt._keras import get_layer, kernel_of, keras, require_keras2_model
+from tfopt.predict import predict_top1
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for

@@ -7,7 +7,8 @@ from typing import Optional, Sequence
 import numpy as np
 
 from tfopt import epoch_checkpoints, progress, tensorboard_logs
-from tfopt._keras import keras, predict_top1
+from tfopt._keras import keras
+from tfopt.predict import predict_top1
 from tfopt.config import TrainConfig
 from tfopt.data import Dataset
 from tfopt.image_files import augmenter, is_image_files, reading_errors

@@ -25,7 +25,8 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from tfopt import artifacts, evaluate, models, progress
-from tfopt._keras import keras, predict_top1
+from tfopt._keras import keras
+from tfopt.predict import predict_top1
 from tfopt.config import PipelineConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
