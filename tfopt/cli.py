@@ -420,7 +420,8 @@ def _task_stage_flags(from_file: dict) -> dict:
     settings.setdefault("distill", {})["compare_scratch"] = True
   for section, field, value in recipe.assignments(FLAGS.set or ()):
     if section not in TASK_STAGES:
-      raise ConfigError(f"--set {section}.{field}: a --task run's settings are its stages' "
+      name = f"{section}.{field}" if section else field
+      raise ConfigError(f"--set {name}: a --task run's settings are its stages' "
                         f"({', '.join(TASK_STAGES)}), e.g. --prune.target_sparsity=0.8.")
     settings.setdefault(section, {})[field] = tuple(value) if isinstance(value, list) else value
   return {**from_file, **settings}
