@@ -187,13 +187,24 @@ def test_a_run_writes_its_recipe_and_the_recipe_reruns_it(tmp_path, capsys):
   assert os.path.isfile(output_dir / "baseline_int8.tflite")
 
 
-def test_the_readme_recipes_are_valid(tmp_path):
+def test_the_recipes_in_readme_and_docs_are_valid(tmp_path):
   import pathlib  # pylint: disable=g-import-not-at-top
   import re  # pylint: disable=g-import-not-at-top
-  readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
-  blocks = re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
-  assert len(blocks) >= 2
+  root = pathlib.Path(__file__).parent.parent
+  pages = [root / "README.md", *sorted((root / "docs").rglob("*.md"))]
+  blocks = [block for page in pages
+            for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.DOTALL)]
+  assert len(blocks) >= 3
   for number, block in enumerate(blocks):
     loaded = recipe.load(write(tmp_path, block, f"readme{number}.yaml"))
     config = recipe.build(loaded.changes(), loaded)
     assert config.stages[0] == "teacher"
+
+
+def test_on_and_off_are_words_where_a_setting_is_a_string(tmp_path):
+  # YAML 1.1 reads `off` as false; convert.int8_repair takes the words on / off.
+  loaded = recipe.load(write(tmp_path, "convert:\n  int8_repair: off\n"))
+  assert recipe.build(loaded.changes(), loaded).convert.int8_repair == "off"
+  assert parse_dotted("--convert.int8_repair=off").convert.int8_repair == "off"
+  with pytest.raises(recipe.RecipeError, match="prune.target_sparsity: 'x' is not a number"):
+    parse_dotted("--prune.target_sparsity=x")

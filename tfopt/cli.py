@@ -10,7 +10,7 @@ import sys
 from absl import app, flags
 from absl import logging as absl_logging
 
-from tfopt import recipe
+from tfopt import options, recipe
 from tfopt.config import STRATEGIES, ConfigError, DataConfig, PipelineConfig
 from tfopt.errors import TfoptError
 from tfopt.models import BUILDERS
@@ -146,48 +146,15 @@ flags.DEFINE_integer("num_threads", None, f"LiteRT threads for the measurements 
 flags.DEFINE_integer("latency_runs", None, f"Timed invokes for the latency median (default {_DEFAULT.evaluate.latency_runs}).")
 flags.DEFINE_multi_string("set", None, "Any setting, as section.field=value: the sections and fields of a recipe (a run's recipe.yaml), the value in YAML, typed and checked as a recipe's; e.g. --set prune.target_sparsity=0.8, also written --prune.target_sparsity=0.8. Given last, over every other flag. With --task: the task stages' settings (--distill.width=0.25).")
 
-# flag name -> (PipelineConfig section, field name)
-_OVERRIDES = {
-    "dataset": ("data", "dataset"), "data_dir": ("data", "data_dir"),
-  "seed": (None, "seed"), "strategy": (None, "strategy"),
-  "worker_timeout": (None, "worker_timeout"), "model": (None, "model"),
-  "output_dir": (None, "output_dir"), "compare_scratch": (None, "compare_scratch"),
-  "allow_unsafe_model": (None, "allow_unsafe_model"),
-    "teacher": ("teacher", "builder"), "teacher_epochs": ("teacher", "epochs"),
-    "teacher_learning_rate": ("teacher", "learning_rate"),
-    "student": ("distill", "builder"), "distill_epochs": ("distill", "epochs"),
-    "distill_learning_rate": ("distill", "learning_rate"),
-    "temperature": ("distill", "temperature"), "alpha": ("distill", "alpha"),
-    "target_sparsity": ("prune", "target_sparsity"),
-    "prune_epochs": ("prune", "epochs"),
-    "slim_rate": ("slim", "rate"), "slim_prune_count": ("slim", "prune_count"),
-    "slim_finetune_epochs": ("slim", "finetune_epochs"),
-    "slim_sparsity_epochs": ("slim", "sparsity_epochs"),
-    "slim_l1": ("slim", "l1_strength"), "slim_criterion": ("slim", "criterion"),
-    "slim_scope": ("slim", "scope"), "slim_min_channels": ("slim", "min_channels"),
-    "strided_finetune_epochs": ("strided", "finetune_epochs"),
-    "lowrank_energy": ("lowrank", "energy"),
-    "lowrank_param_ratio": ("lowrank", "param_ratio"),
-    "lowrank_finetune_epochs": ("lowrank", "finetune_epochs"),
-    "clusters": ("cluster", "number_of_clusters"),
-    "cluster_init": ("cluster", "centroid_init"),
-    "cluster_epochs": ("cluster", "epochs"),
-    "cluster_learning_rate": ("cluster", "learning_rate"),
-    "cluster_preserve_sparsity": ("cluster", "preserve_sparsity"),
-    "qat_scheme": ("qat", "scheme"), "qat_epochs": ("qat", "epochs"), "qat_bits": ("qat", "bits"),
-    "qat_learning_rate": ("qat", "learning_rate"),
-    "binary_mode": ("binary", "mode"), "binary_epochs": ("binary", "epochs"),
-    "max_accuracy_drop": ("analysis", "max_accuracy_drop"),
-    "sensitivity_target_sparsity": ("analysis", "sensitivity_target_sparsity"),
-    "latency_breakdown": ("evaluate", "latency_breakdown"),
-    "quantization_debug": ("evaluate", "quantization_debug"),
-    "objective": ("search", "objective"), "search_budget": ("search", "time_budget"),
-    "num_threads": ("evaluate", "num_threads"), "int4_layers": ("convert", "int4_layers"),
-    "latency_runs": ("evaluate", "latency_runs"),
-    "int8_repair": ("convert", "int8_repair"),
-    "int8_repair_size_ratio": ("convert", "int8_repair_size_ratio"),
-    "int8_repair_latency_ratio": ("convert", "int8_repair_latency_ratio"),
-}
+# The short flags cli.py turns into settings itself (lists, pairs, sizes);
+# every other alias in options.ALIASES is copied as it is.
+_PARSED = frozenset((
+    "image_size", "input_range", "labels_file", "color_mode", "augment", "stages",
+    "slim_layers", "lowrank_layers", "lowrank_ranks", "cluster_layers", "binary_layers",
+    "cluster_layer_clusters", "bits", "sweep_qualities", "sensitivity_sparsities",
+    "search_modes", "quant_modes"))
+_OVERRIDES = {flag: target for flag, target in options.ALIASES.items()
+              if flag not in _PARSED}
 
 
 def config_from_flags() -> PipelineConfig:
@@ -229,10 +196,10 @@ def _flag_changes() -> dict:
         top[field_name] = FLAGS[flag_name].value
       else:
         changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
-  if FLAGS.batch_size is not None:
-    for section in ("teacher", "distill", "prune", "slim", "strided", "lowrank", "cluster",
-                    "qat", "binary"):
-      changes.setdefault(section, {})["batch_size"] = FLAGS.batch_size
+  for flag_name, targets in options.MULTI_ALIASES.items():
+    if FLAGS[flag_name].value is not None:  # e.g. --batch_size: every training stage's
+      for section, field_name in targets:
+        changes.setdefault(section, {})[field_name] = FLAGS[flag_name].value
   if FLAGS.lowrank_energy is not None and FLAGS.lowrank_param_ratio is None:
     changes["lowrank"]["param_ratio"] = None  # energy replaces the default ratio
   if FLAGS.lowrank_ranks is not None:
@@ -262,8 +229,6 @@ def _flag_changes() -> dict:
     changes.setdefault("convert", {})["modes"] = tuple(FLAGS.quant_modes)
   if FLAGS.search_modes is not None:
     changes.setdefault("search", {})["modes"] = tuple(FLAGS.search_modes)
-  if FLAGS.max_accuracy_drop is not None:  # one budget, read by the stage that runs
-    changes.setdefault("search", {})["max_accuracy_drop"] = FLAGS.max_accuracy_drop
   for flag_name, section in (("slim_layers", "slim"), ("lowrank_layers", "lowrank"),
                              ("cluster_layers", "cluster"), ("binary_layers", "binary")):
     if FLAGS[flag_name].value is not None:
@@ -396,7 +361,9 @@ def _task_stage_flags(from_file: dict) -> dict:
   settings = {stage: dict(values) for stage, values in from_file.items()
               if isinstance(values, dict)}
   unused = []
-  for flag_name, (section, field) in _OVERRIDES.items():
+  # --max_accuracy_drop (analysis and search, in accuracy points) is refused by name.
+  aliases = dict(_OVERRIDES, max_accuracy_drop=("analysis", "max_accuracy_drop"))
+  for flag_name, (section, field) in aliases.items():
     if section is None or FLAGS[flag_name].value is None or flag_name in _TASK_FLAGS:
       continue
     if section in TASK_STAGES:

@@ -111,7 +111,10 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-  """Training a model from its labels (the teacher, or a scratch control)."""
+  """Training a model from its labels (the teacher, or a scratch control).
+
+  builder: the model builder (tfopt.models.BUILDERS: teacher, student,
+    student_small, mobilenet_v1, mobilenet_v2, resnet18)."""
   builder: str = "teacher"
   epochs: int = 5
   batch_size: int = 128
@@ -131,6 +134,9 @@ class DistillConfig:
 
   alpha weighs the distillation term: loss = alpha * temperature**2 * KL +
   (1 - alpha) * cross-entropy with the labels.
+  builder: the student's builder (tfopt.models.BUILDERS).
+  temperature: the softmax temperature T > 0 of both models' logits.
+  alpha: the distillation term's weight, in [0, 1].
   """
   builder: str = "student"
   epochs: int = 6
@@ -168,6 +174,8 @@ class ConvertConfig:
   int8_repair_size_ratio / int8_repair_latency_ratio: how much larger and
     slower than the plain int8 file a repaired one may be.
   int8_repair_examples: validation images the recipes are judged on.
+  representative_examples: training images that calibrate the int8
+    activation ranges.
   """
   modes: Tuple[str, ...] = ("int8",)
   representative_examples: int = 500
@@ -219,6 +227,10 @@ class EvaluateConfig:
     tfopt.quant_debug). Off by default (None or False): the convert stage's
     diagnosis (tfopt.int8_fidelity, SNR along the graph) covers every int8
     file and finds what that measure misses.
+  num_threads: LiteRT threads for every measurement.
+  latency_warmup / latency_runs: untimed invokes, then timed ones whose
+    median (batch 1) is the latency.
+  batch_size: examples per LiteRT invoke when accuracy is measured.
   """
   num_threads: int = 1
   latency_warmup: int = 20
@@ -262,6 +274,9 @@ class PipelineConfig:
     TF_CONFIG); batch sizes are per replica (see tfopt.distribute).
   worker_timeout: with multi_worker, the seconds a collective waits for the
     other workers before the run stops with an error naming them.
+  output_dir: where models, files, report and deploy/ go (tfopt refuses a
+    folder holding files it did not write).
+  seed: the random seed of splits, initialization and shuffling.
   """
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)

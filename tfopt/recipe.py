@@ -265,7 +265,14 @@ def _typed(value, hint, name: str, fail):
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
+# YAML 1.1 reads on / off / yes / no as booleans; a string setting whose
+# values are words (convert.int8_repair: on | off) takes them back.
+_BOOL_WORDS = {True: "on", False: "off"}
+
+
 def _scalar(value, hint, name: str, fail):
+  if hint is str and isinstance(value, bool):
+    return _BOOL_WORDS[value]
   if hint is float and isinstance(value, int) and not isinstance(value, bool):
     return float(value)
   if isinstance(value, hint) and not (hint is int and isinstance(value, bool)):

@@ -42,7 +42,7 @@ from tfopt.task_search import TaskSearchConfig, check_search
 from tfopt.task_sensitivity import TaskSensitivityConfig, check_sensitivity
 from tfopt.task_stages import STAGES
 
-__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_MODES", "compress", "prepare",
+__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_CONFIGS", "TASK_MODES", "compress", "prepare",
            "Prepared"]
 
 TASK_STAGES = ("distill", "strided", "lowrank", "slim", "sensitivity", "prune", "cluster",
@@ -63,7 +63,7 @@ TASK_DEFAULTS = {
     "qat": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
 }
 TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
-_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
+TASK_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
             "sensitivity": TaskSensitivityConfig, "search": TaskSearchConfig,
             "strided": StridedConfig, "binary": BinaryConfig,
             "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
@@ -90,7 +90,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
       (tfopt.task_distill).
     stages: of TASK_STAGES, in order; each compresses the model before it.
     settings: {stage: {setting: value}} over TASK_DEFAULTS, as the stage's
-      config takes them (_CONFIGS: PruneConfig, SlimConfig, TaskSearchConfig ...).
+      config takes them (TASK_CONFIGS: PruneConfig, SlimConfig, TaskSearchConfig ...).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
     batch_size: batches for unbatched data.
@@ -195,10 +195,10 @@ def _stage_configs(stages, settings: dict) -> dict:
   for stage in TASK_STAGES:
     values = dict(TASK_DEFAULTS[stage], **settings.get(stage, {}))
     try:
-      configs[stage] = _CONFIGS[stage](**values)
+      configs[stage] = TASK_CONFIGS[stage](**values)
     except TypeError as error:
       raise TaskError(f"settings[{stage!r}]: {error}; see "
-                      f"tfopt.technique_config.{_CONFIGS[stage].__name__}.") from error
+                      f"tfopt.technique_config.{TASK_CONFIGS[stage].__name__}.") from error
   return configs
 
 

@@ -23,6 +23,11 @@ GRANULARITIES = ("per_tensor", "per_channel")
 class PruneConfig:
   """Magnitude pruning with tfmot, polynomial schedule, then fine-tuning.
 
+  target_sparsity: the share of each pruned kernel's weights set to zero, in
+    [0, 1).
+  initial_sparsity: the sparsity the schedule starts from.
+  ramp_fraction: the share of the fine-tuning steps over which the sparsity
+    ramps up.
   pruning_updates: how many times the masks are recomputed while sparsity
     ramps from initial_sparsity to target_sparsity (over ramp_fraction of the
     fine-tuning steps); the remaining steps fine-tune with fixed masks.
@@ -70,8 +75,9 @@ class SlimConfig:
   scope: local (the same rate in every layer; the default, robust across
     architectures) or global (one threshold across layers, as in the network
     slimming paper; raw |gamma| scales differ between layers, and on the
-    MobileNet-v1 student it cut the stem to its floor). min_channels is the
-    floor: every layer keeps at least this share of its channels, and one.
+    MobileNet-v1 student it cut the stem to its floor).
+  min_channels: the floor: every layer keeps at least this share of its
+    channels, and one.
   layers: the convs to consider (default: every conv that can be slimmed).
   """
   rate: float = 0.5
@@ -127,8 +133,10 @@ class StridedConfig:
 class LowRankConfig:
   """Truncated-SVD factorization of Dense (and spatial SVD of Conv2D) layers.
 
-  Exactly one way to choose ranks: `energy` (share of sum(s**2) kept),
-  `param_ratio` (r (n + m) <= param_ratio * n * m), or `ranks` per layer.
+  Exactly one way to choose ranks:
+  energy: each rank keeps this share of sum(s**2), in (0, 1].
+  param_ratio: each rank keeps r (n + m) <= param_ratio * n * m parameters.
+  ranks: {layer name: rank}.
   layers: which layers to factorize; "largest_dense" (default) picks the Dense
     layer with the most parameters, None means every layer where it saves.
     With `ranks`, the layers are the keys of `ranks` and this is ignored.

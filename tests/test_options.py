@@ -1,0 +1,79 @@
+"""The option reference is read from the config: every setting documented,
+every short flag an alias of one `--section.field`, nothing left out."""
+
+import dataclasses
+
+import pytest
+from absl import flags
+
+from tfopt import cli, options
+from tfopt.config import PipelineConfig
+
+FLAGS = flags.FLAGS
+# Flags that steer the run rather than set one of its settings.
+RUN_FLAGS = {"force", "log_format", "preset", "quick", "recipe", "search", "set", "task"}
+
+
+def test_every_setting_has_a_type_a_default_and_a_description():
+  found = options.options()
+  keys = [option.key for option in found]
+  assert len(keys) == len(set(keys)) > 100
+  assert "prune.target_sparsity" in keys and "seed" in keys and "data" not in keys
+  undocumented = [option.key for option in found if not option.description]
+  assert not undocumented, f"document these in their class docstring: {undocumented}"
+  sparsity = next(option for option in found if option.key == "prune.target_sparsity")
+  assert (sparsity.type_text, sparsity.default, sparsity.flags) == (
+      "float", 0.7, ("target_sparsity",))
+  assert "[0, 1)" in sparsity.description
+
+
+def test_every_short_flag_is_an_alias_of_a_real_setting():
+  keys = {option.key for option in options.options()}
+  targets = [f"{section}.{name}" if section else name
+             for section, name in options.ALIASES.values()]
+  targets += [f"{section}.{name}" for pairs in options.MULTI_ALIASES.values()
+              for section, name in pairs]
+  assert set(targets) <= keys, set(targets) - keys
+  defined = {flag.name for flag in FLAGS.get_flags_for_module(cli.__name__)}
+  aliased = set(options.ALIASES) | set(options.MULTI_ALIASES)
+  assert defined - RUN_FLAGS == aliased, (defined - RUN_FLAGS) ^ aliased
+
+
+@pytest.mark.parametrize("alias, dotted", [
+    ("--target_sparsity=0.5", "--prune.target_sparsity=0.5"),
+    ("--teacher_epochs=3", "--teacher.epochs=3"),
+    ("--slim_scope=global", "--slim.scope=global"),
+    ("--cluster_preserve_sparsity=false", "--cluster.preserve_sparsity=false"),
+    ("--search_budget=60", "--search.time_budget=60"),
+    ("--seed=5", "--seed=5"),
+    ("--int8_repair=off", "--convert.int8_repair=off"),
+])
+def test_a_short_flag_and_its_dotted_setting_make_the_same_run(alias, dotted):
+  def parse(*args) -> PipelineConfig:
+    FLAGS.unparse_flags()
+    cli.parse_flags(["tfopt compress", *args])
+    return cli.config_from_flags()
+  with_alias, with_dotted = parse(alias), parse(dotted)
+  assert with_alias == with_dotted != parse()
+
+
+def test_batch_size_sets_every_training_section_and_nothing_else():
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", "--batch_size=64"])
+  config, default = cli.config_from_flags(), PipelineConfig()
+  changed = {f"{section}.batch_size" for section, _ in options.sections()[1:]
+             if getattr(getattr(config, section), "batch_size", None)
+             != getattr(getattr(default, section), "batch_size", None)}
+  assert changed == {f"{section}.batch_size"
+                     for section, _ in options.MULTI_ALIASES["batch_size"]}
+
+
+def test_the_reference_is_a_table_per_section_with_every_setting():
+  text = options.reference_markdown()
+  for section, _ in options.sections()[1:]:
+    assert f"### `{section}`" in text
+  for option in options.options():
+    assert f"| `{option.key}` |" in text
+  prune = options.reference_markdown("prune")
+  assert prune.count("\n| `prune.") == len(dataclasses.fields(PipelineConfig().prune))
+  assert "--target_sparsity" in prune and "`slim." not in prune
