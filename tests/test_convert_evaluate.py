@@ -86,6 +86,20 @@ def test_latency_is_measured(tflite_files, dataset):
   assert 0 < latency < 1e6
 
 
+def test_one_measurement_of_a_file_gives_what_every_row_reports(tflite_files, dataset):
+  from tfopt.artifacts import gzip_size  # pylint: disable=g-import-not-at-top
+  path = tflite_files["int8"]
+  measured = evaluate.measure_file(path, dataset.x_test[0], dataset.x_test, dataset.y_test,
+                                   warmup=2, runs=10)
+  assert measured.tflite_bytes == os.path.getsize(path)
+  assert measured.gzip_bytes == gzip_size(path) < measured.tflite_bytes
+  assert measured.accuracy == evaluate.accuracy(path, dataset.x_test, dataset.y_test)
+  assert np.array_equal(measured.top1, evaluate.top1(path, dataset.x_test))
+  assert 0 < measured.latency_us < 1e6
+  timed_only = evaluate.measure_file(path, dataset.x_test[0], warmup=1, runs=3)
+  assert timed_only.top1 is None and timed_only.accuracy is None
+
+
 def test_corrupt_or_missing_file_is_refused(tmp_path, dataset):
   bad = tmp_path / "bad.tflite"
   bad.write_bytes(b"definitely not a flatbuffer" * 10)

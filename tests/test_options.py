@@ -62,8 +62,8 @@ def test_batch_size_sets_every_training_section_and_nothing_else():
   cli.parse_flags(["tfopt compress", "--batch_size=64"])
   config, default = cli.config_from_flags(), PipelineConfig()
   changed = {f"{section}.batch_size" for section, _ in options.sections()[1:]
-             if getattr(getattr(config, section), "batch_size", None)
-             != getattr(getattr(default, section), "batch_size", None)}
+             if getattr(getattr(config, section, None), "batch_size", None)
+             != getattr(getattr(default, section, None), "batch_size", None)}
   assert changed == {f"{section}.batch_size"
                      for section, _ in options.MULTI_ALIASES["batch_size"]}
 
@@ -77,3 +77,17 @@ def test_the_reference_is_a_table_per_section_with_every_setting():
   prune = options.reference_markdown("prune")
   assert prune.count("\n| `prune.") == len(dataclasses.fields(PipelineConfig().prune))
   assert "--target_sparsity" in prune and "`slim." not in prune
+
+
+def test_a_deprecated_flag_still_works_and_says_its_new_form(capsys):
+  assert "qat_epochs" in options.DEPRECATED and "target_sparsity" not in options.DEPRECATED
+  assert all(options.replacement(flag).count(".") == 1 for flag in options.DEPRECATED)
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", "--slim_l1=0.001", "--target_sparsity=0.5",
+                   "--dataset=nosuch"])
+  assert cli.main(["tfopt compress"]) == 2  # the bad data set, after the note
+  out = capsys.readouterr().out
+  assert ("note: --slim_l1 is deprecated and goes in tfopt 0.3; write "
+          "--slim.l1_strength=VALUE") in out
+  assert "--target_sparsity" not in out  # an everyday flag: no note
+  assert "Deprecated" in FLAGS["slim_l1"].help and "Deprecated" not in FLAGS["alpha"].help

@@ -12,16 +12,16 @@ FLAGS = flags.FLAGS
 
 
 def test_the_estimate_is_the_epochs_left_times_the_latest_epoch(capsys):
-  with progress.Progress(["teacher", "distill", "prune", "convert"],
-                         {"teacher": 2, "distill": 3, "prune": 1, "convert": 0}) as clock:
-    clock.stage_started("teacher", 1)
-    assert clock.training_left() is None  # no epoch measured yet: no guess
-    clock.epoch_done(10.0)
-    assert clock.training_left() == 50.0  # 1 + 3 + 1 epochs left
-    clock.epoch_done(12.0)
-    clock.stage_done("teacher", 22.0)
-    clock.stage_started("distill", 2)
-    assert clock.training_left() == 48.0  # 4 epochs x 12 s
+  clock = progress.Progress(["teacher", "distill", "prune", "convert"],
+                            {"teacher": 2, "distill": 3, "prune": 1, "convert": 0})
+  clock.stage_started("teacher", 1)
+  assert clock.training_left() is None  # no epoch measured yet: no guess
+  clock.epoch_done(10.0)
+  assert clock.training_left() == 50.0  # 1 + 3 + 1 epochs left
+  clock.epoch_done(12.0)
+  clock.stage_done("teacher", 22.0)
+  clock.stage_started("distill", 2)
+  assert clock.training_left() == 48.0  # 4 epochs x 12 s
   lines = capsys.readouterr().out.splitlines()
   assert lines[0] == "[tfopt] stage 1 of 4: teacher (0 min 00 s into the run)"
   assert lines[-1].startswith("[tfopt] stage 2 of 4: distill (0 min 00 s into the run; "
@@ -29,11 +29,11 @@ def test_the_estimate_is_the_epochs_left_times_the_latest_epoch(capsys):
 
 
 def test_a_stage_with_a_time_budget_is_estimated_at_most_that(capsys):
-  with progress.Progress(["distill", "search"], {"distill": 2, "search": 38},
-                         {"search": 100.0}) as clock:
-    clock.stage_started("distill", 1)
-    clock.epoch_done(10.0)
-    assert clock.training_left() == 110.0  # 1 distill epoch + the search's 100 s
+  clock = progress.Progress(["distill", "search"], {"distill": 2, "search": 38},
+                            {"search": 100.0})
+  clock.stage_started("distill", 1)
+  clock.epoch_done(10.0)
+  assert clock.training_left() == 110.0  # 1 distill epoch + the search's 100 s
   capsys.readouterr()
 
 

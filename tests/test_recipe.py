@@ -208,3 +208,27 @@ def test_on_and_off_are_words_where_a_setting_is_a_string(tmp_path):
   assert parse_dotted("--convert.int8_repair=off").convert.int8_repair == "off"
   with pytest.raises(recipe.RecipeError, match="prune.target_sparsity: 'x' is not a number"):
     parse_dotted("--prune.target_sparsity=x")
+
+
+def test_the_shared_finetune_section_fills_every_technique_that_does_not_set_its_own(tmp_path):
+  path = write(tmp_path, "finetune:\n  epochs: 3\n  learning_rate: 0.0002\n"
+               "  use_teacher: false\nslim:\n  finetune_epochs: 4\n")
+  config = parse("--recipe", path)
+  assert (config.prune.epochs, config.cluster.epochs, config.qat.epochs) == (3, 3, 3)
+  assert config.strided.finetune_epochs == config.search.finetune_epochs == 3
+  assert config.slim.finetune_epochs == 4  # its own, in the same file
+  assert config.slim.sparsity_epochs == PipelineConfig().slim.sparsity_epochs
+  assert config.prune.learning_rate == config.lowrank.learning_rate == 0.0002
+  assert not config.prune.use_teacher and not config.binary.use_teacher
+  # Not a technique: the teacher and the student keep theirs.
+  assert config.teacher.epochs == PipelineConfig().teacher.epochs
+  assert config.distill.learning_rate == PipelineConfig().distill.learning_rate
+  # A later layer wins: the command line's finetune over the recipe's slim.
+  assert parse_dotted("--recipe", path, "--finetune.epochs=1").slim.finetune_epochs == 1
+  assert parse_dotted("--quick", "--finetune.epochs=2").prune.epochs == 2
+  beside = parse_dotted("--prune_epochs=4", "--finetune.epochs=1")  # its own flag wins
+  assert (beside.prune.epochs, beside.cluster.epochs) == (4, 1)
+  with pytest.raises(recipe.RecipeError, match=r"finetune.epochs\): epochs=0 is invalid"):
+    parse_dotted("--finetune.epochs=0")
+  dumped = recipe.load(write(tmp_path, recipe.dump(config), "dumped.yaml"))
+  assert recipe.build(dumped.changes(), dumped) == config  # written out section by section

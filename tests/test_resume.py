@@ -1,5 +1,6 @@
 """Resumable runs: kept stages, redone stages, --force, kill -9, leftovers."""
 
+import dataclasses
 import json
 import os
 import shutil
@@ -283,3 +284,29 @@ def test_a_second_run_into_a_held_output_dir_stops_at_once(first_run, tmp_path):
   assert_manifest_is_true(output_dir)
   assert pipeline.run(quick_config(data_dir, output_dir)).resumed_stages == STAGES
   assert not (output_dir / ".tfopt.lock.owner").exists()
+
+
+def test_a_fit_reports_to_the_checkpoints_and_clock_it_is_given(dataset, tmp_path):
+  """No module state: each fit writes to the FitContext passed to it, and a fit
+  given none writes nothing (two stages' contexts side by side stay apart)."""
+  from tfopt import epoch_checkpoints, models, progress, train  # pylint: disable=g-import-not-at-top
+  from tfopt.artifacts import Manifest  # pylint: disable=g-import-not-at-top
+  from tfopt.config import TrainConfig  # pylint: disable=g-import-not-at-top
+  manifest = Manifest(str(tmp_path))
+  clock = progress.Progress(["a", "b"], {"a": 2, "b": 1})
+  clock.stage_started("a", 1)
+  contexts = {stage: train.FitContext(epoch_checkpoints.StageCheckpoints(
+      manifest, stage, f"key-{stage}", seed=0, log=lambda line: None), clock)
+              for stage in ("a", "b")}
+  config = TrainConfig("student", epochs=2, batch_size=64)
+  model = models.build_model("student", dataset.input_shape, 10)
+  train.train_classifier(model, dataset, config, verbose=0, fits=contexts["a"])
+  train.train_classifier(model, dataset, dataclasses.replace(config, epochs=1), verbose=0,
+                         fits=contexts["b"])
+  train.train_classifier(model, dataset, config, verbose=0)  # no context: nothing written
+  listed = sorted(os.listdir(tmp_path / "checkpoints" / "a"))
+  assert [name for name in listed if name.endswith(".index")] == ["fit1-epoch2.index"]
+  assert sorted(name for name in os.listdir(tmp_path / "checkpoints" / "b")
+                if name.endswith(".index")) == ["fit1-epoch1.index"]
+  assert clock.epochs_done == {"a": 3} and clock.epoch_seconds > 0
+  assert not hasattr(epoch_checkpoints, "active") and not hasattr(progress, "active")

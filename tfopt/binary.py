@@ -25,6 +25,7 @@ from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.config import BINARY_MODES, BinaryConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 
 __all__ = ["BinaryError", "MODES", "WeightClip", "BinaryConv2D", "BinaryDense",
@@ -233,7 +234,8 @@ class BinaryResult:
 
 
 def binary(model: keras.Model, dataset: Optional[Dataset], config: BinaryConfig,
-           teacher: Optional[Teacher] = None, verbose: int = 2, train=None) -> BinaryResult:
+           teacher: Optional[Teacher] = None, verbose: int = 2, train=None,
+           fits: Optional[FitContext] = None) -> BinaryResult:
   """Binarizes a copy of `model`, trains it with the straight-through estimator.
 
   Args:
@@ -244,9 +246,10 @@ def binary(model: keras.Model, dataset: Optional[Dataset], config: BinaryConfig,
       distillation from it.
     train: train with train(model, epochs, callbacks) instead of on `dataset`
       (a task's data and loss).
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
   """
   trainable = binarize(model, config.mode, config.layers)
   train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                               verbose)
+                               verbose, fits=fits)
   train(trainable, config.epochs)
   return BinaryResult(trainable, export_binary(trainable), effective_size(trainable))

@@ -155,6 +155,9 @@ _PARSED = frozenset((
     "search_modes", "quant_modes"))
 _OVERRIDES = {flag: target for flag, target in options.ALIASES.items()
               if flag not in _PARSED}
+for _name in options.DEPRECATED:  # kept working for this release; --help says so
+  FLAGS[_name].help = (f"Deprecated (goes in tfopt 0.3): write "
+                       f"{options.replacement(_name)}=VALUE. {FLAGS[_name].help}")
 
 
 def config_from_flags() -> PipelineConfig:
@@ -174,8 +177,7 @@ def config_from_flags() -> PipelineConfig:
                       f"{' and '.join(ignored)}.")
   changes = _flag_changes()
   quick = recipe.load(recipe.preset_path("quick")).changes() if FLAGS.quick else {}
-  merged = recipe.merge(from_recipe, quick,
-                        changes, recipe.from_assignments(FLAGS.set or ()).changes())
+  merged = recipe.merge(from_recipe, quick, changes, _assigned(changes))
   if FLAGS.search:
     merged[None]["stages"] = _with_search(merged[None].get("stages"), model)
   if merged.get("qat", {}).get("bits") == 4 and "modes" not in merged.get("convert", {}):
@@ -184,6 +186,18 @@ def config_from_flags() -> PipelineConfig:
   if "output_dir" not in merged[None]:
     merged[None]["output_dir"] = _default_output_dir(merged.get("data", {}))
   return recipe.build(merged, loaded)
+
+
+def _assigned(flag_changes: dict) -> dict:
+  """The --section.field=value settings; a short flag given beside them keeps
+  its value over the shared `finetune` ones (--prune_epochs 4 --finetune.epochs=1)."""
+  assigned = recipe.from_assignments(FLAGS.set or ())
+  changes = assigned.changes()
+  for section, values in flag_changes.items():
+    for key in values:
+      if not assigned.sets(section, key):
+        changes.get(section, {}).pop(key, None)
+  return changes
 
 
 def _flag_changes() -> dict:
@@ -292,6 +306,11 @@ def main(argv):
   absl_logging.set_verbosity(absl_logging.WARNING)
   from tfopt import progress  # pylint: disable=g-import-not-at-top
   progress.set_format(FLAGS.log_format)
+  for name in sorted(options.DEPRECATED):
+    if FLAGS[name].present:
+      progress.log(f"note: --{name} is deprecated and goes in tfopt 0.3; write "
+                   f"{options.replacement(name)}=VALUE (any setting takes that form)",
+                   event="deprecated", flag=name, replacement=options.replacement(name))
   try:
     if FLAGS.task:
       return _run_task()

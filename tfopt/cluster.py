@@ -20,6 +20,7 @@ from tfopt._keras import clone_model, kernel_of, keras, require_keras2_model, re
 from tfopt.config import CENTROID_INITS, ClusterConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 
 __all__ = ["ClusteringError", "KernelClusters", "ClusterResult", "CLUSTERABLE",
@@ -150,7 +151,8 @@ def measure_clusters(model: keras.Model,
 def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
             teacher: Optional[Teacher] = None,
             preserve_sparsity: Optional[bool] = None,
-            verbose: int = 2, train=None) -> ClusterResult:
+            verbose: int = 2, train=None,
+            fits: Optional[FitContext] = None) -> ClusterResult:
   """Clusters a copy of `model`'s kernels and fine-tunes the centroids.
 
   Args:
@@ -164,6 +166,7 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
       None means no (the pipeline resolves it from the run's history).
     train: fine-tune with train(model, epochs, callbacks) instead of on
       `dataset` (see distill.trainer_for).
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Returns:
     A ClusterResult with the stripped model and its per-kernel table.
@@ -181,7 +184,7 @@ def cluster(model: keras.Model, dataset: Dataset, config: ClusterConfig,
                              preserve_sparsity, config.layers, config.layer_clusters)
   if config.epochs:
     train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                                 verbose)
+                                 verbose, fits=fits)
     train(wrapped, config.epochs)
   stripped = tfmot.clustering.keras.strip_clustering(wrapped)
   table = measure_clusters(stripped, chosen)

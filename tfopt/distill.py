@@ -23,7 +23,7 @@ from tfopt._keras import keras, require_keras2_model
 from tfopt.predict import predict_logits
 from tfopt.config import DistillConfig
 from tfopt.data import Dataset
-from tfopt.train import classifier_loss, fit, make_optimizer
+from tfopt.train import FitContext, classifier_loss, fit, make_optimizer
 
 __all__ = ["Teacher", "as_teacher", "StudentTrainer", "Distiller", "distill", "fine_tune",
            "trainer_for"]
@@ -201,7 +201,8 @@ def _serialize_architecture(model: keras.Model) -> dict:
 
 
 def distill(teacher: Union[keras.Model, Teacher], student: keras.Model, dataset: Dataset,
-            config: DistillConfig, verbose: int = 2) -> keras.callbacks.History:
+            config: DistillConfig, verbose: int = 2,
+            fits: Optional[FitContext] = None) -> keras.callbacks.History:
   """Trains `student` in place by distillation from `teacher`.
 
   Args:
@@ -211,6 +212,7 @@ def distill(teacher: Union[keras.Model, Teacher], student: keras.Model, dataset:
     dataset: training and validation data.
     config: epochs, batch size, learning rate, temperature, alpha.
     verbose: Keras fit verbosity.
+    fits: a pipeline stage's checkpoints and clock (see train.fit).
 
   Returns:
     The Keras History of the fit; the student's validation accuracy is
@@ -224,20 +226,22 @@ def distill(teacher: Union[keras.Model, Teacher], student: keras.Model, dataset:
                                len(dataset.x_train), config.batch_size),
       metrics=["accuracy"])
   return fit(distiller, dataset, config.epochs, config.batch_size, verbose=verbose,
-             targets=teacher.targets(dataset))
+             targets=teacher.targets(dataset), fits=fits)
 
 
 def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
               learning_rate: float,
               teacher: Union[None, Teacher, keras.Model] = None,
               callbacks: Sequence[keras.callbacks.Callback] = (),
-              verbose: int = 2) -> keras.callbacks.History:
+              verbose: int = 2,
+              fits: Optional[FitContext] = None) -> keras.callbacks.History:
   """Trains `model` in place after a compression step.
 
   With a `teacher` (a Teacher, or a Keras model with the default alpha and
   temperature), the loss is distillation from it (as in `distill`), which
   recovers more accuracy after pruning or factorizing than labels alone;
-  without one, plain cross-entropy with the labels.
+  without one, plain cross-entropy with the labels. `fits`: a pipeline
+  stage's checkpoints and clock (see train.fit).
   """
   teacher = as_teacher(teacher)
   optimizer = make_optimizer(learning_rate, epochs, len(dataset.x_train),
@@ -251,15 +255,16 @@ def fine_tune(model: keras.Model, dataset: Dataset, epochs: int, batch_size: int
                         temperature=teacher.temperature)
     trainer.compile(optimizer=optimizer, metrics=["accuracy"])
   return fit(trainer, dataset, epochs, batch_size, callbacks, verbose,
-             targets=None if teacher is None else teacher.targets(dataset))
+             targets=None if teacher is None else teacher.targets(dataset), fits=fits)
 
 
 def trainer_for(dataset: Dataset, batch_size: int, learning_rate: float,
-                teacher: Union[None, Teacher, keras.Model] = None, verbose: int = 2):
+                teacher: Union[None, Teacher, keras.Model] = None, verbose: int = 2,
+                fits: Optional[FitContext] = None):
   """fine_tune on `dataset` as a function train(model, epochs, callbacks=()):
   what a technique calls after compressing, unless it is given another
   (a task's, which fits on the user's data with the user's loss)."""
   def train(model, epochs, callbacks=()):
     return fine_tune(model, dataset, epochs, batch_size, learning_rate, teacher=teacher,
-                     callbacks=callbacks, verbose=verbose)
+                     callbacks=callbacks, verbose=verbose, fits=fits)
   return train

@@ -1,7 +1,9 @@
 """Resume inside a stage: every training epoch is checkpointed in the output dir.
 
-The runner opens `StageCheckpoints` around each stage it runs. Every fit in
-that stage (train.fit: the teacher, distill, each fine-tune) then trains one
+The runner opens `StageCheckpoints` around each stage it runs and hands it to
+the stage (`Context.fits`, a train.FitContext), which passes it to every
+technique it calls (`fits=`). Every fit in that stage (train.fit: the teacher,
+distill, each fine-tune) then trains one
 epoch at a time, each epoch starting from a seed of its own (run seed, fit
 number, epoch), and after each epoch writes the trained model and its
 optimizer with tf.train.Checkpoint to
@@ -29,20 +31,14 @@ import contextlib
 import dataclasses
 import os
 import re
-from typing import List, Optional
+from typing import List
 
 from tfopt import artifacts, tensorboard_logs
 
-__all__ = ["StageCheckpoints", "FitCheckpoints", "active", "DIRECTORY"]
+__all__ = ["StageCheckpoints", "FitCheckpoints", "DIRECTORY"]
 
 DIRECTORY = "checkpoints"
 _NAME = re.compile(r"fit(\d+)-epoch(\d+)\.")
-_active: List["StageCheckpoints"] = []
-
-
-def active() -> Optional["StageCheckpoints"]:
-  """The checkpoints of the stage running now, or None (outside the runner)."""
-  return _active[-1] if _active else None
 
 
 class StageCheckpoints:
@@ -57,12 +53,8 @@ class StageCheckpoints:
 
   @contextlib.contextmanager
   def opened(self):
-    """Active while the stage runs; its checkpoints are deleted when it finishes."""
-    _active.append(self)
-    try:
-      yield self
-    finally:
-      _active.remove(self)
+    """Open while the stage runs; its checkpoints are deleted when it finishes."""
+    yield self
     self.clear()  # only reached when the stage finished
 
   def next_fit(self) -> "FitCheckpoints":

@@ -18,11 +18,11 @@ from typing import Dict, List, Optional
 import numpy as np
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from tfopt import int8_fidelity, progress
+from tfopt import artifacts, int8_fidelity, progress
 from tfopt.errors import TfoptError
 
-__all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "top1", "accuracy",
-           "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
+__all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "FileMeasurement",
+           "measure_file", "top1", "accuracy", "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
            "check_weight_sharing", "check_runs"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -199,6 +199,32 @@ def latency_us(path: str, image: np.ndarray, num_threads: int = 1,
       runner.interpreter.invoke()
       timings[run] = time.perf_counter_ns() - start
   return float(np.median(timings) / 1000.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileMeasurement:
+  """One .tflite file measured in LiteRT: what every row, candidate and step
+  of tfopt reports about a file."""
+  tflite_bytes: int
+  gzip_bytes: int
+  latency_us: float  # batch 1: the median of `runs` invokes after `warmup`
+  top1: Optional[np.ndarray] = None  # the class predicted per image, if images given
+  accuracy: Optional[float] = None  # top-1 accuracy, if labels given
+
+
+def measure_file(path: str, latency_input: np.ndarray, images: Optional[np.ndarray] = None,
+                 labels: Optional[np.ndarray] = None, num_threads: int = 1,
+                 batch_size: int = 1000, warmup: int = 20,
+                 runs: int = 200) -> FileMeasurement:
+  """The one measurement of a .tflite file: bytes, gzip bytes, batch-1
+  latency on `latency_input` (one example, no batch dimension) and, with
+  `images`, its top-1 class per image (with `labels`, its accuracy)."""
+  predicted = None if images is None else top1(path, images, num_threads, batch_size)
+  return FileMeasurement(
+      tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
+      latency_us=latency_us(path, latency_input, num_threads, warmup, runs),
+      top1=predicted,
+      accuracy=None if labels is None else float(np.mean(predicted == labels)))
 
 
 def agreement(path: str, keras_model, images: np.ndarray,

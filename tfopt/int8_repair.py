@@ -357,6 +357,21 @@ def _latency_us(content: bytes, image: np.ndarray, rounds: int = 3) -> float:
                for _ in range(rounds))
 
 
+def _whole_file_recipes(trials: "_Trials"):
+  """The recipes that change the whole file: weight scales, clipped ranges,
+  equalization, then bias correction of the best so far."""
+  trials.measure(Choice(per_tensor=True), "whole file: one weight scale per tensor")
+  if _has_dense(trials.file(Choice())):
+    trials.measure(Choice(dense_per_tensor=True),
+                   "fully-connected layers: one weight scale per tensor")
+  for weights in list(trials.measured):
+    trials.measure(dataclasses.replace(weights, clip_ranges=True),
+                   "activation ranges clipped where that lowers their int8 error")
+  _equalization(trials)
+  trials.measure(dataclasses.replace(trials.best().choice, bias_correction=True),
+                 "biases corrected for the mean shift int8 puts on each layer's outputs")
+
+
 def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
            calibration_count: int = 500, mode: str = "on", size_ratio: float = 1.1,
            latency_ratio: float = 1.1, experiments: int = DEFAULT_EXPERIMENTS,
@@ -394,16 +409,7 @@ def repair(model, calibration_images: np.ndarray, validation_images: np.ndarray,
                    np.asarray(validation_images[0], np.float32), size_ratio, latency_ratio, log)
   trials.plain = plain = trials.measure(Choice(), "the plain int8 file (converter defaults)")
   if mode == "on":
-    trials.measure(Choice(per_tensor=True), "whole file: one weight scale per tensor")
-    if _has_dense(trials.file(Choice())):
-      trials.measure(Choice(dense_per_tensor=True),
-                     "fully-connected layers: one weight scale per tensor")
-    for weights in list(trials.measured):
-      trials.measure(dataclasses.replace(weights, clip_ranges=True),
-                     "activation ranges clipped where that lowers their int8 error")
-    _equalization(trials)
-    trials.measure(dataclasses.replace(trials.best().choice, bias_correction=True),
-                   "biases corrected for the mean shift int8 puts on each layer's outputs")
+    _whole_file_recipes(trials)
   start = trials.best()
   # the float file with the start's weights (equalized ones are scaled per channel)
   diagnosis = int8_fidelity.op_fidelity(trials.statistics(start.choice),

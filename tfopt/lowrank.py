@@ -24,6 +24,7 @@ from tfopt._keras import keras, require_keras2_model, require_layers
 from tfopt.config import LowRankConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 
 __all__ = ["LowRankError", "LowRankDense", "SpatialSVDConv2D", "factorize",
@@ -357,7 +358,7 @@ def factorize(model: keras.Model, config: LowRankConfig):
 
 def lowrank(model: keras.Model, dataset: Optional[Dataset], config: LowRankConfig,
             teacher: Optional[Teacher] = None, verbose: int = 2, train=None,
-            validate=None) -> LowRankResult:
+            validate=None, fits: Optional[FitContext] = None) -> LowRankResult:
   """Factorizes a copy of `model` as `config` says, then fine-tunes it.
 
   Args:
@@ -368,6 +369,7 @@ def lowrank(model: keras.Model, dataset: Optional[Dataset], config: LowRankConfi
       by distillation from it.
     train, validate: fine-tune with train(model, epochs, callbacks) and
       score with validate(model) instead of on `dataset` (a task's).
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Raises:
     LowRankError: a bad layer or rank, or no layer would get fewer parameters.
@@ -378,7 +380,7 @@ def lowrank(model: keras.Model, dataset: Optional[Dataset], config: LowRankConfi
   before = validate(factorized)
   if config.finetune_epochs:
     train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                                 verbose)
+                                 verbose, fits=fits)
     train(factorized, config.finetune_epochs)
   after = validate(factorized)
   return LowRankResult(factorized, table, before, after)

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-from tfopt import artifacts, evaluate, int8_fidelity
+from tfopt import evaluate, int8_fidelity
 from tfopt.config import DATASETS, DataConfig
 from tfopt.data import load_dataset
 from tfopt.errors import TfoptError
@@ -60,14 +60,14 @@ def measure_file(path: str, data: DataConfig, num_threads: int = 1,
   dataset = load_dataset(data)
   fidelity = (diagnose_file(path, float_file, dataset.x_test, diagnosis_images)
               if float_file else None)
+  measured = evaluate.measure_file(path, dataset.x_test[0], dataset.x_test, dataset.y_test,
+                                   num_threads, warmup=max(1, latency_runs // 10),
+                                   runs=latency_runs)
   return dict(fidelity=fidelity,
-      file=path, tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
-      input_dtype=str(classifier.input_dtype.__name__),
-      accuracy=evaluate.accuracy(path, dataset.x_test, dataset.y_test, num_threads),
+      file=path, tflite_bytes=measured.tflite_bytes, gzip_bytes=measured.gzip_bytes,
+      input_dtype=str(classifier.input_dtype.__name__), accuracy=measured.accuracy,
       test_examples=len(dataset.x_test), dataset=dataset.name,
-      latency_us=evaluate.latency_us(path, dataset.x_test[0], num_threads,
-                                     warmup=max(1, latency_runs // 10),
-                                     runs=latency_runs))
+      latency_us=measured.latency_us)
 
 
 def diagnose_file(path: str, float_file: str, images, diagnosis_images: int = 32) -> dict:

@@ -16,8 +16,9 @@ import typing
 from typing import Dict, List, Optional, Tuple
 
 from tfopt.config import PipelineConfig
+from tfopt.technique_config import FineTuneConfig
 
-__all__ = ["ALIASES", "MULTI_ALIASES", "FINE_TUNING", "Option", "sections", "options",
+__all__ = ["ALIASES", "EVERYDAY", "DEPRECATED", "replacement", "MULTI_ALIASES", "FINE_TUNING", "Option", "sections", "options",
            "field_descriptions", "reference_markdown", "task_reference_markdown"]
 
 # short flag -> (section, field); section None: a top-level field.
@@ -71,6 +72,26 @@ ALIASES: Dict[str, Tuple[Optional[str], str]] = {
     "int8_repair_latency_ratio": ("convert", "int8_repair_latency_ratio"),
 }
 
+# The everyday short flags. The other aliases keep working for this release,
+# with a note naming their --section.field form; they go in tfopt 0.3.
+EVERYDAY = frozenset((
+    "dataset", "data_dir", "labels_file", "color_mode", "augment", "image_size",
+    "input_range", "seed", "strategy", "model", "output_dir", "compare_scratch",
+    "allow_unsafe_model", "stages", "teacher", "teacher_epochs", "student", "distill_epochs",
+    "temperature", "alpha", "target_sparsity", "prune_epochs", "slim_rate", "clusters",
+    "qat_scheme", "qat_bits", "binary_mode", "lowrank_param_ratio", "lowrank_energy",
+    "lowrank_ranks", "cluster_layer_clusters", "objective",
+    "search_budget", "quant_modes", "int4_layers", "int8_repair", "num_threads"))
+DEPRECATED = frozenset(flag for flag, (section, _) in ALIASES.items()
+                       if section is not None) - EVERYDAY
+
+
+def replacement(flag: str) -> str:
+  """The --section.field form of a short flag, e.g. --qat.epochs for --qat_epochs."""
+  section, name = ALIASES[flag]
+  return f"--{section}.{name}" if section else f"--{name}"
+
+
 # Short flags that write one value into several settings.
 MULTI_ALIASES: Dict[str, Tuple[Tuple[str, str], ...]] = {
     "batch_size": tuple((section, "batch_size") for section in (
@@ -108,13 +129,15 @@ class Option:
 
 
 def sections() -> List[Tuple[Optional[str], type]]:
-  """[(section name, its dataclass)], the top level (None) first."""
+  """[(section name, its dataclass)]: the top level (None) first, then
+  PipelineConfig's sections, then `finetune` (shared by the techniques, read
+  by recipes and flags; see FineTuneConfig)."""
   found = [(None, PipelineConfig)]
   hints = typing.get_type_hints(PipelineConfig)
   for item in dataclasses.fields(PipelineConfig):
     if dataclasses.is_dataclass(hints[item.name]):
       found.append((item.name, hints[item.name]))
-  return found
+  return found + [("finetune", FineTuneConfig)]
 
 
 def options() -> List[Option]:

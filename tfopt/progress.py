@@ -18,14 +18,13 @@ measurement are not in it.
 import json
 import sys
 import time
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
-__all__ = ["FORMATS", "set_format", "json_mode", "log", "Progress", "active",
+__all__ = ["FORMATS", "set_format", "json_mode", "log", "Progress",
            "keras_verbose", "bar", "epoch_log"]
 
 FORMATS = ("text", "json")
 _state = {"format": "text"}
-_active: List["Progress"] = []
 
 
 def set_format(log_format: str):
@@ -48,10 +47,6 @@ def log(message: str, **fields):
     print(f"[tfopt] {message}", flush=True)
 
 
-def active() -> Optional["Progress"]:
-  return _active[-1] if _active else None
-
-
 def _minutes(seconds: float) -> str:
   return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
 
@@ -66,13 +61,6 @@ class Progress:
     self.epoch_seconds: Optional[float] = None
     self.epochs_done: Dict[str, int] = {}
     self.stage: Optional[str] = None
-
-  def __enter__(self):
-    _active.append(self)
-    return self
-
-  def __exit__(self, *exc):
-    _active.remove(self)
 
   def stage_started(self, stage: str, position: int):
     self.stage = stage
@@ -120,9 +108,9 @@ def bar(iterable, total: int, description: str):
   return tqdm(iterable, total=total, desc=description, unit="batch", leave=False)
 
 
-def epoch_log(stage: str):
-  """A Keras callback: each epoch's time (for the estimate) and, in JSON mode,
-  its logs as one JSON line."""
+def epoch_log(stage: str, clock: Optional[Progress] = None):
+  """A Keras callback: each epoch's time, told to the run's `clock` (for the
+  estimate), and in JSON mode its logs as one JSON line."""
   from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
 
   class EpochLog(keras.callbacks.Callback):
@@ -132,9 +120,8 @@ def epoch_log(stage: str):
 
     def on_epoch_end(self, epoch, logs=None):
       seconds = time.perf_counter() - self.started
-      progress = active()
-      if progress is not None:
-        progress.epoch_done(seconds)
+      if clock is not None:
+        clock.epoch_done(seconds)
       if json_mode():
         log(f"{stage}: epoch {epoch + 1}", event="epoch", stage=stage, epoch=epoch + 1,
             seconds=round(seconds, 2),

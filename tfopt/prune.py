@@ -21,6 +21,7 @@ from tfopt._keras import clone_model, get_layer, keras, require_keras2_model
 from tfopt.config import PruneConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule", "reached",
@@ -172,10 +173,26 @@ def measure_sparsity(model: keras.Model, weight_names: dict) -> List[LayerSparsi
   return table
 
 
+def _layer_schedules(model: keras.Model, config: PruneConfig,
+                     layer_targets: Optional[Dict[str, float]], total_steps: int):
+  """{layer: its own schedule to its target}, or None (one target for all)."""
+  if layer_targets is None:
+    return None
+  for name in layer_targets:
+    get_layer(model, name, PruningError)
+  schedules = {name: pruning_schedule(dataclasses.replace(
+      config, target_sparsity=target, initial_sparsity=0.0), total_steps)
+               for name, target in layer_targets.items() if target > 0}
+  if not schedules:
+    raise PruningError("Every layer target is 0: nothing to prune.")
+  return schedules
+
+
 def prune(model: keras.Model, dataset: Optional[Dataset], config: PruneConfig,
           teacher: Optional[Teacher] = None, verbose: int = 2,
           layer_targets: Optional[Dict[str, float]] = None,
-          train=None, steps_per_epoch: Optional[int] = None) -> PruneResult:
+          train=None, steps_per_epoch: Optional[int] = None,
+          fits: Optional[FitContext] = None) -> PruneResult:
   """Prunes a copy of `model` to `config.target_sparsity` while fine-tuning.
 
   Args:
@@ -192,6 +209,7 @@ def prune(model: keras.Model, dataset: Optional[Dataset], config: PruneConfig,
     train, steps_per_epoch: fine-tune with train(model, epochs, callbacks)
       instead of on `dataset` (a task's data and loss; see distill.trainer_for),
       steps_per_epoch batches an epoch.
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Returns:
     A PruneResult with the stripped model and its per-layer sparsity.
@@ -208,18 +226,10 @@ def prune(model: keras.Model, dataset: Optional[Dataset], config: PruneConfig,
         "model.trainable = True first.")
   total_steps = config.epochs * (steps_per_epoch or math.ceil(len(dataset.x_train)
                                                               / config.batch_size))
-  schedules = None
-  if layer_targets is not None:
-    for name in layer_targets:
-      get_layer(model, name, PruningError)
-    schedules = {name: pruning_schedule(dataclasses.replace(
-        config, target_sparsity=target, initial_sparsity=0.0), total_steps)
-                 for name, target in layer_targets.items() if target > 0}
-    if not schedules:
-      raise PruningError("Every layer target is 0: nothing to prune.")
+  schedules = _layer_schedules(model, config, layer_targets, total_steps)
   pruned = apply_pruning(model, pruning_schedule(config, total_steps), schedules)
   train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                               verbose)
+                               verbose, fits=fits)
   train(pruned, config.epochs, [tfmot.sparsity.keras.UpdatePruningStep()])
   weight_names = _pruned_weight_names(pruned)
   stripped = strip_pruning(pruned)

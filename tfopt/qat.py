@@ -26,6 +26,7 @@ from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import QAT_SCHEMES, QatConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 
 __all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",
@@ -175,7 +176,8 @@ def quantize_scope():
 
 def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
         scheme: Optional[str] = None, teacher: Optional[Teacher] = None,
-        verbose: int = 2, train=None) -> QatResult:
+        verbose: int = 2, train=None,
+        fits: Optional[FitContext] = None) -> QatResult:
   """Fine-tunes a quantization-aware copy of `model` with `scheme`.
 
   Args:
@@ -189,6 +191,7 @@ def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
       by distillation from it.
     train: fine-tune with train(model, epochs, callbacks) instead of on
       `dataset` (see distill.trainer_for).
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Returns:
     A QatResult whose model converts to an int8 .tflite with its learned
@@ -198,7 +201,7 @@ def qat(model: keras.Model, dataset: Dataset, config: QatConfig,
     scheme = "qat" if config.scheme == "auto" else config.scheme
   quantized = apply_qat(model, scheme)
   train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                               verbose)
+                               verbose, fits=fits)
   train(quantized, config.epochs)
   if scheme in ("cqat", "pcqat"):
     # Drops tfmot's centroid / index variables, keeping the clustered kernels

@@ -31,6 +31,7 @@ from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import QatConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 from tfopt.qat import QatResult, annotated_copy
 
@@ -159,7 +160,8 @@ def _short(weight) -> str:
 
 def qat_int4(model: keras.Model, dataset: Optional[Dataset], config: QatConfig,
              layers: str = ".*", keep_zeros: bool = False, teacher: Teacher = None,
-             verbose: int = 2, train=None) -> QatResult:
+             verbose: int = 2, train=None,
+             fits: Optional[FitContext] = None) -> QatResult:
   """Fine-tunes `model` with its int4 kernels on LiteRT's grid.
 
   Args:
@@ -172,6 +174,7 @@ def qat_int4(model: keras.Model, dataset: Optional[Dataset], config: QatConfig,
     teacher: if given, fine-tune by distillation from it.
     train: fine-tune with train(model, epochs, callbacks) instead of on
       `dataset` (a task's data and loss).
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Returns:
     A QatResult with a plain Keras model whose kernels are on the grid
@@ -184,6 +187,6 @@ def qat_int4(model: keras.Model, dataset: Optional[Dataset], config: QatConfig,
   names = grid_layers(model, layers, required=True)
   trained = _fake_quantized(model, set(names), keep_zeros)
   train = train or trainer_for(dataset, config.batch_size, config.learning_rate, teacher,
-                               verbose)
+                               verbose, fits=fits)
   train(trained, config.epochs)
   return QatResult(_baked(model, trained, set(names)), "pqat4" if keep_zeros else "qat4")

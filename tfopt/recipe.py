@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from tfopt.config import PipelineConfig
+from tfopt.technique_config import FINE_TUNED_SECTIONS, FineTuneConfig
 from tfopt.validate import ConfigError
 
 __all__ = ["RecipeError", "Recipe", "Setting", "load", "from_assignments", "assignments",
@@ -37,6 +38,17 @@ FILENAME = "recipe.yaml"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
 _SECTIONS = tuple(field.name for field in dataclasses.fields(PipelineConfig)
                   if dataclasses.is_dataclass(field.type))
+# Not a PipelineConfig section: its values are copied into the technique
+# sections when a recipe's changes are read (Recipe.changes).
+FINETUNE = "finetune"
+_READ_SECTIONS = _SECTIONS + (FINETUNE,)
+
+
+def _recipe_hints() -> Dict[str, Any]:
+  """The keys a recipe may hold and their types: PipelineConfig's, and finetune."""
+  hints = dict(typing.get_type_hints(PipelineConfig))
+  hints[FINETUNE] = FineTuneConfig
+  return hints
 
 
 # {section name, or None for PipelineConfig's own fields: {field: value}}
@@ -67,11 +79,27 @@ class Recipe:
   settings: Tuple[Setting, ...]
 
   def changes(self) -> Changes:
-    """{section (None: top level): {key: value}}, as build() takes them."""
+    """{section (None: top level): {key: value}}, as build() takes them; the
+    shared `finetune` settings copied into each technique section that has
+    them and does not set its own here (see FineTuneConfig)."""
     changes: Changes = {}
     for setting in self.settings:
       changes.setdefault(setting.section, {})[setting.key] = setting.value
+    try:
+      shared = FineTuneConfig(**changes.pop(FINETUNE, {}))
+    except ConfigError as error:
+      culprit = _culprit(str(error), [s for s in self.settings if s.section == FINETUNE])
+      raise (self.error(culprit, str(error)) if culprit else error) from None
+    defaults = PipelineConfig()
+    for section in FINE_TUNED_SECTIONS:
+      fields = tuple(item.name for item in dataclasses.fields(getattr(defaults, section)))
+      for key, value in shared.shared_with(fields).items():
+        changes.setdefault(section, {}).setdefault(key, value)
     return changes
+
+  def sets(self, section: Optional[str], key: str) -> bool:
+    """Whether this recipe gives section.key itself (not through finetune)."""
+    return any(s.section == section and s.key == key for s in self.settings)
 
   def error(self, setting: Setting, message: str) -> RecipeError:
     return RecipeError(f"recipe {self.path}, line {setting.line} ({setting.name}): "
@@ -179,16 +207,16 @@ def assignments(items: Sequence[str]) -> List[Tuple[Optional[str], str, Any]]:
 def from_assignments(items: Sequence[str]) -> Recipe:
   """The command line's `--section.field=value` settings as a Recipe, each key
   and value checked as a recipe file's (position i stands for its line)."""
-  hints = typing.get_type_hints(PipelineConfig)
+  hints = _recipe_hints()
   settings = []
   for position, (section, key, value) in enumerate(assignments(items), 1):
     name = f"{section}.{key}" if section else key
     fail = lambda message, name=name: RecipeError(f"--{name}: {message}")
-    if section is not None and section not in _SECTIONS:
-      raise fail(f"unknown section {section!r}; the sections are: {', '.join(_SECTIONS)}.")
+    if section is not None and section not in _READ_SECTIONS:
+      raise fail(f"unknown section {section!r}; the sections are: {', '.join(_READ_SECTIONS)}.")
     where = typing.get_type_hints(hints[section]) if section else hints
-    if key not in where or (section is None and key in _SECTIONS):
-      known = [field for field in where if section or field not in _SECTIONS]
+    if key not in where or (section is None and key in _READ_SECTIONS):
+      known = [field for field in where if section or field not in _READ_SECTIONS]
       raise fail(f"unknown key {key!r} in {f'section {section}' if section else 'the recipe'}"
                  f"; the keys are: {', '.join(known)}.")
     typed = _typed(value, where[key], name, lambda message: RecipeError(f"--{message}"))
@@ -203,10 +231,10 @@ def _settings(path: str, loader, root) -> List[Setting]:
       f"recipe {path}, line {node.start_mark.line + 1}: {message}")
   if not isinstance(root, yaml.MappingNode):
     raise fail(root, "a recipe is a mapping of keys (stages:, seed:, teacher:, ...).")
-  hints = typing.get_type_hints(PipelineConfig)
+  hints = _recipe_hints()
   settings = []
   for key_node, value_node, key in _keys(root, loader, fail, hints, "the recipe"):
-    if key in _SECTIONS:
+    if key in _READ_SECTIONS:
       if not isinstance(value_node, yaml.MappingNode):
         raise fail(value_node, f"{key} is a section: give its keys below it, indented.")
       section_hints = typing.get_type_hints(hints[key])

@@ -26,6 +26,7 @@ from tfopt.config import PipelineConfig
 from tfopt.report import ModelRow, Report, machine_info, versions
 from tfopt.stages import registry
 from tfopt.stages.base import Context, ModelEntry, StageOutput, log
+from tfopt.train import FitContext
 
 __all__ = ["Run", "run"]
 
@@ -47,7 +48,7 @@ class Run:
     self.resumed: List[str] = []
     self.cache: dict = {}  # Keras top-1 and .tflite contents, shared by contexts
 
-  def context(self, stage: str) -> Context:
+  def context(self, stage: str, fits: Optional[FitContext] = None) -> Context:
     """A read-only view of the run so far, for `stage`."""
     return Context(
         stage=stage, config=self.config, dataset=self.dataset,
@@ -56,7 +57,7 @@ class Run:
         records=types.MappingProxyType(dict(self.records)),
         tflite_files=types.MappingProxyType(dict(self.tflite_files)),
         rows=tuple(self.rows), models=types.MappingProxyType(dict(self.models)),
-        manifest=self.manifest, cache=self.cache)
+        manifest=self.manifest, cache=self.cache, fits=fits)
 
   def keep(self, stage: str, output: StageOutput) -> dict:
     """Saves a stage's models, takes its output on; returns the output as JSON."""
@@ -168,8 +169,7 @@ def _locked_run(config, force, distribution, user_model, dataset, started) -> Re
       {stage.name: stage.training_epochs(config) for stage in plan[kept:]},
       {stage.name: stage.time_budget(config) for stage in plan
        if stage.time_budget(config) is not None})
-  with clock:
-    _run_stages(state, plan, keys, kept, clock)
+  _run_stages(state, plan, keys, kept, clock)
   state.seconds["total"] = sum(state.seconds.values())
   write_deploy_bundle(state)
   result = write_report(state, plan)
@@ -192,7 +192,8 @@ def _run_stages(state: Run, plan: list, keys: List[str], kept: int,
     checkpoints = epoch_checkpoints.StageCheckpoints(state.manifest, stage.name, key,
                                                      config.seed, log)
     with checkpoints.opened():
-      output = state.keep(stage.name, stage.run(state.context(stage.name)))
+      context = state.context(stage.name, FitContext(checkpoints, clock))
+      output = state.keep(stage.name, stage.run(context))
     state.seconds[stage.name] = time.perf_counter() - started
     state.manifest.finish(stage.name, key, output, state.seconds[stage.name])
     clock.stage_done(stage.name, state.seconds[stage.name])

@@ -86,7 +86,8 @@ class SearchError(TfoptError, ValueError):
 def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
            baseline_accuracy: float, evaluate_config: EvaluateConfig,
            calibration_examples: int = 500, teacher: Optional[Teacher] = None,
-           log: Callable[[str], None] = print, verbose: int = 2) -> SearchResult:
+           log: Callable[[str], None] = print, verbose: int = 2,
+           fits=None) -> SearchResult:
   """Walks the space of `config` from `model` (see the module docstring).
 
   Args:
@@ -98,6 +99,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
     calibration_examples: images that calibrate int8 / int4 activations.
     teacher: fine-tunes distill from it when config.use_teacher.
     log: one line per step and per candidate.
+    fits: a pipeline stage's epoch checkpoints and clock (train.FitContext).
   """
   floor = baseline_accuracy - config.max_accuracy_drop / 100
   log(f"search: {config.objective} within {config.max_accuracy_drop} pp of the "
@@ -107,7 +109,8 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
     return walk_space(model, ClassifierSpace(dataset, config, Measure(
         dataset, config.modes, evaluate_config, calibration_examples, directory, log),
                                              teacher if config.use_teacher else None,
-                                             verbose, PROMISING_PP / 100), config, floor, log)
+                                             verbose, PROMISING_PP / 100, fits),
+                      config, floor, log)
 
 
 def walk_space(model: keras.Model, space, config: SearchConfig, floor: float,

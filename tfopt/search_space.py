@@ -144,13 +144,14 @@ class Measure:
     content = convert.to_tflite(model, mode, self.dataset.x_train, self.calibration_examples)
     path = artifacts.write_bytes_atomic(
         os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
-    predicted = evaluate.top1(path, self.dataset.x_val, config.num_threads, config.batch_size)
+    measured = evaluate.measure_file(path, self.dataset.x_val[0], self.dataset.x_val,
+                                     self.dataset.y_val, config.num_threads,
+                                     config.batch_size, config.latency_warmup,
+                                     config.latency_runs)
     return Candidate(
-        spec, mode, float(np.mean(predicted == self.dataset.y_val)), len(content),
-        artifacts.gzip_size(path),
-        evaluate.latency_us(path, self.dataset.x_val[0], config.num_threads,
-                            config.latency_warmup, config.latency_runs),
-        seconds=seconds + time.monotonic() - started, content=content, **shared)
+        spec, mode, measured.accuracy, measured.tflite_bytes, measured.gzip_bytes,
+        measured.latency_us, seconds=seconds + time.monotonic() - started,
+        content=content, **shared)
 
 
 def masked(model: keras.Model, scan: "Scan",
@@ -231,6 +232,7 @@ class ClassifierSpace:
   teacher: object = None
   verbose: int = 2
   near: float = 0.005
+  fits: object = None  # a pipeline stage's train.FitContext
 
   @property
   def failed(self) -> List[str]:
@@ -247,22 +249,23 @@ class ClassifierSpace:
 
   def fine_tune(self, model: keras.Model, epochs: int):
     fine_tune(model, self.dataset, epochs, self.config.batch_size, self.config.learning_rate,
-              teacher=self.teacher, verbose=self.verbose)
+              teacher=self.teacher, verbose=self.verbose, fits=self.fits)
 
   def slim(self, model: keras.Model, rate: float, epochs: int) -> keras.Model:
     return slim(model, self.dataset, SlimConfig(
         rate=rate, prune_count=1, finetune_epochs=epochs, sparsity_epochs=0,
         batch_size=self.config.batch_size, learning_rate=self.config.learning_rate),
-                teacher=self.teacher, verbose=self.verbose).model
+                teacher=self.teacher, verbose=self.verbose, fits=self.fits).model
 
   def prune(self, model: keras.Model, sparsity: float, epochs: int,
             layer_targets: Dict[str, float]) -> keras.Model:
     return prune(model, self.dataset, PruneConfig(
         target_sparsity=sparsity, epochs=epochs, batch_size=self.config.batch_size,
         learning_rate=self.config.learning_rate), teacher=self.teacher,
-                 verbose=self.verbose, layer_targets=layer_targets).model
+                 verbose=self.verbose, layer_targets=layer_targets, fits=self.fits).model
 
   def int4_qat(self, model: keras.Model, epochs: int, keep_zeros: bool) -> keras.Model:
     return qat_int4(model, self.dataset, QatConfig(
         bits=4, epochs=epochs, batch_size=self.config.batch_size),
-                    keep_zeros=keep_zeros, teacher=self.teacher, verbose=self.verbose).model
+                    keep_zeros=keep_zeros, teacher=self.teacher, verbose=self.verbose,
+                    fits=self.fits).model

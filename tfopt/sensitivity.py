@@ -21,6 +21,7 @@ from tfopt._keras import clone_model, keras, require_keras2_model
 from tfopt.config import AnalysisConfig, PruneConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
+from tfopt.train import FitContext
 from tfopt.errors import TfoptError
 from tfopt.prune import PruneResult, prune
 from tfopt.sweep import magnitude_mask, prunable_kernels
@@ -161,7 +162,8 @@ class SensitivityResult:
 
 def sensitivity(model: keras.Model, dataset: Dataset, config: AnalysisConfig,
                 prune_config: PruneConfig, teacher: Optional[Teacher] = None,
-                batch_size: int = 1000, seed: int = 0) -> SensitivityResult:
+                batch_size: int = 1000, seed: int = 0,
+                fits: Optional[FitContext] = None) -> SensitivityResult:
   """Scans each layer, chooses per-layer sparsities, prunes by them and uniformly.
 
   Args:
@@ -174,6 +176,7 @@ def sensitivity(model: keras.Model, dataset: Dataset, config: AnalysisConfig,
       by distillation from it.
     batch_size: for the scan's predictions.
     seed: both prunes start from it, so they see the same shuffles.
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Raises:
     SensitivityError: no layer stays within the budget.
@@ -192,8 +195,9 @@ def sensitivity(model: keras.Model, dataset: Dataset, config: AnalysisConfig,
         f"{min(config.sensitivity_sparsities):.0%} sparsity; raise "
         "--max_accuracy_drop or add lower --sensitivity_sparsities.")
   uniform = prune(model, dataset, dataclasses.replace(
-      prune_config, target_sparsity=total, initial_sparsity=0.0), teacher=teacher)
+      prune_config, target_sparsity=total, initial_sparsity=0.0), teacher=teacher,
+                  fits=fits)
   keras.utils.set_random_seed(seed)  # the same shuffles for both
   chosen_result = prune(model, dataset, prune_config, teacher=teacher,
-                        layer_targets=chosen)
+                        layer_targets=chosen, fits=fits)
   return SensitivityResult(points, sizes, chosen, total, uniform, chosen_result)

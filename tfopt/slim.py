@@ -36,6 +36,7 @@ from tfopt.predict import predict_top1
 from tfopt.config import SlimConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher, trainer_for
+from tfopt.train import FitContext
 from tfopt.channel_groups import ChannelGroup, channel_groups
 from tfopt.channels import (ZERO_PRESERVING, SlimError, following_bn, functional_model,
                             is_conv, is_transpose, layer_graph, layers, remove_channels,
@@ -324,7 +325,8 @@ def _val_accuracy(model, dataset) -> float:
 
 
 def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
-         teacher: Optional[Teacher] = None, verbose: int = 2) -> SlimResult:
+         teacher: Optional[Teacher] = None, verbose: int = 2,
+         fits: Optional[FitContext] = None) -> SlimResult:
   """Sparsity-trains, then prunes channels in `prune_count` steps, fine-tuning.
 
   Args:
@@ -333,6 +335,7 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
     config: rate, schedule, criterion, scope and training settings.
     teacher: if given (a tfopt.distill.Teacher or a Keras model) and
       config.use_teacher, fine-tuning distills from it.
+    fits: a pipeline stage's epoch checkpoints and clock (see train.fit).
 
   Returns:
     A SlimResult; `result.model` is the final, smaller model.
@@ -342,7 +345,8 @@ def slim(model: keras.Model, dataset: Dataset, config: SlimConfig,
   """
   teacher = teacher if config.use_teacher else None
   return slim_with(model, config, trainer_for(dataset, config.batch_size,
-                                              config.learning_rate, teacher, verbose),
+                                              config.learning_rate, teacher, verbose,
+                                              fits=fits),
                    lambda current: _val_accuracy(current, dataset))
 
 

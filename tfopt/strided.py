@@ -180,14 +180,16 @@ def strided(model: keras.Model) -> StridedResult:
 
 
 def strided_and_finetuned(model: keras.Model, dataset: Dataset, config: StridedConfig,
-                          teacher: Optional[Teacher] = None, verbose: int = 2) -> StridedResult:
-  """`strided(model)`, then fine-tuned (distilled from `teacher` if given),
-  with the validation accuracy before and after the fine-tune."""
+                          teacher: Optional[Teacher] = None, verbose: int = 2,
+                          fits: Optional[train.FitContext] = None) -> StridedResult:
+  """`strided(model)`, then fine-tuned (distilled from `teacher` if given;
+  `fits`: a pipeline stage's checkpoints and clock, see train.fit), with the
+  validation accuracy before and after the fine-tune."""
   result = strided(model)
   batch_size = config.batch_size
   before = train.accuracy(result.model, dataset.x_val, dataset.y_val, batch_size)
   fine_tune(result.model, dataset, config.finetune_epochs, batch_size, config.learning_rate,
-            teacher=teacher, verbose=verbose)
+            teacher=teacher, verbose=verbose, fits=fits)
   after = train.accuracy(result.model, dataset.x_val, dataset.y_val, batch_size)
   return dataclasses.replace(result, val_accuracy_before_finetune=before,
                              val_accuracy_after_finetune=after)

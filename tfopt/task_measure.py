@@ -10,12 +10,11 @@ agreement where the output is class scores), size and latency.
 
 import dataclasses
 import math
-import os
 from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt import artifacts, evaluate, int8_fidelity
+from tfopt import evaluate, int8_fidelity
 from tfopt.task import Task, TaskError
 
 __all__ = ["OutputFidelity", "Measured", "measure", "file_outputs", "is_class_scores"]
@@ -188,8 +187,9 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
   measured = [rows[keras_name].result(False)]
   for name, path in files.items():
     row = rows[name].result(True)
-    row.size_bytes, row.gzip_bytes = os.path.getsize(path), artifacts.gzip_size(path)
-    row.latency_us = evaluate.latency_us(path, first[0], num_threads, runs=latency_runs)
+    file = evaluate.measure_file(path, first[0], num_threads=num_threads, runs=latency_runs)
+    row.size_bytes, row.gzip_bytes, row.latency_us = (
+        file.tflite_bytes, file.gzip_bytes, file.latency_us)
     measured.append(row)
   return measured
 

@@ -14,7 +14,8 @@ __all__ = ["PruneConfig", "SLIM_CRITERIA", "SLIM_SCOPES", "SlimConfig", "Strided
            "LowRankConfig",
            "CENTROID_INITS", "ClusterConfig", "BINARY_MODES", "BinaryConfig",
            "GRANULARITIES", "AnalysisConfig", "QAT_SCHEMES", "QatConfig",
-           "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig", "require_search_space"]
+           "SEARCH_OBJECTIVES", "SEARCH_MODES", "SearchConfig", "require_search_space",
+           "FINE_TUNED_SECTIONS", "FineTuneConfig"]
 
 GRANULARITIES = ("per_tensor", "per_channel")
 
@@ -379,3 +380,46 @@ class SearchConfig:
     require_positive_int("finetune_epochs", self.finetune_epochs)
     require_positive_int("batch_size", self.batch_size)
     require_positive_number("learning_rate", self.learning_rate)
+
+
+FINE_TUNED_SECTIONS = ("prune", "slim", "strided", "lowrank", "cluster", "qat", "binary",
+                       "search")
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+  """The fine-tuning settings the techniques share (recipes and flags).
+
+  A value given here is copied into every technique section that has that
+  setting (FINE_TUNED_SECTIONS), unless the same recipe file, or the same
+  command line, sets the section's own; a later layer (flags over a recipe)
+  wins as everywhere. None: each section keeps its own value.
+  epochs: fine-tuning epochs (a section's `epochs`, or `finetune_epochs`
+    where it has both training and fine-tuning epochs: slim, search, ...).
+  batch_size: the fine-tuning batch size.
+  learning_rate: the fine-tuning peak learning rate.
+  use_teacher: fine-tune by distillation from the teacher rather than from
+    the labels alone.
+  """
+  epochs: Optional[int] = None
+  batch_size: Optional[int] = None
+  learning_rate: Optional[float] = None
+  use_teacher: Optional[bool] = None
+
+  def __post_init__(self):
+    for name in ("epochs", "batch_size"):
+      if getattr(self, name) is not None:
+        require_positive_int(name, getattr(self, name))
+    if self.learning_rate is not None:
+      require_positive_number("learning_rate", self.learning_rate)
+
+  def shared_with(self, section_fields: Tuple[str, ...]) -> Dict[str, object]:
+    """{field of a section: value} of the settings given here that it has."""
+    given = {}
+    for name in ("epochs", "batch_size", "learning_rate", "use_teacher"):
+      value = getattr(self, name)
+      target = ("finetune_epochs" if name == "epochs" and "finetune_epochs" in section_fields
+                else name)
+      if value is not None and target in section_fields:
+        given[target] = value
+    return given

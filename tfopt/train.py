@@ -13,7 +13,19 @@ from tfopt.config import TrainConfig
 from tfopt.data import Dataset
 from tfopt.image_files import augmenter, is_image_files, reading_errors
 
-__all__ = ["make_optimizer", "classifier_loss", "train_classifier", "fit", "accuracy"]
+__all__ = ["FitContext", "make_optimizer", "classifier_loss", "train_classifier", "fit",
+           "accuracy"]
+
+
+@dataclasses.dataclass(frozen=True)
+class FitContext:
+  """What the fits of one pipeline stage report to, passed down to them as
+  `fits=` (no module state): the stage's epoch checkpoints (each fit goes one
+  epoch at a time, saved, and resumes from its last epoch; see
+  tfopt.epoch_checkpoints) and the run's clock (each epoch's seconds, for
+  the estimate of the training left; see tfopt.progress)."""
+  checkpoints: epoch_checkpoints.StageCheckpoints
+  clock: Optional[progress.Progress] = None
 
 
 def make_optimizer(learning_rate: float, epochs: int, num_examples: int,
@@ -30,7 +42,8 @@ def classifier_loss() -> keras.losses.Loss:
 
 
 def train_classifier(model: keras.Model, dataset: Dataset, config: TrainConfig,
-                     verbose: int = 2) -> keras.callbacks.History:
+                     verbose: int = 2,
+                     fits: Optional[FitContext] = None) -> keras.callbacks.History:
   """Compiles `model` and fits it on the dataset's training split.
 
   Args:
@@ -46,12 +59,13 @@ def train_classifier(model: keras.Model, dataset: Dataset, config: TrainConfig,
       optimizer=make_optimizer(config.learning_rate, config.epochs,
                                len(dataset.x_train), config.batch_size),
       loss=classifier_loss(), metrics=["accuracy"])
-  return fit(model, dataset, config.epochs, config.batch_size, verbose=verbose)
+  return fit(model, dataset, config.epochs, config.batch_size, verbose=verbose, fits=fits)
 
 
 def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
         callbacks: Sequence[keras.callbacks.Callback] = (),
-        verbose: int = 2, targets=None) -> keras.callbacks.History:
+        verbose: int = 2, targets=None,
+        fits: Optional[FitContext] = None) -> keras.callbacks.History:
   """trainer.fit on the training split, validated on the validation split.
 
   Arrays are fed as they are. Image files stream through tf.data: shuffled
@@ -59,16 +73,16 @@ def fit(trainer: keras.Model, dataset: Dataset, epochs: int, batch_size: int,
   that cannot be decoded stops the fit with an ImageFolderError naming it.
   `targets`: what the trainer fits on per training image, if not the labels
   (a Distiller: (labels, the teacher's cached logits)).
-  Inside a pipeline stage (tfopt.epoch_checkpoints active), the fit goes one
-  epoch at a time, checkpointed, and resumes from the last epoch saved.
+  With `fits` (inside a pipeline stage), the fit goes one epoch at a time,
+  checkpointed, resumes from the last epoch saved, and tells the run's clock
+  each epoch's time; without, it is one plain Keras fit.
   """
   if targets is not None:
     dataset = dataclasses.replace(dataset, y_train=targets)
-  checkpoints = epoch_checkpoints.active()
-  if checkpoints is None:
+  if fits is None:
     return _fit(trainer, dataset, epochs, 0, batch_size, callbacks, verbose)
   return _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
-                       checkpoints.next_fit())
+                       fits.checkpoints.next_fit(), fits.clock)
 
 
 def _fit(trainer, dataset, epochs, initial_epoch, batch_size, callbacks, verbose):
@@ -106,8 +120,9 @@ def _augmented_arrays(dataset: Dataset, batch_size: int):
                      ).prefetch(2)
 
 
-def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
-                  checkpoints: epoch_checkpoints.FitCheckpoints):
+def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,  # pylint: disable=too-many-arguments
+                  checkpoints: epoch_checkpoints.FitCheckpoints,
+                  clock: Optional[progress.Progress]):
   """`epochs` fits of one epoch, each from its own seed, each checkpointed."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   trained = getattr(trainer, "trained_model", trainer)  # a Distiller's student
@@ -126,7 +141,7 @@ def _fit_by_epoch(trainer, dataset, epochs, batch_size, callbacks, verbose,
     keras.utils.set_random_seed(checkpoints.epoch_seed(epoch))
     trainer.train_function = None  # retraced: its random ops follow the epoch's seed
     summaries = tensorboard_logs.callback(checkpoints.tensorboard_dir, callbacks)
-    watched = [summaries, progress.epoch_log(checkpoints.stage.stage), _StopAfterOneEpoch()]
+    watched = [summaries, progress.epoch_log(checkpoints.stage.stage, clock), _StopAfterOneEpoch()]
     one = _fit(trainer, dataset, epochs, epoch, batch_size, list(callbacks) + watched,
                progress.keras_verbose() if verbose else 0)
     tensorboard_logs.close(summaries)

@@ -30,6 +30,7 @@ from tfopt.predict import predict_top1
 from tfopt.config import PipelineConfig
 from tfopt.data import Dataset
 from tfopt.distill import Teacher
+from tfopt.train import FitContext
 from tfopt.report import ModelRow, Report
 
 __all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage",
@@ -135,6 +136,9 @@ class Context:
   models: Mapping[str, keras.Model]
   manifest: artifacts.Manifest
   cache: dict  # the runner's per-run cache: Keras top-1, .tflite contents
+  # What the stage's fits report to (epoch checkpoints, the run's clock): pass
+  # it on as `fits=` to every technique that trains (tfopt.train.fit).
+  fits: Optional[FitContext] = None
 
   log = staticmethod(log)
 

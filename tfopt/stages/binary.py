@@ -35,7 +35,7 @@ class BinaryStage(Stage):
                 f"of {context.current.name}, {config.epochs} epoch(s) with the "
                 "straight-through estimator")
     result = binary.binary(context.current_model(), context.dataset, config,
-                           teacher=context.teacher(config.use_teacher))
+                           teacher=context.teacher(config.use_teacher), fits=context.fits)
     entry = context.current.then("binary", label)
     size = result.size
     context.log(f"  {size['binary_weights']:,} binary weights, {size['scales']} scales, "

@@ -45,7 +45,7 @@ class ClusterStage(Stage):
                   "tfmot does not cluster depthwise kernels")
     result = cluster.cluster(model, context.dataset, config,
                              teacher=context.teacher(config.use_teacher),
-                             preserve_sparsity=preserve)
+                             preserve_sparsity=preserve, fits=context.fits)
     for kernel in result.kernels:
       context.log(f"  {kernel.layer} {kernel.shape}: {kernel.distinct} distinct values, "
                   f"{kernel.sparsity:.1%} zeros")

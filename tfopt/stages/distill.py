@@ -39,7 +39,8 @@ class DistillStage(Stage):
       context.write_arrays(INITIAL_WEIGHTS_FILE, student.get_weights())
       teacher = context.teacher()
       distill.distill(dataclasses.replace(teacher, model=distribution.in_scope(teacher.model)),
-                      student, context.dataset, context.per_replica(config))
+                      student, context.dataset, context.per_replica(config),
+                      fits=context.fits)
     return StageOutput(models=[NewModel(STUDENT, distribution.plain(student))],
                        record={"initial_weights": INITIAL_WEIGHTS_FILE})
 

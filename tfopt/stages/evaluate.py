@@ -16,7 +16,7 @@ import os
 
 import numpy as np
 
-from tfopt import artifacts, breakdown, convert, evaluate, quant_debug
+from tfopt import breakdown, convert, evaluate, quant_debug
 from tfopt._keras import keras
 from tfopt.macs import count_macs, parameter_counts, total_macs
 from tfopt.report import ModelRow
@@ -98,17 +98,17 @@ def measure_row(context, row_name: str, filename: str, model_name: str) -> Model
   config, data = context.config.evaluate, context.dataset
   path, model = context.path(filename), context.models[model_name]
   contents = context.contents(row_name)
-  tflite_top1 = evaluate.top1(path, data.x_test, config.num_threads, config.batch_size)
+  measured = evaluate.measure_file(path, data.x_test[0], data.x_test, data.y_test,
+                                   config.num_threads, config.batch_size,
+                                   config.latency_warmup, config.latency_runs)
   params, nonzero_params = parameter_counts(model)
   return ModelRow(
-      name=row_name, path=os.path.basename(path),
-      accuracy=float(np.mean(tflite_top1 == data.y_test)),
-      tflite_bytes=os.path.getsize(path), gzip_bytes=artifacts.gzip_size(path),
-      latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
-                                     config.latency_warmup, config.latency_runs),
+      name=row_name, path=os.path.basename(path), accuracy=measured.accuracy,
+      tflite_bytes=measured.tflite_bytes, gzip_bytes=measured.gzip_bytes,
+      latency_us=measured.latency_us,
       params=params, nonzero_params=nonzero_params,
       macs=total_macs(model),
-      agreement=float(np.mean(tflite_top1 == context.keras_top1(model_name))),
+      agreement=float(np.mean(measured.top1 == context.keras_top1(model_name))),
       weight_sparsity=contents.weight_sparsity,
       input_dtype=contents.input_dtype, weight_dtypes=contents.weight_dtypes)
 

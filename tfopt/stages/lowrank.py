@@ -37,7 +37,8 @@ class LowRankStage(Stage):
                 f"in {context.current.name}, then {config.finetune_epochs} fine-tuning "
                 "epoch(s)")
     result = lowrank.lowrank(model, context.dataset, config,
-                             teacher=context.teacher(config.use_teacher))
+                             teacher=context.teacher(config.use_teacher),
+                             fits=context.fits)
     for entry in result.layers:
       context.log(f"  {entry.layer} {entry.shape}: rank {entry.rank}, "
                   f"{entry.params_before:,} -> {entry.params_after:,} params "

@@ -31,7 +31,7 @@ class PruneStage(Stage):
       if teacher is not None:
         teacher = dataclasses.replace(teacher, model=distribution.in_scope(teacher.model))
       result = prune.prune(model, context.dataset, context.per_replica(config),
-                           teacher=teacher)
+                           teacher=teacher, fits=context.fits)
     for entry in result.layers:
       context.log(f"  {entry.layer}/{entry.weight} {entry.shape}: "
                   f"{entry.sparsity:.1%} zeros")

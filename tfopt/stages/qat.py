@@ -61,7 +61,7 @@ class QatStage(Stage):
     context.log(f"qat: {qat.SCHEME_LABELS[scheme]} of {base.name}, "
                 f"{config.epochs} epoch(s) at learning rate {config.learning_rate}")
     result = qat.qat(context.current_model(), context.dataset, config, scheme,
-                     teacher=context.teacher(config.use_teacher))
+                     teacher=context.teacher(config.use_teacher), fits=context.fits)
     clusters = None
     if clustered and scheme in ("cqat", "pcqat"):
       distinct = qat.kernel_distinct(result.model, base.clusters)
@@ -86,7 +86,8 @@ class QatStage(Stage):
                 f"{config.learning_rate}")
     result = qat_int4.qat_int4(context.current_model(), context.dataset, config, layers,
                                keep_zeros=scheme == "pqat",
-                               teacher=context.teacher(config.use_teacher))
+                               teacher=context.teacher(config.use_teacher),
+                               fits=context.fits)
     entry = base.then(result.scheme, label, modes=("int4",))
     run = dict(model=entry.name, base=base.name, scheme=result.scheme, mode="int4",
                target_sparsity=base.sparsity,

@@ -35,7 +35,8 @@ class ScratchStage(Stage):
     student.set_weights(_load_arrays(context.path(
         context.records["distill"]["initial_weights"])))
     train.train_classifier(student, context.dataset, TrainConfig(
-        config.builder, config.epochs, config.batch_size, config.learning_rate))
+        config.builder, config.epochs, config.batch_size, config.learning_rate),
+                           fits=context.fits)
     return StageOutput(models=[NewModel(SCRATCH, student, current=False)])
 
 

@@ -48,7 +48,7 @@ class SearchStage(Stage):
     result = search.search(
         context.current_model(), data, config, baseline, context.config.evaluate,
         context.config.convert.representative_examples,
-        teacher=context.teacher(config.use_teacher), log=context.log)
+        teacher=context.teacher(config.use_teacher), log=context.log, fits=context.fits)
     chosen = result.candidates[result.chosen]
     context.log(f"search: chose {chosen.name}: {chosen.accuracy:.2%} validation, "
                 f"{chosen.gzip_bytes:,} B gzip, {chosen.latency_us:,.1f} µs"

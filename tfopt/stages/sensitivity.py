@@ -37,7 +37,8 @@ class SensitivityStage(Stage):
     result = sensitivity.sensitivity(
         context.current_model(), context.dataset, config, context.config.prune,
         teacher=context.teacher(context.config.prune.use_teacher),
-        batch_size=context.config.evaluate.batch_size, seed=context.config.seed)
+        batch_size=context.config.evaluate.batch_size, seed=context.config.seed,
+        fits=context.fits)
     total = result.overall_sparsity
     context.log("  chosen: " + ", ".join(f"{name} {value:.0%}"
                                          for name, value in result.chosen.items())

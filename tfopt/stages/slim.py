@@ -9,7 +9,6 @@ to int8 and measured in LiteRT, so the report shows size, accuracy and
 latency falling step by step. Report: the step table and channels per conv.
 """
 
-import os
 
 from tfopt import convert, evaluate, slim
 from tfopt.stages.base import NewModel, Stage, StageOutput
@@ -37,7 +36,7 @@ class SlimStage(Stage):
                 f"sparsity epoch(s) with L1 {config.l1_strength} on BN gamma, "
                 f"{config.finetune_epochs} fine-tuning epoch(s) per step")
     result = slim.slim(context.current_model(), context.dataset, config,
-                       teacher=context.teacher(config.use_teacher))
+                       teacher=context.teacher(config.use_teacher), fits=context.fits)
     for name, reason in result.skipped.items():
       context.log(f"  skipped {name}: {reason}")
     entry = context.current.then("slimmed", "slimmed")
@@ -76,14 +75,13 @@ def _measure_step(context, stem: str, step) -> dict:
   config, data = context.config.evaluate, context.dataset
   path = context.write_bytes(f"{stem}_step{step.step}_int8.tflite", convert.to_tflite(
       step.model, "int8", data.x_train, context.config.convert.representative_examples))
+  file = evaluate.measure_file(path, data.x_test[0], data.x_test, data.y_test,
+                               config.num_threads, config.batch_size,
+                               config.latency_warmup, config.latency_runs)
   measured = dict(
       step=step.step, rate=step.rate, channels=sum(step.channels.values()),
       params=step.params, macs=step.macs, val_accuracy=step.val_accuracy,
-      accuracy=evaluate.accuracy(path, data.x_test, data.y_test,
-                                 config.num_threads, config.batch_size),
-      tflite_bytes=os.path.getsize(path),
-      latency_us=evaluate.latency_us(path, data.x_test[0], config.num_threads,
-                                     config.latency_warmup, config.latency_runs))
+      accuracy=file.accuracy, tflite_bytes=file.tflite_bytes, latency_us=file.latency_us)
   context.log(f"  step {step.step}: {measured['channels']} channels, {step.params:,} "
               f"params, {step.macs:,} MACs, int8 accuracy {measured['accuracy']:.2%}, "
               f"{measured['tflite_bytes']:,} B, {measured['latency_us']:,.0f} µs")

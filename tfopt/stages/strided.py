@@ -41,7 +41,8 @@ class StridedStage(Stage):
     context.log(f"strided: 2 x 2 pools of {context.current.name} folded into stride-2 "
                 f"convolutions, then {config.finetune_epochs} fine-tuning epoch(s)")
     result = strided.strided_and_finetuned(model, context.dataset, config,
-                                           teacher=context.teacher(config.use_teacher))
+                                           teacher=context.teacher(config.use_teacher),
+                                           fits=context.fits)
     for conv, pool in result.folded:
       context.log(f"  {conv}: stride 2, {pool} removed")
     for reason in result.kept:

@@ -27,7 +27,8 @@ class TeacherStage(Stage):
     distribution = context.distribution
     with distribution.scope():
       model = context.build(config.builder)
-      train.train_classifier(model, context.dataset, context.per_replica(config))
+      train.train_classifier(model, context.dataset, context.per_replica(config),
+                             fits=context.fits)
     return StageOutput(models=[NewModel(BASELINE, distribution.plain(model))])
 
   def _take_user_model(self, context) -> StageOutput:
