@@ -91,3 +91,9 @@ def test_a_deprecated_flag_still_works_and_says_its_new_form(capsys):
           "--slim.l1_strength=VALUE") in out
   assert "--target_sparsity" not in out  # an everyday flag: no note
   assert "Deprecated" in FLAGS["slim_l1"].help and "Deprecated" not in FLAGS["alpha"].help
+
+
+def test_a_registered_stage_cannot_take_a_built_in_section_name():
+  from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+  taken = {item.name for item in dataclasses.fields(PipelineConfig)} | {"finetune"}
+  assert taken <= set(registry._TAKEN)  # pylint: disable=protected-access

@@ -94,6 +94,71 @@ def test_a_stage_defined_outside_tfopt_runs_in_a_chain_and_resumes(toy_stages, t
   assert changed.resumed_stages == ["teacher", "halve"]
 
 
+@dataclasses.dataclass(frozen=True)
+class ScaleConfig:
+  """How much the toy scale stage shrinks every kernel.
+
+  factor: each kernel is multiplied by it.
+  """
+  factor: float = 0.5
+
+
+class ScaleStage(Stage):
+  """A toy stage from outside tfopt that brings its own settings."""
+  name = "scale"
+  settings = ("scale",)
+  config_class = ScaleConfig
+
+  def run(self, context):
+    from tfopt._keras import clone_model  # pylint: disable=g-import-not-at-top
+    factor = context.config.section("scale").factor
+    model = clone_model(context.current_model())
+    for layer in model.layers:
+      if hasattr(layer, "kernel"):
+        layer.kernel.assign(layer.kernel.numpy() * factor)
+    return StageOutput(models=[NewModel(context.current.then("scaled", "scaled"), model)],
+                       record={"factor": factor})
+
+
+def test_a_stage_from_outside_brings_its_settings(tmp_path):
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from tfopt import cli, options  # pylint: disable=g-import-not-at-top
+  registry.register(ScaleStage())
+  try:
+    path = tmp_path / "scale.yaml"
+    path.write_text("stages: [teacher, scale]\nscale:\n  factor: 0.25\n")
+    loaded = recipe.load(str(path))
+    config = recipe.build(loaded.changes(), loaded)
+    assert config.section("scale") == ScaleConfig(0.25)
+    assert PipelineConfig().section("scale") == ScaleConfig()  # its default
+    dumped = recipe.dump(config)
+    assert "scale:\n  factor: 0.25" in dumped and "stage_settings" not in dumped
+    (tmp_path / "again.yaml").write_text(dumped)
+    again = recipe.load(str(tmp_path / "again.yaml"))
+    assert recipe.build(again.changes(), again) == config
+    flags.FLAGS.unparse_flags()
+    cli.parse_flags(["tfopt compress", "--stages=teacher,scale", "--scale.factor=0.75"])
+    assert cli.config_from_flags().section("scale").factor == 0.75
+    with pytest.raises(recipe.RecipeError, match="scale.factor: 'x' is not a number"):
+      recipe.from_assignments(["scale.factor=x"])
+    assert "| `scale.factor` | float | 0.5 |" in options.reference_markdown("scale")
+    # Its settings are in its resume key: another factor redoes it.
+    plan = registry.plan(config)
+    other = dataclasses.replace(config, stage_settings=(("scale", ScaleConfig(0.5)),))
+    keys, other_keys = (resume.stage_keys(c, plan, "data") for c in (config, other))
+    assert keys[0] == other_keys[0] and keys[1] != other_keys[1]
+    run = pipeline.run(dataclasses.replace(tiny_config(tmp_path, ("teacher", "scale")),
+                                           stage_settings=config.stage_settings))
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    by_stage = {stage["stage"]: stage for stage in manifest["stages"]}
+    assert by_stage["scale"]["output"]["record"]["factor"] == 0.25
+    assert "scaled teacher int8" in [row.name for row in run.models]
+  finally:
+    registry.unregister("scale")
+  with pytest.raises(ConfigError, match="stage_settings"):
+    PipelineConfig(stage_settings=(("scale", ScaleConfig()),))  # no longer registered
+
+
 def test_registry_names_are_what_stages_accepts_and_resume_keys(toy_stages):
   names = registry.names()
   assert names[:13] == ("teacher", "distill", "scratch", "prune", "slim", "strided",

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Any, Optional, Tuple
 
 from tfopt.technique_config import (BINARY_MODES, CENTROID_INITS, GRANULARITIES,
                                     QAT_SCHEMES, SLIM_CRITERIA, SLIM_SCOPES,
@@ -274,6 +274,10 @@ class PipelineConfig:
     TF_CONFIG); batch sizes are per replica (see tfopt.distribute).
   worker_timeout: with multi_worker, the seconds a collective waits for the
     other workers before the run stops with an error naming them.
+  stage_settings: the settings of stages registered from outside tfopt that
+    bring their own (Stage.config_class), as (stage name, its dataclass)
+    pairs; recipes and flags write them as sections named after the stage.
+    Read one with `section(name)`.
   output_dir: where models, files, report and deploy/ go (tfopt refuses a
     folder holding files it did not write).
   seed: the random seed of splits, initialization and shuffling.
@@ -300,6 +304,7 @@ class PipelineConfig:
   allow_unsafe_model: bool = False
   strategy: str = "default"
   worker_timeout: float = 600.0
+  stage_settings: Tuple[Tuple[str, Any], ...] = ()
 
   def __post_init__(self):
     require(self.strategy in STRATEGIES, "strategy", self.strategy,
@@ -313,6 +318,25 @@ class PipelineConfig:
     registry.check_chain(self)
     require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
             "an integer >= 0")
+    sections = registry.stage_sections()
+    for name, settings in self.stage_settings:
+      require(name in sections and isinstance(settings, sections[name]),
+              "stage_settings", name, "a registered stage's own settings "
+              f"({', '.join(sections) or 'none registered'})")
+
+  def section(self, name: str):
+    """The settings section `name`: one of this config's (prune, slim, ...),
+    or a registered stage's own (its given settings, else their defaults)."""
+    if name in {item.name for item in dataclasses.fields(self)}:
+      return getattr(self, name)
+    given = dict(self.stage_settings)
+    if name in given:
+      return given[name]
+    from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+    sections = registry.stage_sections()
+    if name not in sections:
+      raise ConfigError(f"There is no settings section {name!r}.")
+    return sections[name]()
 
   def to_dict(self):
     return dataclasses.asdict(self)

@@ -131,13 +131,15 @@ class Option:
 def sections() -> List[Tuple[Optional[str], type]]:
   """[(section name, its dataclass)]: the top level (None) first, then
   PipelineConfig's sections, then `finetune` (shared by the techniques, read
-  by recipes and flags; see FineTuneConfig)."""
+  by recipes and flags; see FineTuneConfig), then those of the stages
+  registered with their own settings (Stage.config_class)."""
   found = [(None, PipelineConfig)]
   hints = typing.get_type_hints(PipelineConfig)
   for item in dataclasses.fields(PipelineConfig):
     if dataclasses.is_dataclass(hints[item.name]):
       found.append((item.name, hints[item.name]))
-  return found + [("finetune", FineTuneConfig)]
+  from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+  return found + [("finetune", FineTuneConfig)] + list(registry.stage_sections().items())
 
 
 def options() -> List[Option]:
@@ -148,7 +150,8 @@ def options() -> List[Option]:
     described = field_descriptions(cls)
     hints = typing.get_type_hints(cls)
     for item in dataclasses.fields(cls):
-      if section is None and dataclasses.is_dataclass(hints[item.name]):
+      if section is None and (dataclasses.is_dataclass(hints[item.name])
+                              or item.name == "stage_settings"):
         continue
       key = f"{section}.{item.name}" if section else item.name
       found.append(Option(section, item.name, _type_text(hints[item.name]),

@@ -28,6 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import yaml
 
 from tfopt.config import PipelineConfig
+from tfopt.stages import registry
 from tfopt.technique_config import FINE_TUNED_SECTIONS, FineTuneConfig
 from tfopt.validate import ConfigError
 
@@ -41,13 +42,21 @@ _SECTIONS = tuple(field.name for field in dataclasses.fields(PipelineConfig)
 # Not a PipelineConfig section: its values are copied into the technique
 # sections when a recipe's changes are read (Recipe.changes).
 FINETUNE = "finetune"
-_READ_SECTIONS = _SECTIONS + (FINETUNE,)
+STAGE_SETTINGS = "stage_settings"  # written as one section per stage, never by this name
+
+
+def _read_sections() -> Tuple[str, ...]:
+  """The sections a recipe may hold: PipelineConfig's, finetune, and those of
+  the stages registered with their own settings."""
+  return _SECTIONS + (FINETUNE,) + tuple(registry.stage_sections())
 
 
 def _recipe_hints() -> Dict[str, Any]:
-  """The keys a recipe may hold and their types: PipelineConfig's, and finetune."""
+  """The keys a recipe may hold and their types."""
   hints = dict(typing.get_type_hints(PipelineConfig))
+  del hints[STAGE_SETTINGS]
   hints[FINETUNE] = FineTuneConfig
+  hints.update(registry.stage_sections())
   return hints
 
 
@@ -122,12 +131,15 @@ def build(changes: Changes, recipe: Optional[Recipe] = None) -> PipelineConfig:
   replaced) is raised again as a RecipeError naming its line.
   """
   default = PipelineConfig()
-  sections = {}
+  sections, own = {}, registry.stage_sections()
   for name, values in changes.items():
     if name is not None:
       sections[name] = _explained(recipe, name, values, lambda: dataclasses.replace(
-          getattr(default, name), **values))
-  top = changes.get(None, {})
+          default.section(name), **values))
+  top = dict(changes.get(None, {}))
+  stage_settings = tuple((name, sections.pop(name)) for name in own if name in sections)
+  if stage_settings:
+    top[STAGE_SETTINGS] = stage_settings
   return _explained(recipe, None, top, lambda: dataclasses.replace(
       default, **sections, **top))
 
@@ -212,11 +224,11 @@ def from_assignments(items: Sequence[str]) -> Recipe:
   for position, (section, key, value) in enumerate(assignments(items), 1):
     name = f"{section}.{key}" if section else key
     fail = lambda message, name=name: RecipeError(f"--{name}: {message}")
-    if section is not None and section not in _READ_SECTIONS:
-      raise fail(f"unknown section {section!r}; the sections are: {', '.join(_READ_SECTIONS)}.")
+    if section is not None and section not in _read_sections():
+      raise fail(f"unknown section {section!r}; the sections are: {', '.join(_read_sections())}.")
     where = typing.get_type_hints(hints[section]) if section else hints
-    if key not in where or (section is None and key in _READ_SECTIONS):
-      known = [field for field in where if section or field not in _READ_SECTIONS]
+    if key not in where or (section is None and key in _read_sections()):
+      known = [field for field in where if section or field not in _read_sections()]
       raise fail(f"unknown key {key!r} in {f'section {section}' if section else 'the recipe'}"
                  f"; the keys are: {', '.join(known)}.")
     typed = _typed(value, where[key], name, lambda message: RecipeError(f"--{message}"))
@@ -234,7 +246,7 @@ def _settings(path: str, loader, root) -> List[Setting]:
   hints = _recipe_hints()
   settings = []
   for key_node, value_node, key in _keys(root, loader, fail, hints, "the recipe"):
-    if key in _READ_SECTIONS:
+    if key in _read_sections():
       if not isinstance(value_node, yaml.MappingNode):
         raise fail(value_node, f"{key} is a section: give its keys below it, indented.")
       section_hints = typing.get_type_hints(hints[key])
@@ -311,8 +323,10 @@ def _scalar(value, hint, name: str, fail):
 def dump(config: PipelineConfig) -> str:
   """The resolved recipe of `config`: every value, top-level keys first."""
   as_dict = config.to_dict()
+  stage_settings = as_dict.pop(STAGE_SETTINGS)
   ordered = {key: value for key, value in as_dict.items() if key not in _SECTIONS}
   ordered.update((key, as_dict[key]) for key in _SECTIONS)
+  ordered.update((name, values) for name, values in stage_settings)
   header = ("# tfopt recipe: every setting of one run. Rerun it with\n"
             "#   tfopt compress --recipe THIS_FILE\n"
             "# (flags given as well override its values).\n")

@@ -65,8 +65,10 @@ def settings_of(config, stage) -> dict:
   """{setting: value} for each of `stage.settings` ("section" or "section.field")."""
   settings = {}
   for setting in stage.settings:
-    value = config
-    for part in setting.split("."):
+    first, *rest = setting.split(".")
+    # A section of PipelineConfig or a registered stage's own, or a top-level field.
+    value = getattr(config, first) if hasattr(config, first) else config.section(first)
+    for part in rest:
       value = getattr(value, part)
     settings[setting] = (dataclasses.asdict(value) if dataclasses.is_dataclass(value)
                          else value)

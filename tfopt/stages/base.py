@@ -242,9 +242,16 @@ class Stage:
     so a change there redoes this stage and every later one.
   report_fields: the report.json keys the stage's summary fills, each with a
     function giving its empty value (the key is there when the stage is not).
+  config_class: a stage registered from outside tfopt may bring its own
+    settings, a frozen dataclass whose fields are documented in its docstring
+    (`field: text`): they become the section named after the stage, in
+    recipes, as --name.field=value flags and in the option reference; the
+    stage reads them with `context.config.section(name)` and lists the
+    section in `settings` for resume.
   """
   name: str = ""
   settings: Tuple[str, ...] = ()
+  config_class: Optional[type] = None
   report_fields: Mapping[str, Callable[[], object]] = types.MappingProxyType({})
 
   def check_chain(self, config: PipelineConfig, before: Tuple[str, ...]):

@@ -12,13 +12,14 @@ outside tfopt adds a stage with `register(stage)`:
     register(Toy())   # now --stages teacher,toy runs it, and resume keeps it
 """
 
+import dataclasses
 import importlib
 from typing import Dict, List, Tuple
 
 from tfopt.validate import ConfigError, require
 
 __all__ = ["BUILTIN", "names", "get", "all_stages", "register", "unregister",
-           "plan", "check_chain"]
+           "plan", "check_chain", "stage_sections"]
 
 BUILTIN = {
     "teacher": "tfopt.stages.teacher",
@@ -44,6 +45,11 @@ FINISHING = ("convert", "evaluate")
 AFTER_QAT = ("scratch",)
 
 _added: Dict[str, object] = {}  # stages registered at run time, by name
+# Names a stage's own settings section cannot take: PipelineConfig's sections
+# and fields, and the shared finetune (tests/test_options.py checks the list).
+_TAKEN = ("data", "analysis", "convert", "evaluate", "finetune", "output_dir", "seed",
+          "compare_scratch", "stages", "model", "allow_unsafe_model", "strategy",
+          "worker_timeout", "stage_settings") + tuple(BUILTIN)
 _loaded: Dict[str, object] = {}
 
 
@@ -79,8 +85,21 @@ def register(stage):
           stage.name, "an identifier such as 'my_stage'")
   if stage.name in BUILTIN or stage.name in _added:
     raise ConfigError(f"A stage named {stage.name!r} is already registered.")
+  settings = getattr(stage, "config_class", None)
+  if settings is not None:
+    require(dataclasses.is_dataclass(settings) and isinstance(settings, type),
+            "stage.config_class", settings, "a dataclass (its settings section)")
+    require(stage.name not in _TAKEN, "stage.name", stage.name,
+            "not the name of a built-in settings section")
   _added[stage.name] = stage
   return stage
+
+
+def stage_sections() -> Dict[str, type]:
+  """{stage name: its settings dataclass} of the registered stages that bring
+  their own settings (Stage.config_class), in registry order."""
+  return {name: stage.config_class for name, stage in _added.items()
+          if getattr(stage, "config_class", None) is not None}
 
 
 def unregister(name: str):
