@@ -97,3 +97,20 @@ def test_a_registered_stage_cannot_take_a_built_in_section_name():
   from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
   taken = {item.name for item in dataclasses.fields(PipelineConfig)} | {"finetune"}
   assert taken <= set(registry._TAKEN)  # pylint: disable=protected-access
+
+
+def test_finetune_on_a_task_run_fills_its_stages_below_their_own_flags():
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", "--model=m.keras", "--task=t.py",
+                   "--finetune.epochs=2", "--finetune.learning_rate=0.001",
+                   "--prune.epochs=5"])
+  settings = cli._task_stage_flags(  # pylint: disable=protected-access
+      {"slim": {"finetune_epochs": 7, "rate": 0.25}, "qat": {"epochs": 9}})
+  assert settings["prune"]["epochs"] == 5  # its own flag, on the same command line
+  assert settings["slim"] == {"finetune_epochs": 2, "rate": 0.25, "learning_rate": 0.001}
+  assert settings["qat"]["epochs"] == settings["cluster"]["epochs"] == 2
+  assert "distill" not in settings  # not fine-tuning
+  FLAGS.unparse_flags()
+  cli.parse_flags(["tfopt compress", "--model=m.keras", "--task=t.py", "--finetune.epoch=2"])
+  with pytest.raises(cli.ConfigError, match="unknown key 'epoch' in section finetune"):
+    cli._task_stage_flags({})  # pylint: disable=protected-access

@@ -3,6 +3,7 @@
 The flags live here, in one place; the library never reads them.
 """
 
+import dataclasses
 import os
 import re
 import sys
@@ -15,6 +16,7 @@ from tfopt.config import STRATEGIES, ConfigError, DataConfig, PipelineConfig
 from tfopt.errors import TfoptError
 from tfopt.models import BUILDERS
 from tfopt.stages import registry
+from tfopt.technique_config import FINE_TUNED_SECTIONS
 
 FLAGS = flags.FLAGS
 _DEFAULT = PipelineConfig()
@@ -372,27 +374,26 @@ _TASK_FLAGS = {"sensitivity_sparsities": ("sensitivity", "sparsities"),
 
 
 def _task_stage_flags(from_file: dict) -> dict:
-  """{stage: {field: value}}: the task file's `settings`, each stage flag given
-  (--target_sparsity, --slim_rate, ...) over them."""
+  """{stage: {field: value}}: the task file's `settings`, then the command
+  line's shared --finetune.* values, then each stage flag given
+  (--target_sparsity, --prune.epochs=3, ...) over them."""
   from tfopt.task_run import TASK_STAGES  # pylint: disable=g-import-not-at-top
   if not isinstance(from_file, dict):
     return from_file  # tfopt.compress says what it must be
-  settings = {stage: dict(values) for stage, values in from_file.items()
-              if isinstance(values, dict)}
-  unused = []
+  given, unused = {}, []
   # --max_accuracy_drop (analysis and search, in accuracy points) is refused by name.
   aliases = dict(_OVERRIDES, max_accuracy_drop=("analysis", "max_accuracy_drop"))
   for flag_name, (section, field) in aliases.items():
     if section is None or FLAGS[flag_name].value is None or flag_name in _TASK_FLAGS:
       continue
     if section in TASK_STAGES:
-      settings.setdefault(section, {})[field] = FLAGS[flag_name].value
+      given.setdefault(section, {})[field] = FLAGS[flag_name].value
     else:
       unused.append(f"--{flag_name}")
   for flag_name, target in _TASK_FLAGS.items():
     if target and FLAGS[flag_name].value is not None:
       value = FLAGS[flag_name].value
-      settings.setdefault(target[0], {})[target[1]] = (
+      given.setdefault(target[0], {})[target[1]] = (
           tuple(float(item) for item in value) if isinstance(value, list) else value)
   if unused:
     raise ConfigError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not "
@@ -401,16 +402,45 @@ def _task_stage_flags(from_file: dict) -> dict:
                       "sensitivity budget in its objective's units) go in the task file's "
                       "`settings` dict.")
   if FLAGS.slim_layers is not None:
-    settings.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
+    given.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
   if FLAGS.compare_scratch:
-    settings.setdefault("distill", {})["compare_scratch"] = True
+    given.setdefault("distill", {})["compare_scratch"] = True
+  shared = _task_assignments(given, TASK_STAGES)
+  settings = {stage: dict(values) for stage, values in from_file.items()
+              if isinstance(values, dict)}
+  _share_finetune(settings, shared)
+  for stage, values in given.items():
+    settings.setdefault(stage, {}).update(values)
+  return {**from_file, **settings}
+
+
+def _task_assignments(given: dict, stages) -> dict:
+  """The --section.field=value settings of a --task run into `given`; returns
+  the shared --finetune.* ones."""
+  shared = {}
   for section, field, value in recipe.assignments(FLAGS.set or ()):
-    if section not in TASK_STAGES:
+    if section == recipe.FINETUNE:
+      shared[field] = value
+      continue
+    if section not in stages:
       name = f"{section}.{field}" if section else field
       raise ConfigError(f"--set {name}: a --task run's settings are its stages' "
-                        f"({', '.join(TASK_STAGES)}), e.g. --prune.target_sparsity=0.8.")
-    settings.setdefault(section, {})[field] = tuple(value) if isinstance(value, list) else value
-  return {**from_file, **settings}
+                        f"({', '.join(stages)}) or finetune's, e.g. "
+                        "--prune.target_sparsity=0.8.")
+    given.setdefault(section, {})[field] = tuple(value) if isinstance(value, list) else value
+  return shared
+
+
+def _share_finetune(settings: dict, shared: dict):
+  """--finetune.* values into every task stage that fine-tunes (FineTuneConfig)."""
+  if not shared:
+    return
+  from tfopt.task_run import TASK_CONFIGS  # pylint: disable=g-import-not-at-top
+  values = recipe.finetune_settings(shared)
+  for stage in FINE_TUNED_SECTIONS:
+    if stage in TASK_CONFIGS:
+      fields = tuple(item.name for item in dataclasses.fields(TASK_CONFIGS[stage]))
+      settings.setdefault(stage, {}).update(values.shared_with(fields))
 
 
 def _given(value, default):

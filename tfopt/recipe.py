@@ -33,7 +33,8 @@ from tfopt.technique_config import FINE_TUNED_SECTIONS, FineTuneConfig
 from tfopt.validate import ConfigError
 
 __all__ = ["RecipeError", "Recipe", "Setting", "load", "from_assignments", "assignments",
-           "merge", "build", "dump", "preset_path", "preset_names", "quick", "FILENAME"]
+           "merge", "build", "dump", "finetune_settings", "preset_path", "preset_names",
+           "quick", "FILENAME"]
 
 FILENAME = "recipe.yaml"
 PRESET_DIR = os.path.join(os.path.dirname(__file__), "presets")
@@ -113,6 +114,22 @@ class Recipe:
   def error(self, setting: Setting, message: str) -> RecipeError:
     return RecipeError(f"recipe {self.path}, line {setting.line} ({setting.name}): "
                        f"{message}")
+
+
+def finetune_settings(values: Dict[str, Any]) -> FineTuneConfig:
+  """The command line's --finetune.key=value settings, typed and checked."""
+  hints = typing.get_type_hints(FineTuneConfig)
+  typed = {}
+  for key, value in values.items():
+    name = f"{FINETUNE}.{key}"
+    if key not in hints:
+      raise RecipeError(f"--{name}: unknown key {key!r} in section finetune; the keys "
+                        f"are: {', '.join(hints)}.")
+    typed[key] = _typed(value, hints[key], name, lambda message: RecipeError(f"--{message}"))
+  try:
+    return FineTuneConfig(**typed)
+  except ConfigError as error:
+    raise RecipeError(f"--{FINETUNE}: {error}") from None
 
 
 def merge(*layers: Changes) -> Changes:
