@@ -78,3 +78,17 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(capsys):
   assert console.main(["compress", "--bogus_flag=1"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("tfopt: error: Unknown command line flag 'bogus_flag'")
+
+
+def test_measuring_a_file_shows_no_litert_start_up_line(trained_teacher, dataset, tmp_path):
+  # LiteRT's once-per-process "Created TensorFlow Lite XNNPACK delegate" INFO
+  # line is spent at start-up; --verbose shows it.
+  from conftest import write_idx_dataset  # pylint: disable=g-import-not-at-top
+  write_idx_dataset(tmp_path / "data" / "mnist", train=60, test=40)
+  path = write_bytes_atomic(str(tmp_path / "model_int8.tflite"), convert.to_tflite(
+      trained_teacher, "int8", dataset.x_train, 20))
+  args = ("tfopt", "measure", path, "--data_dir", str(tmp_path / "data"))
+  measured = _run(*args)
+  assert measured.returncode == 0 and "accuracy" in measured.stdout, measured.stderr
+  assert measured.stderr == ""
+  assert "XNNPACK delegate" in _run(*args, "--verbose").stderr
