@@ -278,3 +278,21 @@ def _written(path, content):
 def _directory(path):
   path.mkdir()
   return path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--bogus", "x.tflite"], "unrecognized arguments: --bogus"),
+    (["x.tflite", "--max_test_examples", "abc"], "--max_test_examples: invalid int value"),
+    ([], "the following arguments are required: model"),
+])
+def test_measure_and_inspect_flags_are_one_error_line(args, message, capsys):
+  from tfopt import inspect_file  # pylint: disable=g-import-not-at-top
+  with pytest.raises(SystemExit) as exited:
+    measure.main(args)
+  error = capsys.readouterr().err
+  assert exited.value.code == 2 and error.count("\n") == 1, error
+  assert error.startswith("tfopt: error: ") and message in error and "usage:" not in error
+  with pytest.raises(SystemExit) as exited:
+    inspect_file.main(["--bogus"])
+  error = capsys.readouterr().err
+  assert exited.value.code == 2 and error.startswith("tfopt: error: tfopt inspect: ")

@@ -4,7 +4,10 @@ The CLI turns a TfoptError into one clear message and a non-zero exit code;
 anything else is a bug and keeps its traceback.
 """
 
-__all__ = ["TfoptError", "ModelLoadError", "ImageFolderError"]
+import argparse
+import sys
+
+__all__ = ["TfoptError", "ModelLoadError", "ImageFolderError", "OneLineArgumentParser"]
 
 
 class TfoptError(Exception):
@@ -17,3 +20,12 @@ class ModelLoadError(TfoptError, ValueError):
 
 class ImageFolderError(TfoptError, ValueError):
   """An image folder cannot be read as a labelled data set."""
+
+
+class OneLineArgumentParser(argparse.ArgumentParser):
+  """argparse for `tfopt measure` / `tfopt inspect`: a bad argument is one
+  `tfopt: error:` line and exit 2, as for `tfopt compress`, not the usage."""
+
+  def error(self, message: str):
+    sys.stderr.write(f"tfopt: error: {self.prog}: {message}. See {self.prog} --help.\n")
+    sys.exit(2)

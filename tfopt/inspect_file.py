@@ -30,7 +30,7 @@ from typing import List, Optional
 import numpy as np
 
 from tfopt import artifacts, evaluate, int8_fidelity
-from tfopt.errors import TfoptError
+from tfopt.errors import OneLineArgumentParser, TfoptError
 
 __all__ = ["describe", "main"]
 
@@ -118,7 +118,7 @@ def as_text(found: dict) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-  parser = argparse.ArgumentParser(prog="tfopt inspect", description=__doc__,
+  parser = OneLineArgumentParser(prog="tfopt inspect", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("file", help="a .tflite file")
   parser.add_argument("--json", action="store_true", help="print JSON instead of a table")

@@ -24,7 +24,7 @@ from typing import List, Optional, Tuple
 from tfopt import evaluate, int8_fidelity
 from tfopt.config import DATASETS, DataConfig
 from tfopt.data import load_dataset
-from tfopt.errors import TfoptError
+from tfopt.errors import OneLineArgumentParser, TfoptError
 
 __all__ = ["measure_file", "diagnose_file", "fidelity_text", "main"]
 
@@ -91,7 +91,7 @@ def diagnose_file(path: str, float_file: str, images, diagnosis_images: int = 32
 
 
 def _parser(prog: str = "python -m tfopt.measure") -> argparse.ArgumentParser:
-  parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+  parser = OneLineArgumentParser(prog=prog, description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("model", help="a .tflite file, or a deploy/ bundle directory")
   parser.add_argument("--dataset", default="mnist", choices=DATASETS)
