@@ -414,13 +414,12 @@ def _task_stage_flags(from_file: dict) -> dict:
   return {**from_file, **settings}
 
 
-def _task_assignments(given: dict, stages) -> dict:
+def _task_assignments(given: dict, stages) -> list:
   """The --section.field=value settings of a --task run into `given`; returns
-  the shared --finetune.* ones."""
-  shared = {}
+  the shared --finetune.* ones as given."""
+  shared = [item for item in FLAGS.set or () if item.startswith(f"{recipe.FINETUNE}.")]
   for section, field, value in recipe.assignments(FLAGS.set or ()):
     if section == recipe.FINETUNE:
-      shared[field] = value
       continue
     if section not in stages:
       name = f"{section}.{field}" if section else field
@@ -431,12 +430,12 @@ def _task_assignments(given: dict, stages) -> dict:
   return shared
 
 
-def _share_finetune(settings: dict, shared: dict):
+def _share_finetune(settings: dict, shared: list):
   """--finetune.* values into every task stage that fine-tunes (FineTuneConfig)."""
   if not shared:
     return
   from tfopt.task_run import TASK_CONFIGS  # pylint: disable=g-import-not-at-top
-  values = recipe.finetune_settings(shared)
+  values = recipe.from_assignments(shared).finetune()
   for stage in FINE_TUNED_SECTIONS:
     if stage in TASK_CONFIGS:
       fields = tuple(item.name for item in dataclasses.fields(TASK_CONFIGS[stage]))

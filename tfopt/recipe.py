@@ -33,7 +33,7 @@ from tfopt.technique_config import FINE_TUNED_SECTIONS, FineTuneConfig
 from tfopt.validate import ConfigError
 
 __all__ = ["RecipeError", "Recipe", "Setting", "load", "from_assignments", "assignments",
-           "merge", "build", "dump", "finetune_settings", "preset_path", "preset_names",
+           "merge", "build", "dump", "preset_path", "preset_names",
            "quick", "FILENAME"]
 
 FILENAME = "recipe.yaml"
@@ -94,18 +94,23 @@ class Recipe:
     them and does not set its own here (see FineTuneConfig)."""
     changes: Changes = {}
     for setting in self.settings:
-      changes.setdefault(setting.section, {})[setting.key] = setting.value
-    try:
-      shared = FineTuneConfig(**changes.pop(FINETUNE, {}))
-    except ConfigError as error:
-      culprit = _culprit(str(error), [s for s in self.settings if s.section == FINETUNE])
-      raise (self.error(culprit, str(error)) if culprit else error) from None
-    defaults = PipelineConfig()
+      if setting.section != FINETUNE:
+        changes.setdefault(setting.section, {})[setting.key] = setting.value
+    shared, hints = self.finetune(), typing.get_type_hints(PipelineConfig)
     for section in FINE_TUNED_SECTIONS:
-      fields = tuple(item.name for item in dataclasses.fields(getattr(defaults, section)))
+      fields = tuple(item.name for item in dataclasses.fields(hints[section]))
       for key, value in shared.shared_with(fields).items():
         changes.setdefault(section, {}).setdefault(key, value)
     return changes
+
+  def finetune(self) -> FineTuneConfig:
+    """The shared fine-tuning settings this recipe gives (FineTuneConfig)."""
+    given = [s for s in self.settings if s.section == FINETUNE]
+    try:
+      return FineTuneConfig(**{s.key: s.value for s in given})
+    except ConfigError as error:
+      culprit = _culprit(str(error), given)
+      raise (self.error(culprit, str(error)) if culprit else error) from None
 
   def sets(self, section: Optional[str], key: str) -> bool:
     """Whether this recipe gives section.key itself (not through finetune)."""
@@ -114,22 +119,6 @@ class Recipe:
   def error(self, setting: Setting, message: str) -> RecipeError:
     return RecipeError(f"recipe {self.path}, line {setting.line} ({setting.name}): "
                        f"{message}")
-
-
-def finetune_settings(values: Dict[str, Any]) -> FineTuneConfig:
-  """The command line's --finetune.key=value settings, typed and checked."""
-  hints = typing.get_type_hints(FineTuneConfig)
-  typed = {}
-  for key, value in values.items():
-    name = f"{FINETUNE}.{key}"
-    if key not in hints:
-      raise RecipeError(f"--{name}: unknown key {key!r} in section finetune; the keys "
-                        f"are: {', '.join(hints)}.")
-    typed[key] = _typed(value, hints[key], name, lambda message: RecipeError(f"--{message}"))
-  try:
-    return FineTuneConfig(**typed)
-  except ConfigError as error:
-    raise RecipeError(f"--{FINETUNE}: {error}") from None
 
 
 def merge(*layers: Changes) -> Changes:

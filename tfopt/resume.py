@@ -66,8 +66,7 @@ def settings_of(config, stage) -> dict:
   settings = {}
   for setting in stage.settings:
     first, *rest = setting.split(".")
-    # A section of PipelineConfig or a registered stage's own, or a top-level field.
-    value = getattr(config, first) if hasattr(config, first) else config.section(first)
+    value = config.section(first)  # a field or section, or a registered stage's settings
     for part in rest:
       value = getattr(value, part)
     settings[setting] = (dataclasses.asdict(value) if dataclasses.is_dataclass(value)
