@@ -4,7 +4,7 @@ Every field is validated in ``__post_init__`` (see tfopt.validate). The lists
 of allowed values here are the only copies: the technique modules import them.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Dict, Optional, Tuple
 
 from tfopt.validate import (require, require_fraction,
@@ -416,7 +416,7 @@ class FineTuneConfig:
   def shared_with(self, section_fields: Tuple[str, ...]) -> Dict[str, object]:
     """{field of a section: value} of the settings given here that it has."""
     given = {}
-    for name in ("epochs", "batch_size", "learning_rate", "use_teacher"):
+    for name in (item.name for item in fields(self)):
       value = getattr(self, name)
       target = ("finetune_epochs" if name == "epochs" and "finetune_epochs" in section_fields
                 else name)
