@@ -14,11 +14,12 @@ in CPU time.
 import argparse
 import time
 
-from tfopt import models, train
-from tfopt._keras import keras
 from tfopt.config import DataConfig, DistillConfig, TrainConfig
-from tfopt.data import load_dataset
-from tfopt.distill import Teacher, distill
+from tfopt.core._keras import keras
+from tfopt.data.datasets import load_dataset
+from tfopt.keras_io import models
+from tfopt.techniques.distill.algorithm import Teacher, distill
+from tfopt.training import train
 
 
 def timed(work):

@@ -16,7 +16,7 @@ Variants (VGG-style like tfopt's teacher; fc 128 and dropout 0.4 unless said):
   three_quarter  24, 24 | 48, 48
   half         16, 16 | 32, 32
   one_at_28    32 | pool | 64, 64 | pool | fc (one conv at full resolution)
-  strided      32, 32/2 | 64, 64/2 | fc (tfopt.strided applied: the pools
+  strided      32, 32/2 | 64, 64/2 | fc (tfopt.techniques.strided.algorithm applied: the pools
                folded into the convs before them, the same weights' shapes)
 """
 
@@ -24,10 +24,12 @@ import argparse
 import json
 import time
 
-from tfopt import macs, models, strided, train
-from tfopt._keras import keras
 from tfopt.config import DataConfig, TrainConfig
-from tfopt.data import load_dataset
+from tfopt.core._keras import keras
+from tfopt.data.datasets import load_dataset
+from tfopt.keras_io import macs, models
+from tfopt.techniques.strided import algorithm as strided
+from tfopt.training import train
 
 layers = keras.layers
 

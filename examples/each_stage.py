@@ -9,12 +9,14 @@ measures it in LiteRT. tests/test_examples.py runs this file on a small slice.
 import argparse
 import os
 
-from tfopt import convert, evaluate, models, train
-from tfopt.artifacts import gzip_size, write_bytes_atomic
 from tfopt.config import DataConfig, DistillConfig, PruneConfig, TrainConfig
+from tfopt.core.artifacts import gzip_size, write_bytes_atomic
 from tfopt.data import load_dataset
-from tfopt.distill import distill
-from tfopt.prune import prune
+from tfopt.keras_io import models
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.distill import distill
+from tfopt.techniques.prune import prune
+from tfopt.training import train
 
 
 def main(data_dir=None, max_train=None, max_test=None, epochs=2,

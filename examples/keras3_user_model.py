@@ -28,8 +28,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # Keras 3, not tf_keras  # pylint: disable=g-import-not-at-top
 import numpy as np  # pylint: disable=g-import-not-at-top
 
-from tfopt.data import read_idx  # pylint: disable=g-import-not-at-top
-from tfopt.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
+from tfopt.data.datasets import read_idx  # pylint: disable=g-import-not-at-top
+from tfopt.data.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
 
 
 def mnist(data_dir: str):

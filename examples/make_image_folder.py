@@ -17,7 +17,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from tfopt.data import read_idx
+from tfopt.data.datasets import read_idx
 
 NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 

@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from tfopt.data import Dataset
+from tfopt.data.datasets import Dataset
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -78,8 +78,9 @@ def mnist_dir():
 @pytest.fixture(scope="session")
 def trained_teacher(dataset):
   """A 'teacher' model trained for two epochs on the synthetic data."""
-  from tfopt import models, train  # pylint: disable=g-import-not-at-top
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import models  # pylint: disable=g-import-not-at-top
+  from tfopt.training import train
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   from tfopt.config import TrainConfig  # pylint: disable=g-import-not-at-top
   keras.utils.set_random_seed(1)
   model = models.build_model("student", dataset.input_shape, 10)

@@ -24,8 +24,8 @@ def split_cpu(count: int):
 
 def distiller_step(strategy) -> list:
   """Student weights after one SGD step of distillation on a fixed batch."""
-  from tfopt._keras import keras
-  from tfopt.distill import Distiller
+  from tfopt.core._keras import keras
+  from tfopt.techniques.distill.algorithm import Distiller
   rng = np.random.default_rng(0)
   images = rng.normal(size=(8, 6)).astype(np.float32)
   labels = rng.integers(0, 3, size=8)
@@ -52,7 +52,7 @@ def main(argv):
     print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "max_difference": max(
         float(np.max(np.abs(a - b))) for a, b in zip(single, replicated))}))
     return 0
-  from tfopt import cli  # pylint: disable=g-import-not-at-top
+  from tfopt.cli import compress as cli  # pylint: disable=g-import-not-at-top
   sys.argv = ["tfopt.pipeline"] + argv[3:]
   cli.run_main()
 

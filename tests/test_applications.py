@@ -14,10 +14,13 @@ import tempfile
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, model_io, prune, slim
-from tfopt._keras import keras as keras2
 from tfopt.config import PruneConfig
-from tfopt.data import Dataset
+from tfopt.core._keras import keras as keras2
+from tfopt.data.datasets import Dataset
+from tfopt.keras_io import model_io
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.prune import algorithm as prune
+from tfopt.techniques.slim import algorithm as slim
 
 FAMILIES = ["MobileNet", "MobileNetV2", "MobileNetV3Small", "MobileNetV3Large",
             "EfficientNetB0", "EfficientNetV2B0", "ResNet50", "ResNet50V2",

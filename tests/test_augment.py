@@ -8,10 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import write_idx_dataset
-from tfopt import distill, image_files, models, train
-from tfopt._keras import keras
 from tfopt.config import DataConfig, DistillConfig, TrainConfig
-from tfopt.data import load_dataset
+from tfopt.core._keras import keras
+from tfopt.data import image_files
+from tfopt.data.datasets import load_dataset
+from tfopt.keras_io import models
+from tfopt.techniques.distill import algorithm as distill
+from tfopt.training import train
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,10 @@ import pytest
 from absl import flags
 
 from conftest import synthetic_images, write_idx, write_idx_dataset
-from tfopt import artifacts, cli, measure, pipeline, recipe
-from tfopt.config import ConvertConfig, DataConfig, EvaluateConfig
+from tfopt import pipeline
+from tfopt.cli import compress as cli, measure
+from tfopt.config import ConvertConfig, DataConfig, EvaluateConfig, recipe
+from tfopt.core import artifacts
 
 FLAGS = flags.FLAGS
 
@@ -182,7 +184,7 @@ def test_disk_full_mid_run_keeps_finished_work_and_resumes(tmp_path, monkeypatch
       data=DataConfig(data_dir=data_dir), stages=("teacher", "distill"),
       output_dir=str(tmp_path / "out"), convert=ConvertConfig(representative_examples=20),
       evaluate=EvaluateConfig(latency_runs=2, latency_warmup=1, latency_breakdown=False))
-  from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+  from tfopt.config import registry  # pylint: disable=g-import-not-at-top
   real_fsync, distill = os.fsync, registry.get("distill")
   full = []
 
@@ -209,11 +211,12 @@ def test_disk_full_mid_run_keeps_finished_work_and_resumes(tmp_path, monkeypatch
   assert pipeline.run(config).resumed_stages == ["teacher"]
 
 
-# --- the evaluator: python -m tfopt.measure ---------------------------------
+# --- the evaluator: python -m tfopt.cli.measure ---------------------------------
 
 @pytest.fixture(scope="module")
 def tiny_tflite(tmp_path_factory):
-  from tfopt import convert, models
+  from tfopt.keras_io import models
+  from tfopt.litert import convert
   directory = tmp_path_factory.mktemp("tflite")
   model = models.build_model("student", (28, 28, 1), 10)
   images, _ = synthetic_images(20)
@@ -286,7 +289,7 @@ def _directory(path):
     ([], "the following arguments are required: model"),
 ])
 def test_measure_and_inspect_flags_are_one_error_line(args, message, capsys):
-  from tfopt import inspect_file  # pylint: disable=g-import-not-at-top
+  from tfopt.cli import inspect as inspect_file  # pylint: disable=g-import-not-at-top
   with pytest.raises(SystemExit) as exited:
     measure.main(args)
   error = capsys.readouterr().err

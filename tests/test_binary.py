@@ -2,9 +2,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfopt import artifacts, binary, convert, evaluate, train
-from tfopt._keras import keras
-from tfopt.distill import fine_tune
+from tfopt.core import artifacts
+from tfopt.core._keras import keras
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.binary import algorithm as binary
+from tfopt.techniques.distill.algorithm import fine_tune
+from tfopt.training import train
 
 
 @pytest.fixture(scope="module")

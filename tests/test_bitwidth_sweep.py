@@ -1,8 +1,12 @@
 import numpy as np
 import pytest
 
-from tfopt import bitwidth, prune, sensitivity, sweep, train
 from tfopt.config import PruneConfig
+from tfopt.techniques.bitwidth import algorithm as bitwidth
+from tfopt.techniques.prune import algorithm as prune
+from tfopt.techniques.sensitivity import algorithm as sensitivity
+from tfopt.techniques.sweep import algorithm as sweep
+from tfopt.training import train
 
 
 def test_minmax_grid_has_2_pow_n_levels_and_keeps_zero():

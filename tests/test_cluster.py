@@ -1,9 +1,12 @@
 import numpy as np
 import pytest
 
-from tfopt import cluster, convert, evaluate, prune, train
-from tfopt.artifacts import gzip_size, write_bytes_atomic
 from tfopt.config import ClusterConfig, ConfigError, PruneConfig
+from tfopt.core.artifacts import gzip_size, write_bytes_atomic
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.cluster import algorithm as cluster
+from tfopt.techniques.prune import algorithm as prune
+from tfopt.training import train
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def test_bad_settings_are_refused(trained_teacher):
 
 
 def test_depthwise_kernels_are_left_to_themselves_as_tfmot_does():
-  from tfopt import models  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import models  # pylint: disable=g-import-not-at-top
   mobilenet = models.build_model("mobilenet_v1", (28, 28, 1), 10)
   chosen = cluster.check_layers(mobilenet, 16)
   assert "block1_pw" in chosen and not any(name.endswith("_dw") for name in chosen)

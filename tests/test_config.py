@@ -1,9 +1,8 @@
 import pytest
 
-from tfopt import recipe
-from tfopt.config import (ConfigError, DataConfig, DistillConfig,
-                          LowRankConfig, PipelineConfig, PruneConfig,
-                          SlimConfig, TrainConfig)
+from tfopt.config import recipe
+from tfopt.config import (ConfigError, DataConfig, DistillConfig, LowRankConfig, PipelineConfig,
+                          PruneConfig, SlimConfig, TrainConfig)
 
 
 @pytest.mark.parametrize("make, field, value", [

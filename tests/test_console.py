@@ -7,9 +7,10 @@ import sys
 import numpy as np
 
 from conftest import REPO_ROOT
-from tfopt import console, convert
-from tfopt._keras import clone_model
-from tfopt.artifacts import write_bytes_atomic
+from tfopt.cli import console
+from tfopt.core._keras import clone_model
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.litert import convert
 
 
 def test_help_lists_the_subcommands_and_unknown_ones_are_refused(capsys):

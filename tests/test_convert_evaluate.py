@@ -3,9 +3,10 @@ import os
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, train
-from tfopt._keras import keras
-from tfopt.artifacts import write_bytes_atomic
+from tfopt.core._keras import keras
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.litert import convert, evaluate
+from tfopt.training import train
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def test_latency_is_measured(tflite_files, dataset):
 
 
 def test_one_measurement_of_a_file_gives_what_every_row_reports(tflite_files, dataset):
-  from tfopt.artifacts import gzip_size  # pylint: disable=g-import-not-at-top
+  from tfopt.core.artifacts import gzip_size  # pylint: disable=g-import-not-at-top
   path = tflite_files["int8"]
   measured = evaluate.measure_file(path, dataset.x_test[0], dataset.x_test, dataset.y_test,
                                    warmup=2, runs=10)
@@ -124,7 +125,7 @@ def test_conversion_errors(trained_teacher):
 
 
 def test_quantization_debugger_ranks_the_layer_that_loses_precision_first():
-  from tfopt import quant_debug  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import quant_debug  # pylint: disable=g-import-not-at-top
   inputs = keras.Input((8, 8, 3))
   x = keras.layers.Conv2D(8, 3, padding="same", name="good_conv")(inputs)
   x = keras.layers.Flatten()(keras.layers.ReLU()(x))

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from conftest import write_idx, write_idx_dataset
-from tfopt import data
 from tfopt.config import DataConfig
-from tfopt.data import DataError, load_dataset, read_idx
+from tfopt.data import datasets as data
+from tfopt.data.datasets import DataError, load_dataset, read_idx
 
 
 def test_read_idx_gzip_and_raw(tmp_path):
@@ -105,7 +105,7 @@ def test_missing_directory(tmp_path):
 
 
 def test_download_failure_explains_offline_option(monkeypatch):
-  from tfopt._keras import keras
+  from tfopt.core._keras import keras
 
   def fail():
     raise OSError("network is unreachable")

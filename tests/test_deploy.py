@@ -10,9 +10,10 @@ import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import evaluate, pipeline, recipe
-from tfopt.artifacts import sha256_of
-from tfopt.config import DataConfig, TrainConfig
+from tfopt import pipeline
+from tfopt.config import DataConfig, recipe, TrainConfig
+from tfopt.core.artifacts import sha256_of
+from tfopt.litert import evaluate
 
 # Runs edge_infer.py with tensorflow (and tfopt, which imports it) unimportable.
 WITHOUT_TF = """
@@ -63,7 +64,7 @@ def test_bundle_describes_the_final_int8_file(bundle_run):
 
 def test_edge_script_runs_without_tensorflow_and_matches_the_report(bundle_run, tmp_path):
   root, result = bundle_run
-  from tfopt.data import load_dataset  # pylint: disable=g-import-not-at-top
+  from tfopt.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
   data = load_dataset(DataConfig(data_dir=str(root / "data")))
   paths = []
   for index, image in enumerate(data.x_test):

@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from tfopt import models, train
-from tfopt._keras import keras
 from tfopt.config import ConfigError, DistillConfig
-from tfopt.distill import Distiller, distill
+from tfopt.core._keras import keras
+from tfopt.keras_io import models
+from tfopt.techniques.distill.algorithm import Distiller, distill
+from tfopt.training import train
 
 
 def test_distillation_loss_matches_the_formula():
@@ -82,7 +83,7 @@ def _distilled_weights(teacher, dataset, seed=3):
 
 def test_cached_teacher_logits_train_the_same_student_without_running_the_teacher(
     dataset, trained_teacher):
-  from tfopt.distill import Teacher  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.distill.algorithm import Teacher  # pylint: disable=g-import-not-at-top
   on_the_fly = _distilled_weights(Teacher(trained_teacher), dataset)
   logits = Teacher(trained_teacher).with_train_logits(dataset).train_logits
   cached = Teacher(keras.models.clone_model(trained_teacher), train_logits=logits)
@@ -95,7 +96,7 @@ def test_cached_teacher_logits_train_the_same_student_without_running_the_teache
 
 def test_augmented_data_gets_no_cached_logits(dataset, trained_teacher):
   import dataclasses  # pylint: disable=g-import-not-at-top
-  from tfopt.distill import Teacher  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.distill.algorithm import Teacher  # pylint: disable=g-import-not-at-top
   augmented = dataclasses.replace(dataset, augment=True)
   assert Teacher(trained_teacher).with_train_logits(augmented).train_logits is None
   assert Teacher(trained_teacher).targets(augmented) is augmented.y_train

@@ -17,8 +17,10 @@ import pytest
 from absl import flags
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import cli, distribute, pipeline
+from tfopt import pipeline
+from tfopt.cli import compress as cli
 from tfopt.config import ConfigError, PipelineConfig
+from tfopt.training import distribute
 
 WORKER = str(REPO_ROOT / "tests" / "distributed_worker.py")
 ROWS = ("baseline int8", "distilled student int8", "pruned student int8")

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO_ROOT
-from tfopt.stages import registry
+from tfopt.config import registry
 
 README_MAX_LINES = 250
 
@@ -48,6 +48,6 @@ def test_every_options_marker_names_a_section():
   pages = sorted((REPO_ROOT / "docs").rglob("*.md"))
   markers = [marker for page in pages
              for marker in re.findall(r"<!-- tfopt:options (\w+) -->", page.read_text())]
-  from tfopt import options  # pylint: disable=g-import-not-at-top
+  from tfopt.config import options  # pylint: disable=g-import-not-at-top
   known = {name for name, _ in options.sections() if name} | {"all", "task", "top"}
   assert markers and set(markers) <= known, set(markers) - known

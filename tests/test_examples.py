@@ -26,7 +26,7 @@ def test_each_stage_example_runs_on_an_mnist_slice(mnist_dir, tmp_path):
 def test_make_image_folder_writes_a_food11_folder_tfopt_reads(mnist_dir, tmp_path,
                                                               monkeypatch):
   import sys  # pylint: disable=g-import-not-at-top
-  from tfopt.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
+  from tfopt.data.image_folder import load_image_folder  # pylint: disable=g-import-not-at-top
   out = tmp_path / "digits"
   monkeypatch.setattr(sys, "argv", ["make_image_folder.py", "--data_dir", mnist_dir,
                                     "--out", str(out), "--train", "40", "--val", "10",

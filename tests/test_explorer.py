@@ -7,8 +7,9 @@ import re
 
 import pytest
 
-from tfopt import console, convert, explorer
-from tfopt.artifacts import write_bytes_atomic
+from tfopt.cli import console
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.litert import convert, explorer
 
 
 def graph_tensor_names(path: str) -> set:
@@ -50,7 +51,7 @@ def test_overlays_are_written_and_match_the_graph_model_explorer_builds(
 def test_a_file_in_a_run_dir_gets_latency_and_sensitivity_overlays(tmp_path):
   """report.json beside the file gives the latency share and sensitivity."""
   from conftest import synthetic_dataset  # pylint: disable=g-import-not-at-top
-  from tfopt import models  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import models  # pylint: disable=g-import-not-at-top
   data = synthetic_dataset(train=64, val=16, test=16)
   model = models.build_model("student", data.input_shape, 10)
   path = write_bytes_atomic(str(tmp_path / "student_int8.tflite"),

@@ -17,8 +17,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import synthetic_images
-from tfopt import data, evaluate, image_folder, measure
+from tfopt.cli import measure
 from tfopt.config import DataConfig
+from tfopt.data import datasets as data, image_folder
+from tfopt.litert import evaluate
 
 FUZZ = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow,
@@ -149,7 +151,8 @@ def test_image_folder_reads_or_names_the_bad_file(content, suffix):
 
 @pytest.fixture(scope="module")
 def tflite_bytes():
-  from tfopt import convert, models
+  from tfopt.keras_io import models
+  from tfopt.litert import convert
   images, _ = synthetic_images(10)
   return convert.to_tflite(models.build_model("student", (28, 28, 1), 10), "int8",
                            images, 10)

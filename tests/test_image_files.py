@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfopt import image_files, resume, train
-from tfopt._keras import keras
 from tfopt.config import DataConfig
-from tfopt.data import load_dataset
-from tfopt.errors import ImageFolderError
+from tfopt.core._keras import keras
+from tfopt.core.errors import ImageFolderError
+from tfopt.data import image_files
+from tfopt.data.datasets import load_dataset
+from tfopt.run import resume
+from tfopt.training import train
 
 COLORS = ((220, 30, 30), (30, 220, 30), (30, 30, 220))
 

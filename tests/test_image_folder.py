@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from tfopt.config import ConfigError, DataConfig
-from tfopt.data import load_dataset
-from tfopt.image_folder import ImageFolderError, load_image_folder
+from tfopt.data.datasets import load_dataset
+from tfopt.data.image_folder import ImageFolderError, load_image_folder
 
 
 def _save(path, color=(200, 0, 0), size=(12, 10), mode="RGB"):

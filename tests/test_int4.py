@@ -7,9 +7,12 @@ import os
 import numpy as np
 import pytest
 
-from tfopt import cluster, console, convert, evaluate, int4, prune
-from tfopt.artifacts import write_bytes_atomic
+from tfopt.cli import console
 from tfopt.config import ClusterConfig, ConfigError, ConvertConfig, PruneConfig
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.litert import convert, evaluate, int4
+from tfopt.techniques.cluster import algorithm as cluster
+from tfopt.techniques.prune import algorithm as prune
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +99,7 @@ def test_inspect_reads_pruned_and_clustered_files_back(pruned_and_clustered, dat
 
 
 def test_a_quantization_aware_model_is_refused_for_int4(dataset, trained_teacher):
-  from tfopt import qat  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.qat import algorithm as qat  # pylint: disable=g-import-not-at-top
   model = qat.apply_qat(trained_teacher)
   with pytest.raises(convert.ConversionError, match="int8 only, not int4"):
     convert.to_tflite(model, "int4", dataset.x_train, 10)
@@ -105,7 +108,7 @@ def test_a_quantization_aware_model_is_refused_for_int4(dataset, trained_teacher
 def test_a_run_with_int4_rows_reports_them_and_their_validation(tmp_path, capsys):
   from absl import flags  # pylint: disable=g-import-not-at-top
   from conftest import write_idx_dataset  # pylint: disable=g-import-not-at-top
-  from tfopt import cli  # pylint: disable=g-import-not-at-top
+  from tfopt.cli import compress as cli  # pylint: disable=g-import-not-at-top
   write_idx_dataset(tmp_path / "data" / "mnist", train=160, test=40)
   flags.FLAGS.unparse_flags()
   flags.FLAGS(["tfopt compress", "--quick", "--stages", "teacher", "--quant_modes",
@@ -127,7 +130,7 @@ def test_a_run_with_int4_rows_reports_them_and_their_validation(tmp_path, capsys
 def test_depthwise_kernels_in_an_int4_file_stay_int8_not_float(tmp_path, capsys):
   # A MobileNet-style block: LiteRT's quantizer has no 4-bit DEPTHWISE_CONV_2D,
   # so those kernels fall back to int8 (they were left float before).
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   layers = keras.layers
   inputs = keras.Input((16, 16, 3))
   x = layers.Conv2D(16, 3, strides=2, padding="same", activation="relu", name="stem")(inputs)

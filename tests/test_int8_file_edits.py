@@ -4,9 +4,10 @@ equalized across layers; every file run in LiteRT."""
 
 import numpy as np
 
-from tfopt import convert, int8_bias_correction, int8_equalization, int8_fidelity, int8_repair
-from tfopt import int8_file_edits as edits
-from tfopt._keras import keras
+from tfopt.core._keras import keras
+from tfopt.litert import (convert, int8_bias_correction, int8_equalization, int8_fidelity,
+                          int8_repair)
+from tfopt.litert import int8_file_edits as edits
 
 
 def _images(count, seed, shape=(8, 8, 3)):

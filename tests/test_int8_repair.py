@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tfopt import evaluate, int8_fidelity, int8_ranges, int8_repair
-from tfopt._keras import keras
+from tfopt.core._keras import keras
+from tfopt.litert import evaluate, int8_fidelity, int8_ranges, int8_repair
 
 
 def _model_with_a_bad_layer():
@@ -57,7 +57,7 @@ def test_repair_keeps_that_layer_float_and_recovers_the_outputs(bad_model_repair
       "experiment: bad_dense"))
   assert experiment["output_snr_db"] > record["plain"]["output_snr_db"]
   # the report names the layers whose change alone recovered the most
-  from tfopt.stages import convert as convert_stage  # pylint: disable=g-import-not-at-top
+  from tfopt.stages import tflite_files as convert_stage  # pylint: disable=g-import-not-at-top
   lines = convert_stage._repair_lines("baseline int8", record)  # pylint: disable=protected-access
   text = "\n".join(lines)
   named = text.split("the three that recovered the most: ")[1]
@@ -156,7 +156,8 @@ def test_clipped_ranges_lower_the_error_of_a_long_tailed_tensor():
 def test_measure_diagnoses_a_file_made_elsewhere(tmp_path, capsys):
   """`tfopt measure FILE --float_file F`: a plain converter int8 file, made
   outside tfopt, diagnosed against its float file."""
-  from tfopt import convert, measure  # pylint: disable=g-import-not-at-top
+  from tfopt.cli import measure  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert
   model = _model_with_a_bad_layer()
   float_path, int8_path = tmp_path / "float.tflite", tmp_path / "int8.tflite"
   float_path.write_bytes(convert.to_tflite(model, "float32"))
@@ -172,7 +173,8 @@ def test_inspect_diagnoses_a_file_against_its_float_file(tmp_path, capsys):
   """`tfopt inspect FILE --float_file F`: with no data, on random inputs over
   the int8 file's input range; with --images, on those; bad --images: exit 2."""
   import json  # pylint: disable=g-import-not-at-top
-  from tfopt import console, convert  # pylint: disable=g-import-not-at-top
+  from tfopt.cli import console  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert
   model = _model_with_a_bad_layer()
   float_path, int8_path = tmp_path / "float.tflite", tmp_path / "int8.tflite"
   float_path.write_bytes(convert.to_tflite(model, "float32"))
@@ -211,7 +213,7 @@ def test_a_candidate_must_agree_significantly_more_not_by_chance():
 
 
 def test_a_recipe_that_cannot_be_made_costs_one_candidate_not_the_run(monkeypatch):
-  from tfopt import int8_bias_correction  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import int8_bias_correction  # pylint: disable=g-import-not-at-top
 
   def broken(*_, **__):
     raise RuntimeError("Node number 2 (FULLY_CONNECTED) failed to prepare.")

@@ -2,9 +2,9 @@ import keras as keras3
 import numpy as np
 import pytest
 
-from tfopt import prune
-from tfopt._keras import KerasVersionError, keras, require_keras2_model
 from tfopt.config import PruneConfig
+from tfopt.core._keras import KerasVersionError, keras, require_keras2_model
+from tfopt.techniques.prune import algorithm as prune
 
 
 def _keras3_model():

@@ -1,9 +1,11 @@
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, lowrank, models
-from tfopt._keras import keras
-from tfopt.artifacts import write_bytes_atomic
+from tfopt.core._keras import keras
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.keras_io import models
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.lowrank import algorithm as lowrank
 
 
 def _mlp(seed=0):

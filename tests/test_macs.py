@@ -1,6 +1,7 @@
-from tfopt import lowrank, models
-from tfopt._keras import keras
-from tfopt.macs import count_macs
+from tfopt.core._keras import keras
+from tfopt.keras_io import models
+from tfopt.keras_io.macs import count_macs
+from tfopt.techniques.lowrank import algorithm as lowrank
 
 
 def test_hand_counted_model():

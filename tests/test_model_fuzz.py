@@ -24,10 +24,11 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from test_fuzz import damaged
-from tfopt import model_io, preflight
 from tfopt.config import PipelineConfig
-from tfopt.data import Dataset
-from tfopt.errors import TfoptError
+from tfopt.core.errors import TfoptError
+from tfopt.data.datasets import Dataset
+from tfopt.keras_io import model_io
+from tfopt.run import preflight
 
 # Keras warns of every Masking layer's mask that a later layer drops: noise here.
 pytestmark = pytest.mark.filterwarnings("ignore:Layer .* was passed an input with a mask")
@@ -136,7 +137,7 @@ def keras_of(version):
   if version == 3:
     import keras  # pylint: disable=g-import-not-at-top
     return keras
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   return keras
 
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import keras3_cnn
-from tfopt import model_io
-from tfopt._keras import keras as keras2
+from tfopt.core._keras import keras as keras2
+from tfopt.keras_io import model_io
 
 keras3 = pytest.importorskip("keras")
 
@@ -70,7 +70,9 @@ def test_missing_or_foreign_files(tmp_path):
 
 
 def test_rebuilt_model_prunes_and_converts(tmp_path, dataset):
-  from tfopt import artifacts, convert, evaluate, prune  # pylint: disable=g-import-not-at-top
+  from tfopt.core import artifacts  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert, evaluate
+  from tfopt.techniques.prune import algorithm as prune
   from tfopt.config import PruneConfig  # pylint: disable=g-import-not-at-top
   path = str(tmp_path / "users.keras")
   _keras3_model().save(path)
@@ -91,7 +93,7 @@ def test_leaky_relu_resizing_and_center_crop_carry_over_and_run_as_int8(tmp_path
   """The layers of YOLO-style and preprocessing-in-the-model code: Keras 3's
   LeakyReLU (negative_slope, default or set), Resizing and CenterCrop. An
   option Keras 2 lacks (antialias=True) is refused by name."""
-  from tfopt import convert, int8_fidelity  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert, int8_fidelity  # pylint: disable=g-import-not-at-top
   inputs = keras3.Input((20, 20, 3))
   x = keras3.layers.Resizing(16, 16)(inputs)
   x = keras3.layers.CenterCrop(12, 12)(x)
@@ -119,7 +121,7 @@ def test_leaky_relu_resizing_and_center_crop_carry_over_and_run_as_int8(tmp_path
 
 def test_sequence_and_volume_layers_carry_over_with_the_same_outputs():
   """1-D layers of sensor-window and audio-feature models, and 3-D ones."""
-  from tfopt import keras3 as carry  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import keras3 as carry  # pylint: disable=g-import-not-at-top
   layers = keras3.layers
   inputs = keras3.Input((32, 3))
   x = layers.ZeroPadding1D(2)(layers.Conv1D(8, 5, dilation_rate=2, activation="relu")(inputs))

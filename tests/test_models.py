@@ -1,7 +1,7 @@
 import pytest
 
-from tfopt import models
-from tfopt._keras import keras
+from tfopt.core._keras import keras
+from tfopt.keras_io import models
 
 
 @pytest.mark.parametrize("name", sorted(models.BUILDERS))

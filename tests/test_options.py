@@ -6,8 +6,8 @@ import dataclasses
 import pytest
 from absl import flags
 
-from tfopt import cli, options
-from tfopt.config import PipelineConfig
+from tfopt.cli import compress as cli
+from tfopt.config import options, PipelineConfig
 
 FLAGS = flags.FLAGS
 # Flags that steer the run rather than set one of its settings.
@@ -94,7 +94,7 @@ def test_a_deprecated_flag_still_works_and_says_its_new_form(capsys):
 
 
 def test_a_registered_stage_cannot_take_a_built_in_section_name():
-  from tfopt.stages import registry  # pylint: disable=g-import-not-at-top
+  from tfopt.config import registry  # pylint: disable=g-import-not-at-top
   taken = {item.name for item in dataclasses.fields(PipelineConfig)} | {"finetune"}
   assert taken <= set(registry._TAKEN)  # pylint: disable=protected-access
 

@@ -8,13 +8,14 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline, preflight, recipe
-from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig,
-                          DataConfig, LowRankConfig, QatConfig,
-                          SlimConfig, TrainConfig)
-from tfopt.errors import TfoptError
-from tfopt.macs import count_macs
-from tfopt.data import DataError
+from tfopt import pipeline
+from tfopt.config import recipe
+from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConvertConfig, DataConfig,
+                          LowRankConfig, QatConfig, SlimConfig, TrainConfig)
+from tfopt.core.errors import TfoptError
+from tfopt.data.datasets import DataError
+from tfopt.keras_io.macs import count_macs
+from tfopt.run import preflight
 
 
 def run_cli(*args, env_data_dir=None):
@@ -107,7 +108,7 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
   assert steps[0]["channels"] > steps[1]["channels"] == sum(
       entry["after"] for entry in report["slim_channels"])
   # the step table measures the converter's plain int8 file; the row is the
-  # repaired one (tfopt.int8_repair), within its 1.1x size budget
+  # repaired one (tfopt.litert.int8_repair), within its 1.1x size budget
   assert slimmed["tflite_bytes"] <= 1.1 * steps[1]["tflite_bytes"]
   assert all(0.5 < step["accuracy"] <= 1 and step["latency_us"] > 0 for step in steps)
   for name in ("baseline int8", "slimmed student int8"):
@@ -128,7 +129,7 @@ def test_quick_run_writes_report_and_artifacts(quick_run):
 
 
 def keras_model(output_dir, row_name, report):
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   path = next(row["path"] for row in report["models"] if row["name"] == row_name)
   stem = path.rsplit("_", 1)[0].replace("baseline", "teacher")
   return keras.models.load_model(str(output_dir / f"{stem}.keras"))
@@ -155,7 +156,7 @@ def test_lowrank_stage_from_python(tmp_path):
 
 
 def test_manifest_lists_every_artifact_with_its_hash(quick_run):
-  from tfopt.artifacts import sha256_of
+  from tfopt.core.artifacts import sha256_of
   output_dir, _ = quick_run
   manifest = json.loads((output_dir / "manifest.json").read_text())
   listed = {entry["path"]: entry for entry in manifest["artifacts"]}
@@ -245,7 +246,7 @@ def test_output_dir_with_foreign_files_is_refused(tmp_path):
 
 
 def test_output_dir_with_a_corrupt_manifest_is_refused(tmp_path):
-  from tfopt.artifacts import ManifestError
+  from tfopt.core.artifacts import ManifestError
   (tmp_path / "manifest.json").write_text("{not json")
   with pytest.raises(ManifestError, match="not a readable tfopt manifest"):
     pipeline.check_output_dir(str(tmp_path))

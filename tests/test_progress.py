@@ -6,7 +6,8 @@ import json
 from absl import flags
 
 from conftest import write_idx_dataset
-from tfopt import cli, progress
+from tfopt.cli import compress as cli
+from tfopt.core import progress
 
 FLAGS = flags.FLAGS
 

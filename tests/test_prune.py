@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
 
-from tfopt import convert, prune
-from tfopt.artifacts import gzip_size, write_bytes_atomic
 from tfopt.config import PruneConfig
+from tfopt.core.artifacts import gzip_size, write_bytes_atomic
+from tfopt.litert import convert
+from tfopt.techniques.prune import algorithm as prune
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +34,7 @@ def test_callers_model_is_not_pruned(pruned, trained_teacher):
 
 
 def test_stripped_model_has_no_wrappers_and_still_works(pruned, dataset):
-  from tfopt import train
+  from tfopt.training import train
   result, _ = pruned
   assert all("prune_low_magnitude" not in layer.name for layer in result.model.layers)
   assert train.accuracy(result.model, dataset.x_test, dataset.y_test) > 0.85
@@ -62,7 +63,8 @@ def test_pruned_int8_file_gzips_smaller(pruned, trained_teacher, dataset, tmp_pa
 
 
 def test_pruning_with_a_teacher_reaches_target_and_keeps_teacher(dataset, trained_teacher):
-  from tfopt import models, train
+  from tfopt.keras_io import models
+  from tfopt.training import train
   student = models.build_model("student", dataset.input_shape, 10)
   student.set_weights(trained_teacher.get_weights())
   teacher_weights = [w.copy() for w in trained_teacher.get_weights()]
@@ -76,7 +78,7 @@ def test_pruning_with_a_teacher_reaches_target_and_keeps_teacher(dataset, traine
 
 
 def test_a_frozen_model_is_refused(trained_teacher, dataset):
-  from tfopt import models
+  from tfopt.keras_io import models
   frozen = models.build_model("student", dataset.input_shape, 10)
   frozen.trainable = False
   with pytest.raises(prune.PruningError, match="no trainable weights"):
@@ -84,7 +86,8 @@ def test_a_frozen_model_is_refused(trained_teacher, dataset):
 
 
 def test_mobilenet_student_prunes_and_converts(dataset, tmp_path):
-  from tfopt import evaluate, models
+  from tfopt.keras_io import models
+  from tfopt.litert import evaluate
   model = models.build_model("mobilenet_v1", dataset.input_shape, 10,
                              width_multiplier=0.25)
   result = prune.prune(model, dataset, PruneConfig(target_sparsity=0.5, epochs=1,

@@ -1,9 +1,13 @@
 import numpy as np
 import pytest
 
-from tfopt import artifacts, convert, evaluate, prune, qat, train
-from tfopt._keras import keras
 from tfopt.config import PruneConfig, QatConfig
+from tfopt.core import artifacts
+from tfopt.core._keras import keras
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.prune import algorithm as prune
+from tfopt.techniques.qat import algorithm as qat
+from tfopt.training import train
 
 
 def test_choose_scheme_keeps_what_came_before():

@@ -5,9 +5,14 @@ import numpy as np
 import pytest
 from absl import flags
 
-from tfopt import cli, convert, pipeline, prune, qat_int4, recipe
-from tfopt.artifacts import write_bytes_atomic
-from tfopt.config import (ConfigError, ConvertConfig, DataConfig, PruneConfig, QatConfig, TrainConfig)
+from tfopt import pipeline
+from tfopt.cli import compress as cli
+from tfopt.config import recipe
+from tfopt.config import ConfigError, ConvertConfig, DataConfig, PruneConfig, QatConfig, TrainConfig
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.litert import convert
+from tfopt.techniques.prune import algorithm as prune
+from tfopt.techniques.qat import int4 as qat_int4
 
 from conftest import write_idx_dataset
 

@@ -9,8 +9,8 @@ import pytest
 from absl import flags
 
 from conftest import write_idx_dataset
-from tfopt import cli, recipe
-from tfopt.config import PipelineConfig
+from tfopt.cli import compress as cli
+from tfopt.config import PipelineConfig, recipe
 
 FLAGS = flags.FLAGS
 

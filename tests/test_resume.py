@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT, write_idx_dataset
-from tfopt import pipeline, recipe
-from tfopt.artifacts import TEMPORARY_PREFIX, sha256_of
-from tfopt.config import (ConvertConfig, DataConfig, EvaluateConfig, PruneConfig)
-from tfopt.resume import to_json
+from tfopt import pipeline
+from tfopt.config import ConvertConfig, DataConfig, EvaluateConfig, PruneConfig, recipe
+from tfopt.core.artifacts import TEMPORARY_PREFIX, sha256_of
+from tfopt.run.resume import to_json
 
 STAGES = ["teacher", "distill", "scratch", "prune", "convert", "evaluate"]
 
@@ -188,7 +188,8 @@ def test_kill_9_mid_run_then_resume(tmp_path):
 
 KILL_AFTER_EPOCH = """
 import os, signal, sys
-from tfopt import cli, epoch_checkpoints
+from tfopt.cli import compress as cli
+from tfopt.training import epoch_checkpoints
 stage, fit, epoch = sys.argv.pop(1).split(":")
 save = epoch_checkpoints.FitCheckpoints.save
 def save_then_die(self, checkpoint, saved):
@@ -201,7 +202,7 @@ cli.run_main()
 
 
 def keras_weights(path):
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   return keras.models.load_model(str(path), compile=False).get_weights()
 
 
@@ -264,7 +265,7 @@ def test_checkpoints_of_other_settings_are_not_resumed(tmp_path):
 
 
 def test_a_second_run_into_a_held_output_dir_stops_at_once(first_run, tmp_path):
-  from tfopt import preflight  # pylint: disable=g-import-not-at-top
+  from tfopt.run import preflight  # pylint: disable=g-import-not-at-top
   data_dir, output_dir, _ = copy_run(first_run, tmp_path)
   before = {entry["path"]: entry["sha256"] for entry in manifest_of(output_dir)["artifacts"]}
   with preflight.output_dir_lock(str(output_dir)):  # this process plays the first run
@@ -289,8 +290,10 @@ def test_a_second_run_into_a_held_output_dir_stops_at_once(first_run, tmp_path):
 def test_a_fit_reports_to_the_checkpoints_and_clock_it_is_given(dataset, tmp_path):
   """No module state: each fit writes to the FitContext passed to it, and a fit
   given none writes nothing (two stages' contexts side by side stay apart)."""
-  from tfopt import epoch_checkpoints, models, progress, train  # pylint: disable=g-import-not-at-top
-  from tfopt.artifacts import Manifest  # pylint: disable=g-import-not-at-top
+  from tfopt.core import progress  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import models
+  from tfopt.training import epoch_checkpoints, train
+  from tfopt.core.artifacts import Manifest  # pylint: disable=g-import-not-at-top
   from tfopt.config import TrainConfig  # pylint: disable=g-import-not-at-top
   manifest = Manifest(str(tmp_path))
   clock = progress.Progress(["a", "b"], {"a": 2, "b": 1})

@@ -11,11 +11,16 @@ import pytest
 from absl import flags
 
 from conftest import synthetic_images, write_idx_dataset
-from tfopt import cli, evaluate, keras2_flatten, pipeline, qat_int4, search
-from tfopt._keras import keras
-from tfopt.config import (ConfigError, ConvertConfig, DataConfig, DistillConfig,
-                          EvaluateConfig, PipelineConfig, SearchConfig, TrainConfig)
-from tfopt.data import Dataset
+from tfopt import pipeline
+from tfopt.cli import compress as cli
+from tfopt.config import (ConfigError, ConvertConfig, DataConfig, DistillConfig, EvaluateConfig,
+                          PipelineConfig, SearchConfig, TrainConfig)
+from tfopt.core._keras import keras
+from tfopt.data.datasets import Dataset
+from tfopt.keras_io import keras2_flatten
+from tfopt.litert import evaluate
+from tfopt.techniques.qat import int4 as qat_int4
+from tfopt.techniques.search import algorithm as search
 
 FAST_EVALUATE = EvaluateConfig(latency_warmup=2, latency_runs=10, latency_breakdown=False)
 
@@ -110,7 +115,7 @@ def test_search_run_deploys_the_smallest_feasible_file_and_resumes(tmp_path):
 
 
 def report_dataset(data_dir) -> Dataset:
-  from tfopt.data import load_dataset  # pylint: disable=g-import-not-at-top
+  from tfopt.data.datasets import load_dataset  # pylint: disable=g-import-not-at-top
   return load_dataset(DataConfig(data_dir=str(data_dir)))
 
 
@@ -253,7 +258,7 @@ def test_latency_search_folds_pools_into_strides_and_slims_from_there(trained_te
 
 def test_a_file_that_cannot_be_written_is_noted_and_the_walk_goes_on(
     trained_teacher, dataset, monkeypatch):
-  from tfopt import convert  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert  # pylint: disable=g-import-not-at-top
   real = convert.to_tflite
 
   def int4_fails(model, mode, *args, **kwargs):

@@ -1,11 +1,13 @@
 import numpy as np
 import pytest
 
-from tfopt import channels, convert, evaluate, models, slim
-from tfopt._keras import keras
-from tfopt.artifacts import write_bytes_atomic
 from tfopt.config import ConfigError, SlimConfig
-from tfopt.macs import count_macs
+from tfopt.core._keras import keras
+from tfopt.core.artifacts import write_bytes_atomic
+from tfopt.keras_io import models
+from tfopt.keras_io.macs import count_macs
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.slim import algorithm as slim, channels
 
 layers = keras.layers
 

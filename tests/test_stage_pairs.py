@@ -14,13 +14,13 @@ import json
 import pytest
 
 from conftest import write_idx_dataset
-from tfopt import pipeline, preflight
-from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConfigError,
-                          ConvertConfig, DataConfig, DistillConfig, EvaluateConfig,
-                          LowRankConfig, PipelineConfig, PruneConfig, QatConfig,
-                          SlimConfig, StridedConfig, TrainConfig)
-from tfopt.errors import TfoptError
-from tfopt.stages import registry
+from tfopt import pipeline
+from tfopt.config import (AnalysisConfig, BinaryConfig, ClusterConfig, ConfigError, ConvertConfig,
+                          DataConfig, DistillConfig, EvaluateConfig, LowRankConfig, PipelineConfig,
+                          PruneConfig, QatConfig, SlimConfig, StridedConfig, TrainConfig)
+from tfopt.config import registry
+from tfopt.core.errors import TfoptError
+from tfopt.run import preflight
 
 STAGES = [name for name in registry.names() if name != "teacher"]
 

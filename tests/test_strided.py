@@ -1,10 +1,12 @@
-"""tfopt.strided: 2 x 2 pools folded into stride-2 convolutions, weights kept."""
+"""tfopt.techniques.strided.algorithm: 2 x 2 pools folded into stride-2 convolutions, weights kept."""
 
 import numpy as np
 import pytest
 
-from tfopt import convert, evaluate, keras2_flatten, macs, models, strided
-from tfopt._keras import keras
+from tfopt.core._keras import keras
+from tfopt.keras_io import keras2_flatten, macs, models
+from tfopt.litert import convert, evaluate
+from tfopt.techniques.strided import algorithm as strided
 
 layers = keras.layers
 
@@ -70,7 +72,7 @@ def test_a_conv_that_something_else_reads_keeps_its_pool():
 def test_a_layer_that_refuses_the_new_shape_keeps_its_pool():
   """A low-rank Dense after the last pool fails to rebuild at 4 x 4: that pool
   stays, named with why, and the two before it still fold."""
-  from tfopt import lowrank  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.lowrank import algorithm as lowrank  # pylint: disable=g-import-not-at-top
   from tfopt.config import LowRankConfig  # pylint: disable=g-import-not-at-top
   factorized = lowrank.factorize(models.student((28, 28, 1), 10), LowRankConfig())[0]
   result = strided.strided(factorized)

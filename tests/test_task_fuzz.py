@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from test_model_fuzz import keras_of, no_hang
-from tfopt import task_run
-from tfopt.errors import TfoptError
+from tfopt.core.errors import TfoptError
+from tfopt.run import task_run
 
 tf = pytest.importorskip("tensorflow")
 

@@ -13,8 +13,9 @@ from conftest import REPO_ROOT
 keras3 = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tfopt import convert, evaluate, int8_fidelity, task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tfopt.keras3 import rebuild_in_keras2  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.keras_io.keras3 import rebuild_in_keras2  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.litert import convert, evaluate, int8_fidelity  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.run import task_run
 
 layers = keras3.layers
 
@@ -66,7 +67,7 @@ def test_a_bidirectional_lstm_on_tokens_gives_files_that_match_keras(tmp_path):
                   str(tmp_path / "tokens.npy"), "--out", str(tmp_path / "out.npz")],
                  check=True, capture_output=True)
   np.testing.assert_allclose(np.load(tmp_path / "out.npz")["score"][:, 0], forward[:, 0])
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   stripped = keras.models.load_model(tmp_path / "run" / "pruned.keras", compile=False)
   zeros = {weight.name: float(np.mean(weight.numpy() == 0)) for weight in stripped.weights
            if weight.name.endswith(("kernel:0", "embeddings:0"))}
@@ -151,7 +152,7 @@ def test_recurrent_and_attention_layers_carry_over_with_the_same_outputs():
 
 
 def test_the_image_classifier_pipeline_sends_recurrent_models_to_tasks():
-  from tfopt import model_io  # pylint: disable=g-import-not-at-top
+  from tfopt.keras_io import model_io  # pylint: disable=g-import-not-at-top
   inputs = keras3.Input((8, 8, 1))
   rows = layers.Reshape((8, 8))(inputs)
   model = keras3.Model(inputs, layers.Dense(3, activation="softmax")(layers.GRU(4, name="gru")(rows)))
@@ -205,7 +206,7 @@ def test_a_subclassed_model_is_refused_with_what_to_do_and_a_functional_subclass
                    quant_modes=("float32",))
   model = Subclassed()
   model(x[:1])
-  from tfopt.task import TaskError  # pylint: disable=g-import-not-at-top
+  from tfopt.task.definition import TaskError  # pylint: disable=g-import-not-at-top
   with pytest.raises(TaskError, match="subclassed keras.Model.*functional API"):
     task_run.compress(model, output_dir=str(tmp_path / "refused"), **arguments)
   assert not (tmp_path / "refused").exists()

@@ -12,9 +12,10 @@ from conftest import REPO_ROOT
 keras3 = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
-from tfopt import task_file, task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tfopt.errors import TfoptError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from tfopt.task import TaskError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.core.errors import TfoptError  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.run import task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.task import file as task_file
+from tfopt.task.definition import TaskError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def two_head_detector():
@@ -68,7 +69,7 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
   assert int8_row.size_bytes < float_row.size_bytes
   assert set(keras_row.metrics) == {"loss", "coarse/mean_absolute_error", "fine/mae"}
   assert report.stages["pruned"]["sparsity"] > 0.45
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   pruned = keras.models.load_model(str(tmp_path / "run" / "pruned.keras"), compile=False)
   kernel = pruned.get_layer("fine").kernel.numpy()  # the output layers take the keys' names
   assert np.mean(kernel == 0) >= 0.45
@@ -85,7 +86,8 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
                          "--out", str(tmp_path / "outputs.npz")], capture_output=True, text=True)
   assert done.returncode == 0, done.stderr
   edge = np.load(tmp_path / "outputs.npz")
-  from tfopt import int8_fidelity, task_measure  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import int8_fidelity  # pylint: disable=g-import-not-at-top
+  from tfopt.task import measure as task_measure
   runner = int8_fidelity.FileRunner((tmp_path / "run" / "pruned_int8.tflite").read_bytes())
   runner.invoke([x[80:84]])
   values = runner.output_values()
@@ -321,9 +323,9 @@ def test_distill_trains_a_half_width_student_per_output_with_its_scratch_control
 
 
 def test_distillation_losses_are_chosen_per_output():
-  from tfopt import task  # pylint: disable=g-import-not-at-top
-  from tfopt.task_distill import distill_losses  # pylint: disable=g-import-not-at-top
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.task import definition as task  # pylint: disable=g-import-not-at-top
+  from tfopt.task.distill import distill_losses  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   inputs = keras.Input((4,))
   model = keras.Model(inputs, [keras.layers.Dense(3, name="kind")(inputs),
                                keras.layers.Dense(3, activation="softmax", name="probs")(inputs),
@@ -389,7 +391,7 @@ def test_lowrank_prune_cluster_and_qat_chain_on_a_regression_task(tmp_path):
 
 
 def test_a_keras2_model_object_with_a_nested_backbone_is_taken(tmp_path):
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   inner_in = keras.Input((8, 8, 1))
   backbone = keras.Model(inner_in, keras.layers.Conv2D(4, 3, padding="same")(inner_in),
                          name="backbone")
@@ -427,7 +429,7 @@ def test_sensitivity_chooses_sparsities_by_a_lower_is_better_metric(tmp_path):
   assert record["overall_sparsity"] > 0
   names = [row.name for row in report.rows]
   assert "uniform_pruned int8" in names and "sensitivity_pruned int8" in names
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   pruned = keras.models.load_model(str(tmp_path / "run" / "sensitivity_pruned.keras"),
                                    compile=False)
   for layer, sparsity in record["chosen"].items():
@@ -498,7 +500,7 @@ def test_strided_then_binary_on_a_keras3_audio_classifier(tmp_path):
       output_dir=str(tmp_path / "run"))
   assert report.stages["strided"]["folded"] == ["conv_1 + pool_1"]
   assert report.stages["strided_binarized"]["binary_weights"] == 8 * 9 + 8 * 8 * 9 + 8 * 3
-  from tfopt._keras import keras  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   folded = keras.models.load_model(str(tmp_path / "run" / "strided.keras"), compile=False)
   assert "pool_1" not in [layer.name for layer in folded.layers]
   assert folded.get_layer("conv_1").strides == (2, 2)
@@ -514,7 +516,7 @@ def test_strided_then_binary_on_a_keras3_audio_classifier(tmp_path):
 
 
 def test_objectives_without_validation_data_are_judged_on_fixed_training_examples():
-  from tfopt.task_objective import judging_data, objective_for  # pylint: disable=g-import-not-at-top
+  from tfopt.task.objective import judging_data, objective_for  # pylint: disable=g-import-not-at-top
   model, _ = _regression_mlp()
   x = np.arange(64 * 16, dtype="float32").reshape(64, 16)
   shuffled = tf.data.Dataset.from_tensor_slices((x, np.zeros((64, 8), "float32"))).shuffle(

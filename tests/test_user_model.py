@@ -11,9 +11,10 @@ from PIL import Image
 
 from conftest import REPO_ROOT, keras3_cnn, write_idx_dataset
 from test_deploy import WITHOUT_TF
-from tfopt import model_io, recipe
-from tfopt._keras import keras as keras2
-from tfopt.image_folder import load_image_folder
+from tfopt.config import recipe
+from tfopt.core._keras import keras as keras2
+from tfopt.data.image_folder import load_image_folder
+from tfopt.keras_io import model_io
 
 keras3 = pytest.importorskip("keras")
 COLORS = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
@@ -187,7 +188,8 @@ def test_softmax_dense_becomes_logits_with_the_same_argmax(tmp_path):
 
 @pytest.mark.parametrize("scheme", ["qat", "pqat", "cqat", "pcqat"])
 def test_every_qat_scheme_takes_a_model_that_starts_with_rescaling(tmp_path, scheme):
-  from tfopt import convert, evaluate, qat  # pylint: disable=g-import-not-at-top
+  from tfopt.litert import convert, evaluate  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.qat import algorithm as qat
   path = str(tmp_path / "m.keras")
   _keras3_classifier((16, 16, 3), 3).save(path)
   model, _ = model_io.logits_model(model_io.read_model(path).model)
@@ -203,8 +205,8 @@ def test_every_qat_scheme_takes_a_model_that_starts_with_rescaling(tmp_path, sch
 
 def test_a_trained_model_with_another_class_order_gets_a_warning(trained_teacher, dataset,
                                                                  capsys):
-  from tfopt import preflight  # pylint: disable=g-import-not-at-top
-  from tfopt._keras import keras as keras2  # pylint: disable=g-import-not-at-top
+  from tfopt.run import preflight  # pylint: disable=g-import-not-at-top
+  from tfopt.core._keras import keras as keras2  # pylint: disable=g-import-not-at-top
   preflight._warn_if_near_chance(trained_teacher, dataset)  # pylint: disable=protected-access
   assert "WARNING" not in capsys.readouterr().out
   # The same model with its outputs rolled by one class: labels in another order.

@@ -4,17 +4,20 @@
                             loss=..., metrics=[...], stages=["prune"])
 
 compresses any one-input Keras model on the user's own data, loss and
-metrics (tfopt.task_run); `tfopt compress --dataset ...` runs the full
+metrics (tfopt.run.task_run); `tfopt compress --dataset ...` runs the full
 pipeline on image classifiers. Importing the package is cheap; TensorFlow is
 loaded by the submodules that need it.
 """
 
-__version__ = "0.2.0"
+from tfopt import _moved
+from tfopt.core.version import __version__
+
+_moved.install()  # tfopt 0.2's module paths, for one more release
 
 __all__ = ["compress"]
 
 
 def compress(model, train, test, **settings):
-  """tfopt.task_run.compress: see there."""
-  from tfopt import task_run  # pylint: disable=g-import-not-at-top
+  """tfopt.run.task_run.compress: see there."""
+  from tfopt.run import task_run  # pylint: disable=g-import-not-at-top
   return task_run.compress(model, train, test, **settings)

@@ -1,5 +1,5 @@
-"""`python -m tfopt ...`: the same as the `tfopt` command (tfopt.console)."""
+"""`python -m tfopt ...`: the same as the `tfopt` command (tfopt.cli.console)."""
 
-from tfopt.console import run
+from tfopt.cli.console import run
 
 run()

@@ -1,11 +1,11 @@
 """mkdocs hook: `<!-- tfopt:options SECTION -->` in a page becomes that
-section's option table, read from tfopt's config (tfopt.options); `<!--
+section's option table, read from tfopt's config (tfopt.config.options); `<!--
 tfopt:options all -->` every section's, `<!-- tfopt:options task -->` a task's
 stages' settings. The reference cannot go stale."""
 
 import re
 
-from tfopt import options
+from tfopt.config import options
 
 _MARKER = re.compile(r"<!-- tfopt:options (\w+) -->")
 
@@ -14,7 +14,7 @@ def on_page_markdown(markdown, page, config, files):  # pylint: disable=unused-a
   def table(match):
     section = match.group(1)
     if section == "task":
-      from tfopt import task_run  # pylint: disable=g-import-not-at-top
+      from tfopt.run import task_run  # pylint: disable=g-import-not-at-top
       return options.task_reference_markdown(task_run.TASK_CONFIGS, task_run.TASK_DEFAULTS)
     known = {name or "top": name for name, _ in options.sections()}
     if section != "all" and section not in known:

@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from tfopt.data import read_idx
+from tfopt.data.datasets import read_idx
 
 _FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
           "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}

@@ -1,8 +1,9 @@
 """What a stage is, what it gets and what it returns.
 
 A stage is one step of a run (train the teacher, prune, convert, ...). It
-subclasses `Stage`, lives in its own module under tfopt/stages/, and is listed
-once in `tfopt.stages.registry`. The runner (tfopt.runner) calls, in order:
+subclasses `Stage`, lives in its own module (tfopt/techniques/<name>/stage.py for a
+technique, tfopt/stages/ for the run's own), and is listed
+once in `tfopt.config.registry`. The runner (tfopt.run.runner) calls, in order:
 
   check_chain(config, before)   when the config is made: can it follow `before`?
   preflight(config, dataset, architecture)  before training: its layers exist?
@@ -24,14 +25,16 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from tfopt import artifacts, evaluate, models, progress
-from tfopt._keras import keras
-from tfopt.predict import predict_top1
 from tfopt.config import PipelineConfig
-from tfopt.data import Dataset
-from tfopt.distill import Teacher
-from tfopt.train import FitContext
-from tfopt.report import ModelRow, Report
+from tfopt.core import artifacts, progress
+from tfopt.core._keras import keras
+from tfopt.data.datasets import Dataset
+from tfopt.keras_io import models
+from tfopt.keras_io.predict import predict_top1
+from tfopt.litert import evaluate
+from tfopt.stages.report import ModelRow, Report
+from tfopt.techniques.distill.algorithm import Teacher
+from tfopt.training.train import FitContext
 
 __all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage",
            "TEACHER_LOGITS_FILE"]
@@ -41,7 +44,7 @@ TEACHER_LOGITS_FILE = "teacher_logits.npy"
 
 
 def log(message: str, **fields):
-  """One progress line (see tfopt.progress: text or JSON)."""
+  """One progress line (see tfopt.core.progress: text or JSON)."""
   progress.log(message, **fields)
 
 
@@ -126,8 +129,8 @@ class Context:
   config: PipelineConfig
   dataset: Dataset
   output_dir: str
-  distribution: object  # tfopt.distribute.Distribution
-  user_model: object  # tfopt.model_io.LoadedModel, or None
+  distribution: object  # tfopt.training.distribute.Distribution
+  user_model: object  # tfopt.keras_io.model_io.LoadedModel, or None
   entries: Tuple[ModelEntry, ...]
   current: Optional[ModelEntry]
   records: Mapping[str, dict]
@@ -137,7 +140,7 @@ class Context:
   manifest: artifacts.Manifest
   cache: dict  # the runner's per-run cache: Keras top-1, .tflite contents
   # What the stage's fits report to (epoch checkpoints, the run's clock): pass
-  # it on as `fits=` to every technique that trains (tfopt.train.fit).
+  # it on as `fits=` to every technique that trains (tfopt.training.train.fit).
   fits: Optional[FitContext] = None
 
   log = staticmethod(log)

@@ -8,10 +8,10 @@ student.
 
 import numpy as np
 
-from tfopt import train
 from tfopt.config import TrainConfig
+from tfopt.core.validate import require
 from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput
-from tfopt.validate import require
+from tfopt.training import train
 
 SCRATCH = ModelEntry("student_scratch", "scratch student", "student_scratch", "student")
 

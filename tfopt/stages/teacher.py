@@ -5,8 +5,9 @@ strategy, or, with `--model`, takes the user's trained model as it is (its
 final softmax dropped: same predictions, logits out). Always the first stage.
 """
 
-from tfopt import model_io, train
+from tfopt.keras_io import model_io
 from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput
+from tfopt.training import train
 
 BASELINE = ModelEntry("teacher", "baseline", "baseline")
 

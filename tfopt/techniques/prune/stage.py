@@ -1,0 +1,58 @@
+"""prune: unstructured magnitude pruning of the latest model with tfmot.
+
+Sparsity ramps to --target_sparsity while fine-tuning (distilled from the
+teacher unless use_teacher is off), under the run's tf.distribute strategy;
+the wrappers are stripped and every pruned weight's zeros are counted
+(tfopt.techniques.prune.algorithm). Report: the per-layer sparsity table.
+"""
+
+import dataclasses
+
+from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.techniques.prune import algorithm as prune
+
+
+class PruneStage(Stage):
+  name = "prune"
+  settings = ("prune", "distill")
+  report_fields = {"layer_sparsity": list}
+
+  def training_epochs(self, config):
+    return config.prune.epochs
+
+  def run(self, context) -> StageOutput:
+    config = context.config.prune
+    context.log(f"prune: magnitude pruning of {context.current.name} to "
+                f"{config.target_sparsity:.0%} sparsity, {config.epochs} fine-tuning "
+                "epoch(s)" + (" distilled from the teacher" if config.use_teacher else ""))
+    distribution, teacher = context.distribution, context.teacher(config.use_teacher)
+    with distribution.scope():
+      model = distribution.in_scope(context.current_model())
+      if teacher is not None:
+        teacher = dataclasses.replace(teacher, model=distribution.in_scope(teacher.model))
+      result = prune.prune(model, context.dataset, context.per_replica(config),
+                           teacher=teacher, fits=context.fits)
+    for entry in result.layers:
+      context.log(f"  {entry.layer}/{entry.weight} {entry.shape}: "
+                  f"{entry.sparsity:.1%} zeros")
+    return StageOutput(
+        models=[NewModel(context.current.then("pruned", "pruned",
+                                              sparsity=config.target_sparsity),
+                         distribution.plain(result.model))],
+        record={"layers": [dict(dataclasses.asdict(entry), sparsity=entry.sparsity)
+                           for entry in result.layers]})
+
+  def summarize(self, record, context):
+    return {"layer_sparsity": record["layers"]}
+
+  def report_section(self, report):
+    if not report.layer_sparsity:
+      return []
+    lines = ["", "## Pruned weights (measured after strip_pruning)", "",
+             "| layer | weight | shape | sparsity |", "|---|---|---|---|"]
+    return lines + [f"| {entry['layer']} | {entry['weight']} | {tuple(entry['shape'])} "
+                    f"| {100 * entry['sparsity']:.1f} % |"
+                    for entry in report.layer_sparsity]
+
+
+STAGE = PruneStage()
