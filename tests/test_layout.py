@@ -1,5 +1,5 @@
 """The house: folders by concern whose imports only point down, one folder
-per technique, small modules and functions, tfopt 0.2's paths still importable."""
+per technique, small modules and functions, the flat folder's paths still importable."""
 
 import ast
 import fnmatch
@@ -135,7 +135,7 @@ def test_the_old_paths_still_import_with_a_deprecation_note(old):
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     module = importlib.import_module("tfopt." + old)
-  assert module is importlib.import_module(new)
+  assert module is importlib.import_module(new) and module.__spec__.name == new
   assert any(f"tfopt.{old} moved to {new}" in str(warning.message) for warning in caught)
 
 
@@ -143,3 +143,15 @@ def test_every_moved_path_names_a_module_that_exists():
   modules = _modules()
   assert [new for new in _moved.MOVED.values() if "tfopt." + new not in modules] == []
   assert [old for old in _moved.MOVED if "tfopt." + old in modules] == []
+
+
+def test_nothing_in_tfopt_imports_an_old_path():
+  old = {"tfopt." + name for name in _moved.MOVED}
+  for name, path in _modules().items():
+    tree = ast.parse(path.read_text())
+    named = {f"{node.module}.{alias.name}" for node in ast.walk(tree)
+             if isinstance(node, ast.ImportFrom) and node.module for alias in node.names}
+    named |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+    named |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+              for alias in node.names}
+    assert not named & old, f"{name} imports {sorted(named & old)}"

@@ -12,7 +12,7 @@ loaded by the submodules that need it.
 from tfopt import _moved
 from tfopt.core.version import __version__
 
-_moved.install()  # tfopt 0.2's module paths, for one more release
+_moved.install()  # the flat folder's module paths, until 0.3
 
 __all__ = ["compress"]
 

@@ -1,8 +1,9 @@
-"""The module paths of tfopt 0.2 (one flat folder), importable for one more
-release: `from tfopt import prune` or `import tfopt.stages.prune` still work,
-with a DeprecationWarning naming the new path. The alias is the new module
-itself (same object), so patching either name patches both. tfopt/__init__.py
-installs the finder; nothing in tfopt imports an old path.
+"""The module paths of tfopt's former flat folder, importable for this release
+(they go in 0.3, with the deprecated short flags): `from tfopt import prune` or
+`import tfopt.stages.prune` still work, with a DeprecationWarning naming the new
+path. The alias is the new module itself (same object), so patching either name
+patches both. tfopt/__init__.py installs the finder; nothing in tfopt imports an
+old path.
 """
 
 import importlib
@@ -105,14 +106,18 @@ class _AliasLoader(importlib.abc.Loader):
 
   def __init__(self, new_name: str):
     self.new_name = new_name
+    self.own_spec = None
 
   def create_module(self, spec):
-    warnings.warn(f"{spec.name} moved to {self.new_name} in tfopt 0.3; the old path "
-                  "goes in 0.4.", DeprecationWarning, stacklevel=2)
-    return importlib.import_module(self.new_name)
+    module = importlib.import_module(self.new_name)
+    self.own_spec = module.__spec__  # the import system sets the alias's; put it back
+    warnings.warn(f"{spec.name} moved to {self.new_name}; the old path goes in tfopt 0.3.",
+                  DeprecationWarning, stacklevel=2)
+    return module
 
   def exec_module(self, module):
-    """Nothing to run: the new module is already loaded."""
+    """Nothing to run (the new module is loaded): its own spec back."""
+    module.__spec__ = self.own_spec
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
