@@ -5,6 +5,8 @@ import ast
 import fnmatch
 import importlib
 import pathlib
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -18,7 +20,8 @@ PACKAGE = REPO_ROOT / "tfopt"
 # Bottom to top: a module may import its own layer and the ones below it.
 LAYERS = (
     ("core", ("tfopt.core", "tfopt.core.*")),
-    ("config", ("tfopt.config", "tfopt.config.*")),
+    # A technique's settings are plain dataclasses: PipelineConfig is made of them.
+    ("config", ("tfopt.config", "tfopt.config.*", "tfopt.techniques.*.settings")),
     ("data and keras_io", ("tfopt.data", "tfopt.data.*", "tfopt.keras_io", "tfopt.keras_io.*")),
     ("training", ("tfopt.training", "tfopt.training.*")),
     ("litert", ("tfopt.litert", "tfopt.litert.*")),
@@ -42,11 +45,12 @@ def _modules():
 
 
 def _layer(module: str) -> int:
-  """The highest layer whose patterns match (technique stages sit above the stages)."""
-  matches = [index for index, (_, patterns) in enumerate(LAYERS)
-             if any(fnmatch.fnmatchcase(module, pattern) for pattern in patterns)]
+  """The layer of the most specific pattern that matches (a technique's settings.py
+  is in config, its stage.py above stages/, the rest of its folder in techniques)."""
+  matches = [(len(pattern), index) for index, (_, patterns) in enumerate(LAYERS)
+             for pattern in patterns if fnmatch.fnmatchcase(module, pattern)]
   assert matches, f"{module} is in no layer of tests/test_layout.py"
-  return max(matches)
+  return max(matches)[1]
 
 
 def _imports(path: pathlib.Path, modules, top_level_only: bool = False):
@@ -107,6 +111,9 @@ def test_each_technique_is_one_folder_with_its_algorithm_and_its_stage():
                    if (path / "__init__.py").exists())
   assert folders and all((PACKAGE / "techniques" / name / "algorithm.py").exists()
                          for name in folders)
+  assert [name for name in folders if name != "distill"  # distill's is the run-wide section
+          and not (PACKAGE / "techniques" / name / "settings.py").exists()] == [
+              "bitwidth", "sensitivity", "sweep"]  # their section: the shared `analysis`
   for name, module in registry.BUILTIN.items():
     stage = registry.get(name)
     assert isinstance(stage, Stage) and stage.name == name
@@ -116,6 +123,14 @@ def test_each_technique_is_one_folder_with_its_algorithm_and_its_stage():
     else:  # the run's own stages: teacher, scratch, convert, evaluate
       assert module.startswith("tfopt.stages.")
   assert set(folders) <= set(registry.BUILTIN)
+
+
+def test_settings_import_without_tensorflow():
+  # A recipe or a config is read before TensorFlow starts (and --help without it).
+  code = ("import sys, tfopt.config, tfopt.config.recipe, tfopt.config.options; "
+          "print(sorted(name for name in ('tensorflow', 'tf_keras', 'numpy') if name in sys.modules))")
+  done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert done.stdout.strip() == "[]"
 
 
 def test_modules_and_functions_stay_small():

@@ -94,7 +94,7 @@ MOVED = {
     "task_search": "task.search",
     "task_sensitivity": "task.sensitivity",
     "task_stages": "task.stages",
-    "technique_config": "config.technique_config",
+    "technique_config": "config",
     "tensorboard_logs": "training.tensorboard_logs",
     "train": "training.train",
     "validate": "core.validate",

@@ -1,9 +1,10 @@
 """Configuration as data: one frozen dataclass per stage, nested in PipelineConfig.
 
 Every field is validated in ``__post_init__``; a bad value raises ConfigError
-naming the field, the value and what is allowed, before any work starts. The
-compression techniques' sections live in tfopt.config.technique_config and are
-re-exported here; the stage names come from the stage registry
+naming the field, the value and what is allowed, before any work starts. Each
+compression technique's section is its folder's settings.py
+(tfopt/techniques/<name>/settings.py; the shared `analysis` and `finetune` are in
+tfopt.config.technique_config) and is re-exported here; the stage names come from the stage registry
 (tfopt.config.registry), the only list of them.
 """
 
@@ -13,13 +14,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
-from tfopt.config.technique_config import (AnalysisConfig, BINARY_MODES, BinaryConfig,
-                                           CENTROID_INITS, ClusterConfig, GRANULARITIES,
-                                           LowRankConfig, PruneConfig, QAT_SCHEMES, QatConfig,
-                                           SLIM_CRITERIA, SLIM_SCOPES, SearchConfig, SlimConfig,
-                                           StridedConfig)
+from tfopt.config.technique_config import GRANULARITIES, AnalysisConfig
 from tfopt.core.validate import (ConfigError, require, require_fraction, require_positive_int,
                                  require_positive_number)
+from tfopt.techniques.binary.settings import BINARY_MODES, BinaryConfig
+from tfopt.techniques.cluster.settings import CENTROID_INITS, ClusterConfig
+from tfopt.techniques.lowrank.settings import LowRankConfig
+from tfopt.techniques.prune.settings import PruneConfig
+from tfopt.techniques.qat.settings import QAT_SCHEMES, QatConfig
+from tfopt.techniques.search.settings import SearchConfig
+from tfopt.techniques.slim.settings import SLIM_CRITERIA, SLIM_SCOPES, SlimConfig
+from tfopt.techniques.strided.settings import StridedConfig
 
 __all__ = [
     "ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",

@@ -207,7 +207,7 @@ def _stage_configs(stages, settings: dict) -> dict:
       configs[stage] = TASK_CONFIGS[stage](**values)
     except TypeError as error:
       raise TaskError(f"settings[{stage!r}]: {error}; see "
-                      f"tfopt.config.technique_config.{TASK_CONFIGS[stage].__name__}.") from error
+                      f"tfopt.config.{TASK_CONFIGS[stage].__name__}.") from error
   return configs
 
 

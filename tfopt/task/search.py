@@ -19,8 +19,10 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
-from tfopt.config import PruneConfig, QatConfig, SlimConfig
-from tfopt.config.technique_config import SEARCH_OBJECTIVES, require_search_space
+from tfopt.techniques.prune.settings import PruneConfig
+
+from tfopt.techniques.qat.settings import QatConfig
+
 from tfopt.core import artifacts, progress
 from tfopt.core.errors import TfoptError
 from tfopt.core.validate import require, require_positive_int, require_positive_number
@@ -32,9 +34,11 @@ from tfopt.task.objective import Objective, judging_data, keras_value, objective
 from tfopt.techniques.prune.algorithm import prune
 from tfopt.techniques.qat.int4 import qat_int4
 from tfopt.techniques.search import algorithm as search
+from tfopt.techniques.search.settings import SEARCH_OBJECTIVES, require_search_space
 from tfopt.techniques.search.space import Candidate, Spec
 from tfopt.techniques.sensitivity.algorithm import allocate_sparsity, scan_layers
 from tfopt.techniques.slim.algorithm import slim_with
+from tfopt.techniques.slim.settings import SlimConfig
 from tfopt.techniques.sweep.algorithm import prunable_kernels
 
 __all__ = ["TaskSearchConfig", "TaskSpace", "search_stage", "check_search"]

@@ -1,12 +1,19 @@
 """Binary weights: BinaryConnect and BWN, trained with the straight-through estimator.
 
     algorithm.py  the technique, callable on any Keras 2 model
+    settings.py   its section of the settings (PipelineConfig.binary)
     stage.py      the `binary` pipeline stage
-
-Its settings are the `binary` section (tfopt.config).
 """
 
-# The technique itself, as `from tfopt.techniques.binary import ...` or `binary.<name>`.
-# pylint: disable=wildcard-import,unused-wildcard-import
-from tfopt.techniques.binary.algorithm import *
-from tfopt.techniques.binary.algorithm import __all__
+import importlib
+
+
+def __getattr__(name):
+  """`from tfopt.techniques.binary import ...` and `binary.<name>` read algorithm.py,
+  imported on first use (so settings.py imports without TensorFlow)."""
+  if name.startswith("__") or name in ("algorithm", "settings", "stage"):
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  try:
+    return getattr(importlib.import_module(__name__ + ".algorithm"), name)
+  except AttributeError:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -21,10 +21,10 @@ from typing import List, Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfopt.config import BINARY_MODES, BinaryConfig
 from tfopt.core._keras import keras, require_keras2_model, require_layers
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
+from tfopt.techniques.binary.settings import BINARY_MODES, BinaryConfig
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
 from tfopt.training.train import FitContext
 

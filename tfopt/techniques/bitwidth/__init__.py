@@ -6,7 +6,15 @@
 Its settings are the `analysis` section (tfopt.config).
 """
 
-# The technique itself, as `from tfopt.techniques.bitwidth import ...` or `bitwidth.<name>`.
-# pylint: disable=wildcard-import,unused-wildcard-import
-from tfopt.techniques.bitwidth.algorithm import *
-from tfopt.techniques.bitwidth.algorithm import __all__
+import importlib
+
+
+def __getattr__(name):
+  """`from tfopt.techniques.bitwidth import ...` and `bitwidth.<name>` read algorithm.py,
+  imported on first use (so settings.py imports without TensorFlow)."""
+  if name.startswith("__") or name in ("algorithm", "settings", "stage"):
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  try:
+    return getattr(importlib.import_module(__name__ + ".algorithm"), name)
+  except AttributeError:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

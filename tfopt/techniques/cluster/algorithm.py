@@ -16,10 +16,10 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.clustering.keras.experimental import (
     cluster as experimental_cluster)
 
-from tfopt.config import CENTROID_INITS, ClusterConfig
 from tfopt.core._keras import clone_model, keras, kernel_of, require_keras2_model, require_layers
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
+from tfopt.techniques.cluster.settings import CENTROID_INITS, ClusterConfig
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
 from tfopt.training.train import FitContext
 

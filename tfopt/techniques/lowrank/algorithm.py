@@ -19,12 +19,12 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from tfopt.config import LowRankConfig
 from tfopt.core._keras import keras, require_keras2_model, require_layers
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.keras_io.lowrank_layers import LowRankDense, SpatialSVDConv2D
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
+from tfopt.techniques.lowrank.settings import LowRankConfig
 from tfopt.training import train as training
 from tfopt.training.train import FitContext
 

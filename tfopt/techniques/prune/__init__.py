@@ -1,12 +1,19 @@
 """Unstructured magnitude pruning with tfmot: apply, fine-tune, strip, verify.
 
     algorithm.py  the technique, callable on any Keras 2 model
+    settings.py   its section of the settings (PipelineConfig.prune)
     stage.py      the `prune` pipeline stage
-
-Its settings are the `prune` section (tfopt.config).
 """
 
-# The technique itself, as `from tfopt.techniques.prune import ...` or `prune.<name>`.
-# pylint: disable=wildcard-import,unused-wildcard-import
-from tfopt.techniques.prune.algorithm import *
-from tfopt.techniques.prune.algorithm import __all__
+import importlib
+
+
+def __getattr__(name):
+  """`from tfopt.techniques.prune import ...` and `prune.<name>` read algorithm.py,
+  imported on first use (so settings.py imports without TensorFlow)."""
+  if name.startswith("__") or name in ("algorithm", "settings", "stage"):
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  try:
+    return getattr(importlib.import_module(__name__ + ".algorithm"), name)
+  except AttributeError:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -17,11 +17,11 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.sparsity.keras.prune_registry import PruneRegistry
 from tensorflow_model_optimization.python.core.sparsity.keras.pruning_wrapper import PruneLowMagnitude
 
-from tfopt.config import PruneConfig
 from tfopt.core._keras import clone_model, get_layer, keras, require_keras2_model
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
+from tfopt.techniques.prune.settings import PruneConfig
 from tfopt.training.train import FitContext
 
 __all__ = ["PruningError", "LayerSparsity", "PruneResult", "pruning_schedule", "reached",

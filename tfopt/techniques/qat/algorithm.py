@@ -22,11 +22,11 @@ from tensorflow_model_optimization.python.core.quantization.keras.collab_opts.cl
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
     default_8bit_quantize_registry)
 
-from tfopt.config import QAT_SCHEMES, QatConfig
 from tfopt.core._keras import clone_model, keras, require_keras2_model
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
+from tfopt.techniques.qat.settings import QAT_SCHEMES, QatConfig
 from tfopt.training.train import FitContext
 
 __all__ = ["QatError", "SCHEMES", "QatResult", "choose_scheme", "apply_qat", "qat", "kernel_distinct",

@@ -27,12 +27,12 @@ import tensorflow_model_optimization as tfmot
 from tensorflow_model_optimization.python.core.quantization.keras import (
     quantize_layout_transform)
 
-from tfopt.config import QatConfig
 from tfopt.core._keras import clone_model, keras, require_keras2_model
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher, trainer_for
 from tfopt.techniques.qat.algorithm import QatResult, annotated_copy
+from tfopt.techniques.qat.settings import QatConfig
 from tfopt.training.train import FitContext
 
 __all__ = ["QatInt4Error", "LEVELS", "grid_layers", "on_grid", "qat_int4"]

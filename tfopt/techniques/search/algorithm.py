@@ -54,12 +54,14 @@ import tempfile
 import time
 from typing import Callable, Dict, List, Optional
 
-from tfopt.config import EvaluateConfig, SearchConfig
+from tfopt.config import EvaluateConfig
+
 from tfopt.core._keras import keras
 from tfopt.core.errors import TfoptError
 from tfopt.core.pareto import pareto_front
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher
+from tfopt.techniques.search.settings import SearchConfig
 from tfopt.techniques.search.space import (Candidate, ClassifierSpace, Measure, SCAN_SHARE, Spec,
                                            objective_of, quiet_tf, with_sparsity)
 from tfopt.techniques.strided.algorithm import strided

@@ -20,7 +20,14 @@ from typing import Callable, Dict, List, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfopt.config import EvaluateConfig, PruneConfig, QatConfig, SearchConfig, SlimConfig
+from tfopt.config import EvaluateConfig
+
+from tfopt.techniques.prune.settings import PruneConfig
+
+from tfopt.techniques.qat.settings import QatConfig
+
+from tfopt.techniques.search.settings import SearchConfig
+
 from tfopt.core import artifacts
 from tfopt.core._keras import keras
 from tfopt.core.errors import TfoptError
@@ -32,6 +39,7 @@ from tfopt.techniques.prune.algorithm import prune
 from tfopt.techniques.qat.int4 import qat_int4
 from tfopt.techniques.sensitivity.algorithm import allocate_sparsity, layer_sensitivity
 from tfopt.techniques.slim.algorithm import slim
+from tfopt.techniques.slim.settings import SlimConfig
 from tfopt.techniques.sweep.algorithm import apply_masks, magnitude_mask, prunable_kernels
 from tfopt.training.train import accuracy
 

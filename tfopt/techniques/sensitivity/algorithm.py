@@ -17,12 +17,14 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt.config import AnalysisConfig, PruneConfig
+from tfopt.config import AnalysisConfig
+
 from tfopt.core._keras import clone_model, keras, require_keras2_model
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher
 from tfopt.techniques.prune.algorithm import PruneResult, prune
+from tfopt.techniques.prune.settings import PruneConfig
 from tfopt.techniques.sweep.algorithm import magnitude_mask, prunable_kernels
 from tfopt.training.train import accuracy, FitContext
 

@@ -31,7 +31,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt.config import SlimConfig
 from tfopt.core._keras import get_layer, keras, kernel_of, require_keras2_model
 from tfopt.data.datasets import Dataset
 from tfopt.keras_io.macs import total_macs
@@ -41,6 +40,7 @@ from tfopt.techniques.slim.channel_groups import ChannelGroup, channel_groups
 from tfopt.techniques.slim.channels import (SlimError, ZERO_PRESERVING, following_bn,
                                             functional_model, is_conv, is_transpose, layer_graph,
                                             layers, remove_channels, width)
+from tfopt.techniques.slim.settings import SlimConfig
 from tfopt.training.train import FitContext
 
 __all__ = ["SlimError", "SlimStep", "SlimResult", "slimmable_groups", "prunable_convs",

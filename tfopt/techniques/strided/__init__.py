@@ -1,12 +1,19 @@
 """Strided downsampling: a 2 x 2 pool folded into a stride-2 convolution.
 
     algorithm.py  the technique, callable on any Keras 2 model
+    settings.py   its section of the settings (PipelineConfig.strided)
     stage.py      the `strided` pipeline stage
-
-Its settings are the `strided` section (tfopt.config).
 """
 
-# The technique itself, as `from tfopt.techniques.strided import ...` or `strided.<name>`.
-# pylint: disable=wildcard-import,unused-wildcard-import
-from tfopt.techniques.strided.algorithm import *
-from tfopt.techniques.strided.algorithm import __all__
+import importlib
+
+
+def __getattr__(name):
+  """`from tfopt.techniques.strided import ...` and `strided.<name>` read algorithm.py,
+  imported on first use (so settings.py imports without TensorFlow)."""
+  if name.startswith("__") or name in ("algorithm", "settings", "stage"):
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  try:
+    return getattr(importlib.import_module(__name__ + ".algorithm"), name)
+  except AttributeError:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None

@@ -23,11 +23,11 @@ pools are left alone.
 import dataclasses
 from typing import Dict, List, Optional, Tuple
 
-from tfopt.config import StridedConfig
 from tfopt.core._keras import inbound_layer_names, keras, map_inbound_refs, require_keras2_model
 from tfopt.core.errors import TfoptError
 from tfopt.data.datasets import Dataset
 from tfopt.techniques.distill.algorithm import Teacher, fine_tune
+from tfopt.techniques.strided.settings import StridedConfig
 from tfopt.training import train
 
 __all__ = ["StridedError", "StridedResult", "downsampling_pairs", "strided",
