@@ -95,8 +95,27 @@ def test_a_deprecated_flag_still_works_and_says_its_new_form(capsys):
 
 def test_a_registered_stage_cannot_take_a_built_in_section_name():
   from tfopt.config import registry  # pylint: disable=g-import-not-at-top
-  taken = {item.name for item in dataclasses.fields(PipelineConfig)} | {"finetune"}
-  assert taken <= set(registry._TAKEN)  # pylint: disable=protected-access
+  fields = [item.name for item in dataclasses.fields(PipelineConfig)]
+  # PipelineConfig is the run-wide fields and the registry's technique sections, no more.
+  assert sorted(fields) == sorted(registry.RUN_WIDE + tuple(registry.SECTIONS))
+  assert set(fields) | {"finetune"} <= set(registry._TAKEN)  # pylint: disable=protected-access
+
+
+def test_a_technique_section_in_the_registry_becomes_a_pipeline_config_field(monkeypatch):
+  from tfopt.config import pipeline_config, registry  # pylint: disable=g-import-not-at-top
+  from tfopt.config.technique_config import FineTuneConfig  # pylint: disable=g-import-not-at-top
+  monkeypatch.setitem(registry.SECTIONS, "toy", "tfopt.config.technique_config:FineTuneConfig")
+
+  @dataclasses.dataclass(frozen=True)
+  @pipeline_config._with_technique_sections  # pylint: disable=protected-access
+  class Toy:
+    data: int = 0
+    distill: int = 0
+    seed: int = 0
+
+  assert [item.name for item in dataclasses.fields(Toy)] == [
+      "data", "distill", *registry.SECTIONS, "seed"]
+  assert isinstance(Toy().toy, FineTuneConfig) and Toy().prune == PipelineConfig().prune
 
 
 def test_finetune_on_a_task_run_fills_its_stages_below_their_own_flags():

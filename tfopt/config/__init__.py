@@ -7,7 +7,8 @@ them, and the registry of stage names.
                       (each technique's own: tfopt/techniques/<name>/settings.py)
     recipe            recipe files and presets/ (YAML) -> PipelineConfig
     options           --section.field flags, short aliases, the option reference
-    registry          the only list of stage names; register() adds one
+    registry          the only list of stage names and technique sections;
+                      register() adds a stage (and its own section)
 
 Everything a recipe or a script needs is importable from here:
 `from tfopt.config import PipelineConfig, PruneConfig`.
@@ -15,12 +16,17 @@ Everything a recipe or a script needs is importable from here:
 
 # pylint: disable=wildcard-import,unused-wildcard-import
 from tfopt.config.pipeline_config import *
-from tfopt.config.pipeline_config import (COLOR_MODES, INT8_REPAIR_MODES, STRATEGIES,
-                                          __all__ as _PIPELINE_NAMES)
+from tfopt.config.pipeline_config import COLOR_MODES, INT8_REPAIR_MODES, STRATEGIES
 from tfopt.config.technique_config import *
-from tfopt.config.technique_config import __all__ as _SHARED_NAMES
-from tfopt.techniques.search.settings import SEARCH_MODES, SEARCH_OBJECTIVES, require_search_space
+# Each built-in technique's settings (registry.SECTIONS), for `from tfopt.config import ...`.
+from tfopt.techniques.binary.settings import *
+from tfopt.techniques.cluster.settings import *
+from tfopt.techniques.lowrank.settings import *
+from tfopt.techniques.prune.settings import *
+from tfopt.techniques.qat.settings import *
+from tfopt.techniques.search.settings import *
+from tfopt.techniques.slim.settings import *
+from tfopt.techniques.strided.settings import *
 
-__all__ = sorted(set(_PIPELINE_NAMES) | set(_SHARED_NAMES)
-                 | {"COLOR_MODES", "INT8_REPAIR_MODES", "STRATEGIES", "SEARCH_MODES",
-                    "SEARCH_OBJECTIVES", "require_search_space"})
+__all__ = sorted(name for name in globals() if not name.startswith("_") and name not in
+                 ("pipeline_config", "technique_config", "registry", "techniques"))

@@ -1,11 +1,12 @@
 """Configuration as data: one frozen dataclass per stage, nested in PipelineConfig.
 
 Every field is validated in ``__post_init__``; a bad value raises ConfigError
-naming the field, the value and what is allowed, before any work starts. Each
-compression technique's section is its folder's settings.py
-(tfopt/techniques/<name>/settings.py; the shared `analysis` and `finetune` are in
-tfopt.config.technique_config) and is re-exported here; the stage names come from the stage registry
-(tfopt.config.registry), the only list of them.
+naming the field, the value and what is allowed, before any work starts. The
+run-wide sections are here; each compression technique's section is its
+folder's settings.py (tfopt/techniques/<name>/settings.py; the shared
+`analysis` and `finetune` are in tfopt.config.technique_config), and
+PipelineConfig gets a field for each from the registry (registry.SECTIONS), as
+it gets the stage names.
 """
 
 import dataclasses
@@ -14,27 +15,12 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Tuple
 
-from tfopt.config.technique_config import GRANULARITIES, AnalysisConfig
+from tfopt.config import registry
 from tfopt.core.validate import (ConfigError, require, require_fraction, require_positive_int,
                                  require_positive_number)
-from tfopt.techniques.binary.settings import BINARY_MODES, BinaryConfig
-from tfopt.techniques.cluster.settings import CENTROID_INITS, ClusterConfig
-from tfopt.techniques.lowrank.settings import LowRankConfig
-from tfopt.techniques.prune.settings import PruneConfig
-from tfopt.techniques.qat.settings import QAT_SCHEMES, QatConfig
-from tfopt.techniques.search.settings import SearchConfig
-from tfopt.techniques.slim.settings import SLIM_CRITERIA, SLIM_SCOPES, SlimConfig
-from tfopt.techniques.strided.settings import StridedConfig
 
-__all__ = [
-    "ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",
-    "DistillConfig", "PruneConfig", "SlimConfig", "StridedConfig", "LowRankConfig",
-    "ClusterConfig",
-    "QatConfig", "BinaryConfig", "AnalysisConfig", "SearchConfig", "ConvertConfig",
-    "EvaluateConfig",
-    "PipelineConfig", "QUANT_MODES", "BINARY_MODES", "CENTROID_INITS", "GRANULARITIES",
-    "QAT_SCHEMES", "SLIM_CRITERIA", "SLIM_SCOPES",
-]
+__all__ = ["ConfigError", "DATASETS", "DEFAULT_STAGES", "DataConfig", "TrainConfig",
+           "DistillConfig", "ConvertConfig", "EvaluateConfig", "PipelineConfig", "QUANT_MODES"]
 
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "folder")
 COLOR_MODES = ("grayscale", "rgb")
@@ -255,7 +241,23 @@ class EvaluateConfig:
               "true, false or unset (auto)")
 
 
+def _with_technique_sections(cls):
+  """Gives `cls` a field per built-in technique section (registry.SECTIONS),
+  after `distill`, before it becomes a dataclass: adding a technique is a
+  registration, not an edit of PipelineConfig."""
+  annotations = {}
+  for name, kind in cls.__annotations__.items():
+    annotations[name] = kind
+    if name == "distill":
+      for section, settings in registry.builtin_sections().items():
+        annotations[section] = settings
+        setattr(cls, section, field(default_factory=settings))
+  cls.__annotations__ = annotations
+  return cls
+
+
 @dataclass(frozen=True)
+@_with_technique_sections
 class PipelineConfig:
   """Everything one run of ``python -m tfopt.pipeline`` needs.
 
@@ -290,15 +292,8 @@ class PipelineConfig:
   data: DataConfig = field(default_factory=DataConfig)
   teacher: TrainConfig = field(default_factory=TrainConfig)
   distill: DistillConfig = field(default_factory=DistillConfig)
-  prune: PruneConfig = field(default_factory=PruneConfig)
-  slim: SlimConfig = field(default_factory=SlimConfig)
-  strided: StridedConfig = field(default_factory=StridedConfig)
-  lowrank: LowRankConfig = field(default_factory=LowRankConfig)
-  cluster: ClusterConfig = field(default_factory=ClusterConfig)
-  qat: QatConfig = field(default_factory=QatConfig)
-  binary: BinaryConfig = field(default_factory=BinaryConfig)
-  analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
-  search: SearchConfig = field(default_factory=SearchConfig)
+  # One section per built-in technique follows distill: prune, slim, ..., search
+  # (registry.SECTIONS; see _with_technique_sections).
   convert: ConvertConfig = field(default_factory=ConvertConfig)
   evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
   output_dir: str = "runs/mnist"
@@ -319,7 +314,6 @@ class PipelineConfig:
             "model", self.model, "a model file or SavedModel directory path")
     require(isinstance(self.output_dir, str) and self.output_dir.strip(),
             "output_dir", self.output_dir, "a non-empty path")
-    from tfopt.config import registry  # pylint: disable=g-import-not-at-top
     registry.check_chain(self)
     require(isinstance(self.seed, int) and self.seed >= 0, "seed", self.seed,
             "an integer >= 0")
@@ -337,7 +331,6 @@ class PipelineConfig:
     given = dict(self.stage_settings)
     if name in given:
       return given[name]
-    from tfopt.config import registry  # pylint: disable=g-import-not-at-top
     sections = registry.stage_sections()
     if name not in sections:
       raise ConfigError(f"There is no settings section {name!r}.")

@@ -1,7 +1,11 @@
-"""The only list of stage names: --stages, config validation and resume read it.
+"""The only list of stage names and of the techniques' settings sections:
+--stages, PipelineConfig's fields, config validation and resume read it.
 
 Each built-in stage is one line below (its name and the module that defines
-`STAGE`); the module is imported when the stage is first used. The order is
+`STAGE`); the module is imported when the stage is first used. Each built-in
+technique's settings section is one line of SECTIONS (its name and its
+dataclass): PipelineConfig gets a field for it, recipes and
+`--section.field=value` a section, the option reference a table. The order is
 the order of the report's sections and of the --stages help text. Code
 outside tfopt adds a stage with `register(stage)`:
 
@@ -18,7 +22,7 @@ from typing import Dict, List, Tuple
 
 from tfopt.core.validate import ConfigError, require
 
-__all__ = ["BUILTIN", "names", "get", "all_stages", "register", "unregister",
+__all__ = ["BUILTIN", "SECTIONS", "builtin_sections", "names", "get", "all_stages", "register", "unregister",
            "plan", "check_chain", "stage_sections"]
 
 BUILTIN = {
@@ -40,17 +44,43 @@ BUILTIN = {
     "convert": "tfopt.stages.tflite_files",
     "evaluate": "tfopt.stages.measure_files",
 }
+# The built-in techniques' settings sections, "module:Class", in the order of
+# PipelineConfig's fields (after data, teacher and distill, which every run has).
+# `analysis` is shared by bitwidth, sweep and sensitivity.
+SECTIONS = {
+    "prune": "tfopt.techniques.prune.settings:PruneConfig",
+    "slim": "tfopt.techniques.slim.settings:SlimConfig",
+    "strided": "tfopt.techniques.strided.settings:StridedConfig",
+    "lowrank": "tfopt.techniques.lowrank.settings:LowRankConfig",
+    "cluster": "tfopt.techniques.cluster.settings:ClusterConfig",
+    "qat": "tfopt.techniques.qat.settings:QatConfig",
+    "binary": "tfopt.techniques.binary.settings:BinaryConfig",
+    "analysis": "tfopt.config.technique_config:AnalysisConfig",
+    "search": "tfopt.techniques.search.settings:SearchConfig",
+}
+# PipelineConfig's run-wide sections and fields (tests/test_options.py checks the list).
+RUN_WIDE = ("data", "teacher", "distill", "convert", "evaluate", "output_dir", "seed",
+            "compare_scratch", "stages", "model", "allow_unsafe_model", "strategy",
+            "worker_timeout", "stage_settings")
 FINISHING = ("convert", "evaluate")
 # Stages that may follow qat: they do not touch the latest (quantization-aware) model.
 AFTER_QAT = ("scratch",)
 
 _added: Dict[str, object] = {}  # stages registered at run time, by name
-# Names a stage's own settings section cannot take: PipelineConfig's sections
-# and fields, and the shared finetune (tests/test_options.py checks the list).
-_TAKEN = ("data", "analysis", "convert", "evaluate", "finetune", "output_dir", "seed",
-          "compare_scratch", "stages", "model", "allow_unsafe_model", "strategy",
-          "worker_timeout", "stage_settings") + tuple(BUILTIN)
+# Names a stage's own settings section cannot take: PipelineConfig's sections and
+# fields, the shared finetune, the built-in stages.
+_TAKEN = RUN_WIDE + tuple(SECTIONS) + ("finetune",) + tuple(BUILTIN)
 _loaded: Dict[str, object] = {}
+
+
+def builtin_sections() -> Dict[str, type]:
+  """{section name: its settings dataclass} of the built-in techniques, in
+  PipelineConfig's order (the settings modules import nothing but tfopt.core)."""
+  found = {}
+  for section, where in SECTIONS.items():
+    module, name = where.split(":")
+    found[section] = getattr(importlib.import_module(module), name)
+  return found
 
 
 def names() -> Tuple[str, ...]:
