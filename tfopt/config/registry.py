@@ -22,8 +22,8 @@ from typing import Dict, List, Tuple
 
 from tfopt.core.validate import ConfigError, require
 
-__all__ = ["BUILTIN", "SECTIONS", "builtin_sections", "names", "get", "all_stages", "register", "unregister",
-           "plan", "check_chain", "stage_sections"]
+__all__ = ["BUILTIN", "SECTIONS", "RUN_WIDE", "builtin_sections", "names", "get", "all_stages",
+           "register", "unregister", "plan", "check_chain", "stage_sections"]
 
 BUILTIN = {
     "teacher": "tfopt.stages.teacher",

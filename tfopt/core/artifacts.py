@@ -133,8 +133,8 @@ class Manifest:
   known to be tfopt's. "stages": the stages that finished, in order, each with
   the key of its inputs (config and everything before it), its files, its
   output (models, rows, record; see tfopt.run.runner) and its seconds. A
-  stage is listed only after all of its files are, so a run killed at any point leaves no stage listed as finished
-  that is not.
+  stage is listed only after all of its files are, so a run killed at any
+  point leaves no stage listed as finished that is not.
   """
 
   FILENAME = "manifest.json"

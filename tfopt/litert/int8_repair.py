@@ -87,11 +87,11 @@ class Choice:
   dense_per_tensor: bool = False  # fully-connected kernels only
   # (op output tensor, its Keras layer) of each op left in float32
   float_ops: Tuple[Tuple[str, str], ...] = ()
-  clip_ranges: bool = False  # activation ranges at their MSE-optimal clip (tfopt.litert.int8_ranges)
+  clip_ranges: bool = False  # activation ranges at their MSE-optimal clip (int8_ranges)
   # (op output tensor, its Keras layer) of each op whose weights get one scale
   per_tensor_ops: Tuple[Tuple[str, str], ...] = ()
   bias_correction: bool = False  # int32 biases corrected (tfopt.litert.int8_bias_correction)
-  equalize: bool = False  # cross-layer equalized before calibration (tfopt.litert.int8_equalization)
+  equalize: bool = False  # cross-layer equalized before calibration (int8_equalization)
 
   def describe(self) -> str:
     parts = ["per-tensor weights" if self.per_tensor else
