@@ -1,10 +1,10 @@
 """Every setting of a run, read from PipelineConfig: the option reference.
 
 A setting is a field of PipelineConfig or of one of its sections (the
-dataclasses in tfopt.config and tfopt.config.technique_config). Each one can be set
-in a recipe (`section: {field: value}`) and on the command line as
+dataclasses in tfopt.config: the run-wide ones and each technique's settings.py).
+Each one can be set in a recipe (`section: {field: value}`) and on the command line as
 `--section.field=value`; the everyday ones also have a short flag, listed in
-ALIASES (cli.py defines those flags and reads this table). The docs site's
+ALIASES (cli/compress.py defines those flags and reads this table). The docs site's
 option reference is `reference_markdown()`, so it cannot drift from the code.
 A field's description is its entry in its class's docstring
 (`name: text`, or `a / b: text` for several fields).

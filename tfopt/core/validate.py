@@ -1,6 +1,6 @@
 """Checks for configuration values: each raises ConfigError naming the field.
 
-The config dataclasses (tfopt.config, tfopt.config.technique_config) call these in
+The settings dataclasses (tfopt.config, each tfopt/techniques/<name>/settings.py) call these in
 ``__post_init__``, so a bad value fails before any work starts.
 """
 

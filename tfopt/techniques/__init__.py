@@ -1,7 +1,9 @@
 """The compression techniques, one folder each: the algorithm (algorithm.py,
-callable from Python on any Keras 2 model) and its pipeline stage (stage.py,
-registered in tfopt.config.registry); settings are its section in
-tfopt.config.technique_config.
+callable from Python on any Keras 2 model), its settings section (settings.py:
+a frozen dataclass, in the config layer) and its pipeline stage (stage.py).
+Both are registered in tfopt.config.registry (BUILTIN, SECTIONS). distill's
+section is run-wide (tfopt.config.pipeline_config); sensitivity, sweep and
+bitwidth share `analysis` (tfopt.config.technique_config).
 
     distill      knowledge distillation into a smaller student
     prune        magnitude pruning (tfmot)
