@@ -18,3 +18,23 @@ bitwidth share `analysis` (tfopt.config.technique_config).
     bitwidth     accuracy vs weight bits
     search       the budgeted search for the smallest or fastest file
 """
+
+import importlib
+
+SUBMODULES = ("algorithm", "settings", "stage")
+
+
+def lazy_algorithm(package: str):
+  """The module `__getattr__` of a technique package: `from tfopt.techniques.<name>
+  import ...` and `<name>.<attr>` read its algorithm.py, imported on first use, so
+  that its settings.py imports without TensorFlow."""
+
+  def __getattr__(name):  # pylint: disable=invalid-name
+    if name.startswith("__") or name in SUBMODULES:
+      raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    try:
+      return getattr(importlib.import_module(package + ".algorithm"), name)
+    except AttributeError:
+      raise AttributeError(f"module {package!r} has no attribute {name!r}") from None
+
+  return __getattr__

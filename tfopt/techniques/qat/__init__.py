@@ -6,15 +6,6 @@
     stage.py      the `qat` pipeline stage
 """
 
-import importlib
+from tfopt.techniques import lazy_algorithm
 
-
-def __getattr__(name):
-  """`from tfopt.techniques.qat import ...` and `qat.<name>` read algorithm.py,
-  imported on first use (so settings.py imports without TensorFlow)."""
-  if name.startswith("__") or name in ("algorithm", "settings", "stage"):
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  try:
-    return getattr(importlib.import_module(__name__ + ".algorithm"), name)
-  except AttributeError:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+__getattr__ = lazy_algorithm(__name__)
