@@ -54,7 +54,7 @@ def run(name: str, out: str, stages: str, train_epochs=None, reuse=False) -> dic
 
 def _summary(row, headline: str) -> dict:
   value = row.score if headline == "score" else row.metrics[headline]
-  return {"value": value, "bytes": row.size_bytes, "gzip": row.gzip_bytes,
+  return {"value": value, "bytes": row.tflite_bytes, "gzip": row.gzip_bytes,
           "latency_us": row.latency_us,
           "min_cosine": min((item.cosine for item in row.fidelity), default=None)}
 

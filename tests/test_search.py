@@ -19,6 +19,7 @@ from tfopt.core._keras import keras
 from tfopt.data.datasets import Dataset
 from tfopt.keras_io import keras2_flatten
 from tfopt.litert import evaluate
+from tfopt.stages.report import ModelRow
 from tfopt.techniques.qat import int4 as qat_int4
 from tfopt.techniques.search import algorithm as search
 
@@ -131,8 +132,26 @@ def test_the_time_budget_stops_the_walk_after_the_model_as_given(trained_teacher
 
 
 def _candidate(spec, gzip_bytes, accuracy, feasible=True, latency_us=10.0):
-  return search.Candidate(spec, "int8", accuracy, 2 * gzip_bytes, gzip_bytes, latency_us,
-                          100, 50, 1000, 1.0, feasible=feasible)
+  return search.Candidate.of(spec, "int8", accuracy=accuracy, tflite_bytes=2 * gzip_bytes,
+                            gzip_bytes=gzip_bytes, latency_us=latency_us, params=100,
+                            nonzero_params=50, macs=1000, seconds=1.0, feasible=feasible)
+
+
+def test_the_report_rows_and_the_search_candidates_share_one_row_type():
+  shared = [field.name for field in dataclasses.fields(evaluate.FileRow)]
+  # The report's rows: FileRow's fields, then its own, in report.json's key order.
+  assert [field.name for field in dataclasses.fields(ModelRow)] == [
+      "name", "path", "accuracy", "tflite_bytes", "gzip_bytes", "latency_us", "params",
+      "nonzero_params", "macs", "agreement", "weight_sparsity", "input_dtype",
+      "weight_dtypes"]
+  assert shared == [field.name for field in dataclasses.fields(ModelRow)][:len(shared)]
+  candidate = _candidate(search.Spec(0, 0.7, True), 10_000, 0.98)
+  assert isinstance(candidate, evaluate.FileRow)
+  assert (candidate.name, candidate.path) == ("sparsity 70%, int8", "sparse70_int8.tflite")
+  as_json = candidate.to_json()
+  assert list(as_json) == [name for name in shared if name != "path"] + [
+      "spec", "mode", "seconds", "feasible"]
+  assert as_json["spec"]["sparsity"] == 0.7 and json.dumps(as_json)
 
 
 def test_the_choice_is_the_most_accurate_within_a_tie_of_the_smallest():

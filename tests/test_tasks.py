@@ -66,7 +66,7 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
   assert float_row.score == pytest.approx(keras_row.score, rel=1e-4)
   assert {item.output for item in int8_row.fidelity} == {"coarse", "fine"}
   assert all(item.cosine > 0.99 for item in int8_row.fidelity)
-  assert int8_row.size_bytes < float_row.size_bytes
+  assert int8_row.tflite_bytes < float_row.tflite_bytes
   assert set(keras_row.metrics) == {"loss", "coarse/mean_absolute_error", "fine/mae"}
   assert report.stages["pruned"]["sparsity"] > 0.45
   from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
@@ -227,6 +227,9 @@ def test_the_anomaly_example_runs_as_a_task_file_from_the_command_line(mnist_dir
   rows = {row["name"]: row for row in report["rows"]}
   assert 0 <= rows["sensitivity_pruned int8"]["score"] <= 1
   assert rows["sensitivity_pruned int8"]["fidelity"][0]["cosine"] > 0.99
+  # A task row names its figures as the classifier report's rows do.
+  assert (rows["sensitivity_pruned int8"]["tflite_bytes"]
+          < rows["baseline float32"]["tflite_bytes"])
   for flags, message in ((["--max_accuracy_drop", "2"],
                           "--max_accuracy_drop does not apply to a --task run"),
                          (["--teacher.epochs=3"], "--set teacher.epochs: a --task run's "
@@ -273,7 +276,7 @@ def test_slim_shrinks_a_unet_through_its_transposed_convs_and_skips(tmp_path):
   assert any("conv2d_transpose" in name for group in record["groups"].values()
              for name in group)  # the up stage lost channels too
   rows = {row.name: row for row in report.rows}
-  assert rows["slimmed float32"].size_bytes < 0.6 * rows["baseline float32"].size_bytes
+  assert rows["slimmed float32"].tflite_bytes < 0.6 * rows["baseline float32"].tflite_bytes
   assert rows["slimmed_pruned int8"].fidelity[0].cosine > 0.99
   assert 0 <= rows["slimmed_pruned int8"].metrics["iou"] <= 1
   bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())

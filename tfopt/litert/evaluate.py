@@ -23,7 +23,7 @@ from tfopt.core.errors import TfoptError
 from tfopt.litert import int8_fidelity
 
 __all__ = ["TFLiteError", "TFLiteClassifier", "TFLiteContents", "FileMeasurement",
-           "measure_file", "top1", "accuracy", "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
+           "FileRow", "measure_file", "top1", "accuracy", "latency_us", "agreement", "litert_errors", "KernelStats", "inspect_tflite",
            "check_weight_sharing", "check_runs"]
 
 WEIGHT_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
@@ -211,6 +211,30 @@ class FileMeasurement:
   latency_us: float  # batch 1: the median of `runs` invokes after `warmup`
   top1: Optional[np.ndarray] = None  # the class predicted per image, if images given
   accuracy: Optional[float] = None  # top-1 accuracy, if labels given
+
+
+@dataclasses.dataclass
+class FileRow:
+  """A measured .tflite file as tfopt reports it: the fields every row has,
+  the report's (tfopt.stages.report.ModelRow) and the search's candidates
+  (tfopt.techniques.search.space.Candidate) alike, in report.json's order.
+
+  path: the file's name (in the run folder, or the search's scratch folder).
+  accuracy: top-1 of the file in LiteRT; a search candidate's is its quality
+    on the validation split (on a task: the objective, oriented so that
+    higher is better).
+  params / nonzero_params / macs: of the Keras model the file came from
+    (macs: multiply-accumulates per example, see tfopt.keras_io.macs).
+  """
+  name: str
+  path: str
+  accuracy: float
+  tflite_bytes: int
+  gzip_bytes: int
+  latency_us: float
+  params: int
+  nonzero_params: int
+  macs: int
 
 
 def measure_file(path: str, latency_input: np.ndarray, images: Optional[np.ndarray] = None,

@@ -118,7 +118,7 @@ def write_task_bundle(output_dir: str, tflite_path: str, row: dict,
                        meaning=output["meaning"], index=int(runner.outputs[position]["index"]))
                   for output, position in zip(outputs, order)],
       "measured": {"metrics": row["metrics"], "score": row["score"],
-                   "fidelity_to_keras": row["fidelity"], "tflite_bytes": row["size_bytes"],
+                   "fidelity_to_keras": row["fidelity"], "tflite_bytes": row["tflite_bytes"],
                    "gzip_bytes": row["gzip_bytes"], "latency_us": row["latency_us"],
                    "note": "this file in LiteRT on the task's test data; latency at "
                            "batch 1 on the machine in task_report.json"},

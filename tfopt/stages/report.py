@@ -10,32 +10,22 @@ from typing import Dict, List, Optional
 
 from tfopt.core.artifacts import write_bytes_atomic, write_text_atomic
 from tfopt.core.pareto import pareto_front
+from tfopt.litert.evaluate import FileRow
 
 __all__ = ["ModelRow", "Report", "machine_info", "versions", "render_markdown",
            "percent", "sensitivity_table", "save_plot", "save_sweep_plot"]
 
 
 @dataclasses.dataclass
-class ModelRow:
-  """One measured .tflite file.
+class ModelRow(FileRow):
+  """One .tflite file of the run, measured on the test set (FileRow's fields,
+  then these).
 
-  accuracy: top-1 of the file run in LiteRT on the test set.
   agreement: share of test images where the file's top-1 equals its Keras
     model's top-1.
-  params / nonzero_params / macs: of the Keras model the file came from
-    (macs: multiply-accumulates per image, see tfopt.keras_io.macs).
   weight_sparsity: share of zero weights read back from the file's
     conv / fully-connected weight tensors.
   """
-  name: str
-  path: str
-  accuracy: float
-  tflite_bytes: int
-  gzip_bytes: int
-  latency_us: float
-  params: int
-  nonzero_params: int
-  macs: int
   agreement: float
   weight_sparsity: float
   input_dtype: str

@@ -37,7 +37,7 @@ class Measured:
   metrics: Dict[str, float]
   score: Optional[float] = None
   fidelity: List[OutputFidelity] = dataclasses.field(default_factory=list)
-  size_bytes: Optional[int] = None
+  tflite_bytes: Optional[int] = None
   gzip_bytes: Optional[int] = None
   latency_us: Optional[float] = None
   examples: int = 0
@@ -188,7 +188,7 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
   for name, path in files.items():
     row = rows[name].result(True)
     file = evaluate.measure_file(path, first[0], num_threads=num_threads, runs=latency_runs)
-    row.size_bytes, row.gzip_bytes, row.latency_us = (
+    row.tflite_bytes, row.gzip_bytes, row.latency_us = (
         file.tflite_bytes, file.gzip_bytes, file.latency_us)
     measured.append(row)
   return measured

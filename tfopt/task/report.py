@@ -35,8 +35,8 @@ def row_text(row: task_measure.Measured, score_name: str) -> str:
   parts = [f"{key} {value:.4g}" for key, value in row.metrics.items()]
   if row.score is not None:
     parts.append(f"{score_name} {row.score:.4f}")
-  if row.size_bytes:
-    parts.append(f"{row.size_bytes / 1024:.1f} KiB, {row.latency_us:.0f} us")
+  if row.tflite_bytes:
+    parts.append(f"{row.tflite_bytes / 1024:.1f} KiB, {row.latency_us:.0f} us")
   for fidelity in row.fidelity:
     parts.append(f"{fidelity.output}: cosine {fidelity.cosine}, SNR {fidelity.snr_db} dB")
   return ", ".join(parts)
@@ -50,7 +50,7 @@ def render_markdown(report: TaskReport) -> str:
   lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
   for row in report.rows:
-    cells = [row.name, _kib(row.size_bytes), _kib(row.gzip_bytes),
+    cells = [row.name, _kib(row.tflite_bytes), _kib(row.gzip_bytes),
              f"{row.latency_us:.0f}" if row.latency_us else "-",
              f"{row.macs:,}" if row.macs else "-"]
     cells += [f"{row.metrics[key]:.4f}" for key in keys]

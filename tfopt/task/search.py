@@ -119,7 +119,7 @@ class TaskSpace:
         self._failed(spec, mode, error)
         continue
       files[mode] = artifacts.write_bytes_atomic(
-          os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), contents[mode])
+          os.path.join(self.directory, spec.filename(mode)), contents[mode])
     if not files:
       return []
     task = self.run.task
@@ -131,11 +131,13 @@ class TaskSpace:
     found = []
     for mode, row in zip(files, rows):
       value = self.objective.value(row)
-      found.append(Candidate(spec, mode, self.objective.oriented(value), row.size_bytes,
-                             row.gzip_bytes, row.latency_us, params, nonzero, macs,
-                             seconds + time.monotonic() - started, contents[mode]))
+      found.append(Candidate.of(
+          spec, mode, accuracy=self.objective.oriented(value), tflite_bytes=row.tflite_bytes,
+          gzip_bytes=row.gzip_bytes, latency_us=row.latency_us, params=params,
+          nonzero_params=nonzero, macs=macs, seconds=seconds + time.monotonic() - started,
+          content=contents[mode]))
       progress.log(f"  {spec.name}, {mode}: {self.objective.name} {value:.4g}, "
-                   f"{row.gzip_bytes:,} B gzip ({row.size_bytes:,} B), "
+                   f"{row.gzip_bytes:,} B gzip ({row.tflite_bytes:,} B), "
                    f"{row.latency_us:,.1f} us")
     return found
 

@@ -83,31 +83,34 @@ class Spec:
                     + ["raw"] * (not self.finetuned and bool(self.sparsity))
                     + ["longer"] * self.longer + ["qat4"] * self.int4_qat) or "start"
 
+  def filename(self, mode: str) -> str:
+    """The name of its file in `mode`."""
+    return f"{self.stem}_{mode}.tflite"
+
 
 @dataclasses.dataclass
-class Candidate:
-  """One .tflite file of the search, measured in LiteRT."""
+class Candidate(evaluate.FileRow):
+  """One .tflite file of the search (FileRow's fields, measured on the
+  validation split, then these). Make one with `Candidate.of`."""
   spec: Spec
   mode: str
-  accuracy: float  # validation split
-  tflite_bytes: int
-  gzip_bytes: int
-  latency_us: float
-  params: int
-  nonzero_params: int
-  macs: int
   seconds: float  # fine-tune (shared by the spec's modes) plus this conversion
   content: bytes = dataclasses.field(default=b"", repr=False)
   feasible: bool = False
 
-  @property
-  def name(self) -> str:
-    return f"{self.spec.name}, {self.mode}"
+  @classmethod
+  def of(cls, spec: Spec, mode: str, **fields) -> "Candidate":
+    """The candidate of `spec`'s `mode` file, named and filed after them."""
+    return cls(name=f"{spec.name}, {mode}", path=spec.filename(mode),
+               spec=spec, mode=mode, **fields)
 
   def to_json(self) -> dict:
+    """Its fields but the file's bytes and scratch name (report.json names a
+    kept file under `file`)."""
     values = dataclasses.asdict(self)
-    values.pop("content")
-    return dict(values, name=self.name, spec=dataclasses.asdict(self.spec))
+    for key in ("content", "path"):
+      values.pop(key)
+    return values
 
 
 def objective_of(candidate, objective: str) -> float:
@@ -151,16 +154,16 @@ class Measure:
   def _file(self, model, spec, mode, seconds, shared) -> Candidate:
     started, config = time.monotonic(), self.evaluate_config
     content = convert.to_tflite(model, mode, self.dataset.x_train, self.calibration_examples)
-    path = artifacts.write_bytes_atomic(
-        os.path.join(self.directory, f"{spec.stem}_{mode}.tflite"), content)
+    path = artifacts.write_bytes_atomic(os.path.join(self.directory, spec.filename(mode)),
+                                        content)
     measured = evaluate.measure_file(path, self.dataset.x_val[0], self.dataset.x_val,
                                      self.dataset.y_val, config.num_threads,
                                      config.batch_size, config.latency_warmup,
                                      config.latency_runs)
-    return Candidate(
-        spec, mode, measured.accuracy, measured.tflite_bytes, measured.gzip_bytes,
-        measured.latency_us, seconds=seconds + time.monotonic() - started,
-        content=content, **shared)
+    return Candidate.of(
+        spec, mode, accuracy=measured.accuracy, tflite_bytes=measured.tflite_bytes,
+        gzip_bytes=measured.gzip_bytes, latency_us=measured.latency_us,
+        seconds=seconds + time.monotonic() - started, content=content, **shared)
 
 
 def masked(model: keras.Model, scan: "Scan",

@@ -63,7 +63,7 @@ class SearchStage(Stage):
             for index, candidate in enumerate(result.candidates)]
     for index in result.front:  # the front's files, on the test set too
       candidate = result.candidates[index]
-      filename = f"{DIRECTORY}/{candidate.spec.stem}_{candidate.mode}.tflite"
+      filename = f"{DIRECTORY}/{candidate.path}"
       path = context.write_bytes(filename, candidate.content)
       rows[index].update(file=filename, test_accuracy=evaluate.accuracy(
           path, data.x_test, data.y_test, context.config.evaluate.num_threads,
