@@ -27,8 +27,10 @@ LAYERS = (
     ("litert", ("tfopt.litert", "tfopt.litert.*")),
     ("techniques", ("tfopt.techniques", "tfopt.techniques.*")),
     ("stages", ("tfopt.stages", "tfopt.stages.*")),
-    ("technique stages", ("tfopt.techniques.*.stage",)),
+    # A user's task (its data, measurements, the task side of distill,
+    # sensitivity and search), which a technique's stage runs on (on_task).
     ("task", ("tfopt.task", "tfopt.task.*")),
+    ("technique stages", ("tfopt.techniques.*.stage",)),
     ("run", ("tfopt.run", "tfopt.run.*")),
     ("cli", ("tfopt.cli", "tfopt.cli.*")),
     ("entry points", ("tfopt", "tfopt.pipeline", "tfopt.__main__", "tfopt._moved")),

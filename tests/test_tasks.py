@@ -1,5 +1,6 @@
 """Any one-input model on the user's own task: tfopt.compress and --task files."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,8 +13,11 @@ from conftest import REPO_ROOT
 keras3 = pytest.importorskip("keras")
 tf = pytest.importorskip("tensorflow")
 
+from tfopt.config import registry  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.core._keras import keras as tf_keras  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfopt.core.errors import TfoptError  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfopt.run import task_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tfopt.stages.base import Stage, TaskStage  # pylint: disable=g-import-not-at-top,wrong-import-position
 from tfopt.task import file as task_file
 from tfopt.task.definition import TaskError  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -281,6 +285,60 @@ def test_slim_shrinks_a_unet_through_its_transposed_convs_and_skips(tmp_path):
   assert 0 <= rows["slimmed_pruned int8"].metrics["iou"] <= 1
   bundle = json.loads((tmp_path / "run" / "deploy" / "model.json").read_text())
   assert bundle["source"]["row"] == "slimmed_pruned int8"
+
+
+@dataclasses.dataclass(frozen=True)
+class RoundConfig:
+  """Every weight rounded to a grid.
+
+  decimals: digits kept after the point.
+  """
+  decimals: int = 3
+
+
+def _round_on_task(run, model, config: RoundConfig):
+  model.set_weights([np.round(weights, config.decimals) for weights in model.get_weights()])
+  run.add(run.name("rounded"), model, {"decimals": config.decimals})
+  return model
+
+
+def _check_round(model, task, config: RoundConfig, stages):
+  del model, task, stages
+  if config.decimals < 0:
+    raise TaskError(f"round: decimals={config.decimals}; give 0 or more.")
+
+
+class RoundStage(Stage):
+  """A technique from outside tfopt: its task stage comes with its registration."""
+  name, config_class = "round", RoundConfig
+  on_task = TaskStage(RoundConfig, _round_on_task, defaults={"decimals": 1},
+                      check=_check_round)
+
+
+def test_a_stage_registered_from_outside_tfopt_runs_on_a_task(tmp_path):
+  rng = np.random.default_rng(0)
+  data = (rng.normal(size=(64, 12)).astype("float32"), rng.normal(size=(64, 3)).astype("float32"))
+  registry.register(RoundStage())
+  try:
+    assert list(task_run.task_stages())[-1] == "round"
+    report = task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                               stages=["round"], output_dir=str(tmp_path / "run"))
+    assert [row.name for row in report.rows] == [
+        "baseline Keras", "baseline float32", "baseline int8", "rounded Keras",
+        "rounded float32", "rounded int8"]
+    assert report.stages["rounded"]["decimals"] == 1  # the stage's task default
+    saved = tf_keras.models.load_model(tmp_path / "run" / "rounded.keras")  # tf_keras's file
+    assert all(np.allclose(weights, np.round(weights, 1)) for weights in saved.get_weights())
+    with pytest.raises(TaskError, match="round: decimals=-1; give 0 or more"):
+      task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                        stages=["round"], settings={"round": {"decimals": -1}},
+                        output_dir=str(tmp_path / "bad"))
+    assert not (tmp_path / "bad").exists()
+  finally:
+    registry.unregister("round")
+  with pytest.raises(TaskError, match="do not take a task yet"):
+    task_run.compress(small_classifier(), train=data, test=data, loss="mse",
+                      stages=["round"], output_dir=str(tmp_path / "bad"))
 
 
 def test_stage_settings_are_checked_by_their_config(tmp_path):

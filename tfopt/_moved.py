@@ -93,7 +93,6 @@ MOVED = {
     "task_run": "run.task_run",
     "task_search": "task.search",
     "task_sensitivity": "task.sensitivity",
-    "task_stages": "task.stages",
     "technique_config": "config",
     "tensorboard_logs": "training.tensorboard_logs",
     "train": "training.train",

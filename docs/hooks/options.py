@@ -15,7 +15,10 @@ def on_page_markdown(markdown, page, config, files):  # pylint: disable=unused-a
     section = match.group(1)
     if section == "task":
       from tfopt.run import task_run  # pylint: disable=g-import-not-at-top
-      return options.task_reference_markdown(task_run.TASK_CONFIGS, task_run.TASK_DEFAULTS)
+      hooks = task_run.task_stages()
+      return options.task_reference_markdown(
+          {name: hook.config_class for name, hook in hooks.items()},
+          {name: dict(hook.defaults) for name, hook in hooks.items()})
     known = {name or "top": name for name, _ in options.sections()}
     if section != "all" and section not in known:
       raise ValueError(f"{page.file.src_path}: no settings section {section!r}")

@@ -377,7 +377,8 @@ def _task_stage_flags(from_file: dict) -> dict:
   """{stage: {field: value}}: the task file's `settings`, then the command
   line's shared --finetune.* values, then each stage flag given
   (--target_sparsity, --prune.epochs=3, ...) over them."""
-  from tfopt.run.task_run import TASK_STAGES  # pylint: disable=g-import-not-at-top
+  from tfopt.run.task_run import task_stages  # pylint: disable=g-import-not-at-top
+  stages = tuple(task_stages())
   if not isinstance(from_file, dict):
     return from_file  # tfopt.compress says what it must be
   given, unused = {}, []
@@ -386,7 +387,7 @@ def _task_stage_flags(from_file: dict) -> dict:
   for flag_name, (section, field) in aliases.items():
     if section is None or FLAGS[flag_name].value is None or flag_name in _TASK_FLAGS:
       continue
-    if section in TASK_STAGES:
+    if section in stages:
       given.setdefault(section, {})[field] = FLAGS[flag_name].value
     else:
       unused.append(f"--{flag_name}")
@@ -398,14 +399,14 @@ def _task_stage_flags(from_file: dict) -> dict:
   if unused:
     raise ConfigError(f"{', '.join(unused)} {'does' if len(unused) == 1 else 'do'} not "
                       f"apply to a --task run: its stages are "
-                      f"{', '.join(TASK_STAGES)}; a task's own settings (e.g. the "
+                      f"{', '.join(stages)}; a task's own settings (e.g. the "
                       "sensitivity budget in its objective's units) go in the task file's "
                       "`settings` dict.")
   if FLAGS.slim_layers is not None:
     given.setdefault("slim", {})["layers"] = tuple(FLAGS.slim_layers)
   if FLAGS.compare_scratch:
     given.setdefault("distill", {})["compare_scratch"] = True
-  shared = _task_assignments(given, TASK_STAGES)
+  shared = _task_assignments(given, stages)
   settings = {stage: dict(values) for stage, values in from_file.items()
               if isinstance(values, dict)}
   _share_finetune(settings, shared)
@@ -434,11 +435,11 @@ def _share_finetune(settings: dict, shared: list):
   """--finetune.* values into every task stage that fine-tunes (FineTuneConfig)."""
   if not shared:
     return
-  from tfopt.run.task_run import TASK_CONFIGS  # pylint: disable=g-import-not-at-top
-  values = recipe.from_assignments(shared).finetune()
+  from tfopt.run.task_run import task_stages  # pylint: disable=g-import-not-at-top
+  values, hooks = recipe.from_assignments(shared).finetune(), task_stages()
   for stage in FINE_TUNED_SECTIONS:
-    if stage in TASK_CONFIGS:
-      fields = tuple(item.name for item in dataclasses.fields(TASK_CONFIGS[stage]))
+    if stage in hooks:
+      fields = tuple(item.name for item in dataclasses.fields(hooks[stage].config_class))
       settings.setdefault(stage, {}).update(values.shared_with(fields))
 
 

@@ -10,11 +10,12 @@ user's loss, metrics and score (tfopt.task.measure). Everything is checked
 before any training or file is written: the data against the model's
 outputs, the loss and metrics, the stages and modes.
 
-Stages (TASK_STAGES, in the order given, each compressing the model before
-it) are the techniques' own functions trained on the task's data with its
-loss (tfopt.task.stages); sensitivity and search choose by the task's
-objective (tfopt.task.sensitivity, tfopt.task.search). The others are
-refused by name before any work. tfopt.task.model loads the model,
+Stages (task_stages(): each registered stage with an `on_task`, a
+tfopt.stages.base.TaskStage, in its technique's stage.py) run in the order
+given, each compressing the model before it, trained on the task's data with
+its loss; sensitivity and search choose by the task's objective
+(tfopt.task.sensitivity, tfopt.task.search). The others are refused by name
+before any work. tfopt.task.model loads the model,
 tfopt.task.report writes the report.
 """
 
@@ -27,8 +28,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from tfopt.config import (BinaryConfig, ClusterConfig, LowRankConfig, PruneConfig, QatConfig,
-                          SlimConfig, StridedConfig)
+from tfopt.config import registry
 from tfopt.core import artifacts, progress
 from tfopt.core._keras import keras
 from tfopt.keras_io import model_io
@@ -36,46 +36,15 @@ from tfopt.keras_io.keras3 import output_keys
 from tfopt.keras_io.macs import macs_if_known
 from tfopt.litert import convert, evaluate
 from tfopt.run import deploy, preflight
+from tfopt.stages.base import TaskStage
 from tfopt.task import measure as task_measure
 from tfopt.task.definition import Task, TaskError, make_task
 from tfopt.task.distill import TaskDistillConfig, TaskDistiller, distill_losses
 from tfopt.task.model import is_keras3, loaded, source_of
 from tfopt.task.report import TaskReport, render_markdown, row_text
-from tfopt.task.search import TaskSearchConfig, check_search
-from tfopt.task.sensitivity import TaskSensitivityConfig, check_sensitivity
-from tfopt.task.stages import STAGES
-from tfopt.techniques.binary import algorithm as binary
-from tfopt.techniques.cluster import algorithm as cluster
-from tfopt.techniques.lowrank import algorithm as lowrank
-from tfopt.techniques.qat import algorithm as qat
-from tfopt.techniques.slim import algorithm as slim
-from tfopt.techniques.strided import algorithm as strided
 
-__all__ = ["TASK_STAGES", "TASK_DEFAULTS", "TASK_CONFIGS", "TASK_MODES", "compress", "prepare",
-           "Prepared"]
+__all__ = ["task_stages", "TASK_MODES", "compress", "prepare", "Prepared"]
 
-TASK_STAGES = ("distill", "strided", "lowrank", "slim", "sensitivity", "prune", "cluster",
-               "binary", "qat", "search")
-# Each stage's settings for a task, over its config's own defaults: a user's
-# trained model is fine-tuned gently (the batch size is the task data's own).
-TASK_DEFAULTS = {
-    "prune": {"target_sparsity": 0.5, "epochs": 2, "learning_rate": 1e-4},
-    "slim": {"rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
-             "learning_rate": 5e-4, "use_teacher": False},
-    "distill": {},
-    "sensitivity": {},
-    "search": {},
-    "strided": {"finetune_epochs": 2, "learning_rate": 5e-4, "use_teacher": False},
-    "binary": {"epochs": 3, "learning_rate": 1e-4, "use_teacher": False},
-    "lowrank": {"finetune_epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
-    "cluster": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
-    "qat": {"epochs": 2, "learning_rate": 1e-4, "use_teacher": False},
-}
-TASK_DEFAULTS["prune"]["use_teacher"] = False  # fine-tuning on the task's loss alone
-TASK_CONFIGS = {"prune": PruneConfig, "slim": SlimConfig, "distill": TaskDistillConfig,
-            "sensitivity": TaskSensitivityConfig, "search": TaskSearchConfig,
-            "strided": StridedConfig, "binary": BinaryConfig,
-            "lowrank": LowRankConfig, "cluster": ClusterConfig, "qat": QatConfig}
 TASK_MODES = ("float32", "float16", "dynamic_range", "int8", "int16x8", "int4", "dynamic_int4")
 REPORT_FILES = ("task_report.json", "task_report.md")
 
@@ -97,9 +66,10 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     distill_loss: fn(teacher_output, student_output), or a dict per output,
       for distillation where the default per output does not fit
       (tfopt.task.distill).
-    stages: of TASK_STAGES, in order; each compresses the model before it.
-    settings: {stage: {setting: value}} over TASK_DEFAULTS, as the stage's
-      config takes them (TASK_CONFIGS: PruneConfig, SlimConfig, TaskSearchConfig ...).
+    stages: of task_stages(), in order; each compresses the model before it.
+    settings: {stage: {setting: value}} over the stage's task defaults, as
+      its config takes them (TaskStage: PruneConfig, SlimConfig,
+      TaskSearchConfig ...; docs/options.md lists them).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
     batch_size: batches for unbatched data.
@@ -128,7 +98,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     current = ready.model
     for stage in stages:
       keras.utils.set_random_seed(seed)
-      current = STAGES[stage](run, current, configs[stage])
+      current = ready.hooks[stage].run(run, current, configs[stage])
     run.seconds["total"] = time.perf_counter() - started
     return run.finish()
 
@@ -141,6 +111,7 @@ class Prepared:
   task: Task
   configs: dict
   teacher_losses: list
+  hooks: Dict[str, TaskStage]  # task_stages() when it was prepared
 
 
 def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
@@ -153,7 +124,8 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
   Raises:
     TfoptError: what is wrong, and what to do.
   """
-  configs = _stage_configs(stages, settings or {})
+  hooks = task_stages()
+  configs = _stage_configs(stages, settings or {}, hooks)
   _check_modes(quant_modes)
   keras_model, original, compiled = loaded(model, allow_unsafe_model)
   convert.check_modes(keras_model, quant_modes)
@@ -162,9 +134,11 @@ def prepare(model, train, test, val=None, loss=None, metrics=None, score=None,
                    higher_is_better, batch_size, names, compiled)
   if original is not None:  # a rebuild (Keras 3, nested models) on real inputs
     model_io.outputs_match(original, keras_model, next(iter(task.test))[0].numpy())
-  _preflight(keras_model, task, stages, configs)
+  for stage in stages:  # what each stage can check before any training
+    if hooks[stage].check is not None:
+      hooks[stage].check(keras_model, task, configs[stage], tuple(stages))
   return Prepared(keras_model, task, configs, distill_losses(
-      task, keras_model, configs["distill"].temperature, distill_loss))
+      task, keras_model, configs["distill"].temperature, distill_loss), hooks)
 
 
 @contextlib.contextmanager
@@ -179,12 +153,21 @@ def _reading_errors():
                     "(for batch in ds.take(2): ...).") from error
 
 
-def _stage_configs(stages, settings: dict) -> dict:
-  """{stage: its config}: TASK_DEFAULTS with the user's settings over them."""
-  unknown = [stage for stage in stages if stage not in TASK_STAGES]
+def task_stages() -> Dict[str, TaskStage]:
+  """{stage: how it runs on a task}: every registered stage with an
+  `on_task` (the built-in techniques', and one registered from outside
+  tfopt), in the registry's order."""
+  found = {name: getattr(registry.get(name), "on_task", None) for name in registry.names()}
+  return {name: hook for name, hook in found.items() if hook is not None}
+
+
+def _stage_configs(stages, settings: dict, hooks: Dict[str, TaskStage]) -> dict:
+  """{stage: its config}: each stage's task defaults with the user's settings
+  over them."""
+  unknown = [stage for stage in stages if stage not in hooks]
   if unknown:
     raise TaskError(f"Stages {unknown} do not take a task yet; a task runs "
-                    f"{', '.join(TASK_STAGES)} (classifiers from tfopt's loaders run "
+                    f"{', '.join(hooks)} (classifiers from tfopt's loaders run "
                     "every stage: tfopt compress --help).")
   if "qat" in stages and list(stages).index("qat") != len(stages) - 1:
     raise TaskError("qat must be the last stage: its model carries fake-quant wrappers "
@@ -196,18 +179,18 @@ def _stage_configs(stages, settings: dict) -> dict:
                                                for values in settings.values()):
     raise TaskError(f"settings must be a dict of dicts, {{stage: {{setting: value}}}}, "
                     f"e.g. {{'prune': {{'target_sparsity': 0.6}}}}; got {settings!r:.80}.")
-  extra = [name for name in settings if name not in TASK_STAGES]
+  extra = [name for name in settings if name not in hooks]
   if extra:
     raise TaskError(f"settings names {extra}, which are not task stages "
-                    f"({', '.join(TASK_STAGES)}).")
+                    f"({', '.join(hooks)}).")
   configs = {}
-  for stage in TASK_STAGES:
-    values = dict(TASK_DEFAULTS[stage], **settings.get(stage, {}))
+  for stage, hook in hooks.items():
+    values = dict(hook.defaults, **settings.get(stage, {}))
     try:
-      configs[stage] = TASK_CONFIGS[stage](**values)
+      configs[stage] = hook.config_class(**values)
     except TypeError as error:
       raise TaskError(f"settings[{stage!r}]: {error}; see "
-                      f"tfopt.config.{TASK_CONFIGS[stage].__name__}.") from error
+                      f"{hook.config_class.__module__}.{hook.config_class.__name__}.") from error
   return configs
 
 
@@ -216,37 +199,6 @@ def _check_modes(quant_modes):
   if modes or not quant_modes:
     raise TaskError(f"Conversion modes {modes or '(none)'} are not available for a task; "
                     f"choose from {', '.join(TASK_MODES)}.")
-
-
-def _preflight(model, task, stages, configs):
-  """What each stage can check on the model before any training."""
-  if "sensitivity" in stages:
-    check_sensitivity(model, task, configs["sensitivity"])
-  if "search" in stages:
-    check_search(model, task, configs["search"])
-  if "qat" in stages:
-    if configs["qat"].bits != 8:
-      raise TaskError("qat: a task trains 8-bit QAT only (bits=8); 4-bit QAT runs on "
-                      "classifiers from tfopt's loaders.")
-    if "lowrank" in stages:
-      raise TaskError("qat cannot follow lowrank: tfmot has no quantize config for its "
-                      "factorized layers; leave one of them out.")
-    qat.apply_qat(model, "qat")  # raises, naming a layer tfmot cannot quantize
-  if "lowrank" in stages:
-    lowrank.factorize(model, configs["lowrank"])  # raises on a bad layer or rank
-  if "strided" in stages:
-    strided.strided(model)  # raises when no pool can be folded
-  if "binary" in stages and not binary.binarizable_layers(model, configs["binary"].layers):
-    raise TaskError(f"binary: {model.name!r} has no Conv2D or Dense layer to binarize.")
-  if "cluster" in stages:
-    cluster.check_layers(model, configs["cluster"].number_of_clusters,
-                         configs["cluster"].layers, configs["cluster"].layer_clusters)
-  if "slim" in stages:
-    groups, skipped = slim.slimmable_groups(model, configs["slim"].criterion,
-                                            configs["slim"].layers)
-    if not groups:
-      raise TaskError(f"slim: no conv of {model.name!r} can be slimmed: " + "; ".join(
-          f"{name}: {why}" for name, why in list(skipped.items())[:5]))
 
 
 @dataclasses.dataclass

@@ -11,6 +11,10 @@ once in `tfopt.config.registry`. The runner (tfopt.run.runner) calls, in order:
   summarize(record, context)    after the run: its numbers for the report
   report_section(report)        its Markdown section of report.md
 
+A stage that also compresses a user's task model (tfopt.run.task_run) says
+how in `on_task`, a TaskStage: the settings it takes there, their defaults
+for a trained model, its check before any training and its run.
+
 A stage never changes shared state: it reads the Context (config, data, the
 models made so far, earlier records) and returns a StageOutput; the runner
 saves the models, lists every file in the manifest and keeps the record, so
@@ -36,7 +40,7 @@ from tfopt.stages.report import ModelRow, Report
 from tfopt.techniques.distill.algorithm import Teacher
 from tfopt.training.train import FitContext
 
-__all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage",
+__all__ = ["log", "ModelEntry", "NewModel", "StageOutput", "Context", "Stage", "TaskStage",
            "TEACHER_LOGITS_FILE"]
 
 # The teacher's logits for the training images (see Context.teacher).
@@ -237,6 +241,25 @@ class Context:
     return self.cache[key]
 
 
+@dataclasses.dataclass(frozen=True)
+class TaskStage:
+  """How a stage runs on a user's task (tfopt.compress with a loss and data).
+
+  config_class: the settings a task run gives it (settings={name: {...}} in
+    Python, the task file's `settings`, --name.field=value).
+  run: fn(run, model, config) -> the compressed model, after adding it to
+    the run with run.add (saved, converted, measured: tfopt.run.task_run).
+  defaults: over config_class's own, for a user's trained model (gentle
+    fine-tuning: few epochs, a small learning rate, no teacher).
+  check: fn(model, task, config, stages) raising tfopt.task.TaskError, on
+    the model as given, before any training.
+  """
+  config_class: type
+  run: Callable
+  defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
+  check: Optional[Callable] = None
+
+
 class Stage:
   """One pipeline stage. Subclasses set `name` and `settings` and override run().
 
@@ -251,10 +274,13 @@ class Stage:
     recipes, as --name.field=value flags and in the option reference; the
     stage reads them with `context.config.section(name)` and lists the
     section in `settings` for resume.
+  on_task: how the stage runs on a user's task (a TaskStage); None: it does
+    not take a task.
   """
   name: str = ""
   settings: Tuple[str, ...] = ()
   config_class: Optional[type] = None
+  on_task: Optional[TaskStage] = None
   report_fields: Mapping[str, Callable[[], object]] = types.MappingProxyType({})
 
   def check_chain(self, config: PipelineConfig, before: Tuple[str, ...]):

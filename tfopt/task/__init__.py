@@ -8,10 +8,11 @@
     distill      distillation on the task's outputs
     sensitivity  per-layer sensitivity on the task's objective
     search       the budgeted search on the task
-    stages       each technique run on a task
     report       TaskReport, the rows `tfopt.compress` returns
 
-The run itself is tfopt.run.task_run (`tfopt.compress`).
+Each technique's task stage is its stage.py's `on_task`
+(tfopt/techniques/<name>/stage.py, a tfopt.stages.base.TaskStage); the run
+itself is tfopt.run.task_run (`tfopt.compress`).
 `from tfopt.task import make_task` reads from tfopt.task.definition.
 """
 

@@ -7,16 +7,44 @@ to plain layers, which LiteRT stores as int8 with two codes per channel.
 Report: the effective size at 1 bit per weight beside the real files.
 """
 
+import time
+
+from tfopt.core import progress
 from tfopt.litert import convert
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent
+from tfopt.task.definition import TaskError
 from tfopt.techniques.binary import algorithm as binary
+from tfopt.techniques.binary.settings import BinaryConfig
 
 LABELS = {"bwn": "BWN", "binaryconnect": "BinaryConnect"}
 
 
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: BinaryConfig):
+  """Binary weights (BWN or BinaryConnect) trained with the straight-through
+  estimator on the task; the file holds them as plain layers, and the record
+  their size at 1 bit per weight."""
+  started = time.perf_counter()
+  progress.log(f"binary: {config.mode} weights, {config.epochs} epoch(s)")
+  result = binary.binary(model, None, config, train=run.trainer(config))
+  record = {key: value for key, value in result.size.items() if key != "layers"}
+  run.add(run.name("binarized"), result.model, dict(
+      record, mode=config.mode, layers=[entry["layer"] for entry in result.size["layers"]],
+      seconds=time.perf_counter() - started))
+  return result.model
+
+
+def _check_task(model, task, config: BinaryConfig, stages):
+  del task, stages
+  if not binary.binarizable_layers(model, config.layers):
+    raise TaskError(f"binary: {model.name!r} has no Conv2D or Dense layer to binarize.")
+
+
 class BinaryStage(Stage):
   name = "binary"
+  on_task = TaskStage(BinaryConfig, _run_on_task, check=_check_task, defaults={
+      "epochs": 3, "learning_rate": 1e-4, "use_teacher": False})
   settings = ("binary", "distill")
   report_fields = {"binary": list}
 

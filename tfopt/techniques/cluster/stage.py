@@ -8,14 +8,42 @@ them in every file. Report: per file and kernel, the distinct values read
 back from the .tflite against the clusters promised.
 """
 
+import time
+
+from tfopt.core import progress
 from tfopt.litert import evaluate
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent
 from tfopt.techniques.cluster import algorithm as cluster
+from tfopt.techniques.cluster.settings import ClusterConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: ClusterConfig):
+  """tfmot weight clustering (a pruned model keeps its zeros), fine-tuned."""
+  started = time.perf_counter()
+  preserve = (run.has("pruned") if config.preserve_sparsity is None
+              else config.preserve_sparsity)
+  progress.log(f"cluster: {config.number_of_clusters} shared values per kernel, "
+               f"{config.epochs} epoch(s)")
+  result = cluster.cluster(model, None, config, preserve_sparsity=preserve,
+                           train=run.trainer(config))
+  run.add(run.name("clustered"), result.model, {
+      "clusters": config.number_of_clusters, "preserve_sparsity": preserve,
+      "kernels": {entry.layer: [entry.clusters, entry.distinct] for entry in result.kernels},
+      "seconds": time.perf_counter() - started})
+  return result.model
+
+
+def _check_task(model, task, config: ClusterConfig, stages):
+  del task, stages
+  cluster.check_layers(model, config.number_of_clusters, config.layers, config.layer_clusters)
 
 
 class ClusterStage(Stage):
   name = "cluster"
+  on_task = TaskStage(ClusterConfig, _run_on_task, check=_check_task, defaults={
+      "epochs": 2, "learning_rate": 1e-4, "use_teacher": False})
   settings = ("cluster", "distill")
   report_fields = {"weight_sharing": dict}
 

@@ -8,9 +8,13 @@ From here on, the stages compress the student.
 
 import dataclasses
 import functools
+import time
 
+from tfopt.core import progress
+from tfopt.core._keras import keras
 from tfopt.keras_io import models
-from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput
+from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput, TaskStage
+from tfopt.task.distill import TaskDistillConfig, student_of
 from tfopt.techniques.distill import algorithm as distill
 
 INITIAL_WEIGHTS_FILE = "student_initial_weights.npz"
@@ -18,8 +22,39 @@ STUDENT = ModelEntry("student_distilled", "distilled student", "student_distille
                      "student")
 
 
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: TaskDistillConfig):
+  """A student `config.width` as wide, fresh, distilled from `model`; with
+  compare_scratch, the same student from the same weights on labels only."""
+  student = student_of(model, config.width, run.seed)
+  initial = student.get_weights()
+  progress.log(f"distill: a student {config.width:.0%} as wide "
+               f"({student.count_params():,} parameters, {model.count_params():,} in "
+               f"the teacher) for {config.epochs} epoch(s), per-output distillation")
+  started = time.perf_counter()
+  history = run.fit(student, config.epochs, config.learning_rate, teacher=True,
+                    teacher_model=model)
+  record = {"width": config.width, "epochs": config.epochs, "alpha": config.alpha,
+            "temperature": config.temperature, "params": int(student.count_params()),
+            "teacher_params": int(model.count_params()),
+            "train_loss": [float(value) for value in history.history.get("loss", [])],
+            "seconds": time.perf_counter() - started}
+  name = run.name("distilled")
+  if config.compare_scratch:
+    scratch = keras.models.clone_model(student)
+    scratch.set_weights(initial)
+    keras.utils.set_random_seed(run.seed)
+    progress.log("distill: the same student from the same weights on the task's "
+                 "labels only (control)")
+    run.fit(scratch, config.epochs, config.learning_rate)
+    run.add(f"{name}_scratch", scratch, {"control_of": name}, final=False)
+  run.add(name, student, record)
+  return student
+
+
 class DistillStage(Stage):
   name = "distill"
+  on_task = TaskStage(TaskDistillConfig, _run_on_task)
   settings = ("distill",)
 
   def training_epochs(self, config):

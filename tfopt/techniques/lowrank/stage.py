@@ -8,13 +8,38 @@ and after, and validation accuracy before and after fine-tuning.
 
 import dataclasses
 import functools
+import time
 
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.core import progress
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.techniques.lowrank import algorithm as lowrank
+from tfopt.techniques.lowrank.settings import LowRankConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: LowRankConfig):
+  """Truncated SVD of the chosen Dense / conv kernels, fine-tuned."""
+  started = time.perf_counter()
+  progress.log(f"lowrank: factorizing {', '.join(config.layers or ['by rank'])}")
+  result = lowrank.lowrank(model, None, config, train=run.trainer(config),
+                           validate=run.validation_loss)
+  run.add(run.name("factorized"), result.model, {
+      "layers": {entry.layer: entry.rank for entry in result.layers},
+      "validation_loss_before_finetune": result.val_accuracy_before_finetune,
+      "validation_loss_after_finetune": result.val_accuracy_after_finetune,
+      "seconds": time.perf_counter() - started})
+  return result.model
+
+
+def _check_task(model, task, config: LowRankConfig, stages):
+  del task, stages
+  lowrank.factorize(model, config)  # raises on a bad layer or rank
 
 
 class LowRankStage(Stage):
   name = "lowrank"
+  on_task = TaskStage(LowRankConfig, _run_on_task, check=_check_task, defaults={
+      "finetune_epochs": 2, "learning_rate": 1e-4, "use_teacher": False})
   settings = ("lowrank", "distill")
   report_fields = {"lowrank_layers": list}
 

@@ -7,13 +7,34 @@ the wrappers are stripped and every pruned weight's zeros are counted
 """
 
 import dataclasses
+import time
 
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.core import progress
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.techniques.prune import algorithm as prune
+from tfopt.techniques.prune.settings import PruneConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: PruneConfig):
+  """tfmot magnitude pruning while fine-tuning on the task (unstructured:
+  the file keeps its shape; its zeros show in gzip bytes)."""
+  started = time.perf_counter()
+  progress.log(f"prune: fine-tuning to {config.target_sparsity:.0%} sparsity for "
+               f"{config.epochs} epoch(s) with the task's loss")
+  result = prune.prune(model, None, config, train=run.trainer(config),
+                       steps_per_epoch=run.steps_per_epoch)
+  run.add(run.name("pruned"), result.model, {
+      "target_sparsity": config.target_sparsity, "epochs": config.epochs,
+      "pruned_weights": sum(entry.size for entry in result.layers),
+      "sparsity": result.overall_sparsity, "seconds": time.perf_counter() - started})
+  return result.model
 
 
 class PruneStage(Stage):
   name = "prune"
+  on_task = TaskStage(PruneConfig, _run_on_task, defaults={
+      "target_sparsity": 0.5, "epochs": 2, "learning_rate": 1e-4, "use_teacher": False})
   settings = ("prune", "distill")
   report_fields = {"layer_sparsity": list}
 

@@ -10,17 +10,50 @@ is converted to int4. Report: the QAT file against the float model and the
 post-training file of the same mode it came from.
 """
 
+import time
+
 import numpy as np
 
+from tfopt.core import progress
 from tfopt.core.validate import ConfigError
 from tfopt.litert import evaluate
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent
+from tfopt.task.definition import TaskError
 from tfopt.techniques.qat import algorithm as qat, int4 as qat_int4
+from tfopt.techniques.qat.settings import QatConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: QatConfig):
+  """Quantization-aware training (PQAT / CQAT / PCQAT after prune and
+  cluster, so their zeros and shared values survive); int8 files only."""
+  started = time.perf_counter()
+  scheme = (qat.choose_scheme(run.has("pruned"), run.has("clustered"))
+            if config.scheme == "auto" else config.scheme)
+  progress.log(f"qat: {scheme}, {config.epochs} epoch(s)")
+  result = qat.qat(model, None, config, scheme, train=run.trainer(config))
+  run.add(run.name("qat"), result.model, {
+      "scheme": scheme, "epochs": config.epochs, "seconds": time.perf_counter() - started},
+      extension=".h5", modes=("int8",))
+  return result.model
+
+
+def _check_task(model, task, config: QatConfig, stages):
+  del task
+  if config.bits != 8:
+    raise TaskError("qat: a task trains 8-bit QAT only (bits=8); 4-bit QAT runs on "
+                    "classifiers from tfopt's loaders.")
+  if "lowrank" in stages:
+    raise TaskError("qat cannot follow lowrank: tfmot has no quantize config for its "
+                    "factorized layers; leave one of them out.")
+  qat.apply_qat(model, "qat")  # raises, naming a layer tfmot cannot quantize
 
 
 class QatStage(Stage):
   name = "qat"
+  on_task = TaskStage(QatConfig, _run_on_task, check=_check_task, defaults={
+      "epochs": 2, "learning_rate": 1e-4, "use_teacher": False})
   settings = ("qat", "prune", "distill")
   report_fields = {"qat": list}
 

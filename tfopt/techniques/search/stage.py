@@ -17,8 +17,9 @@ import numpy as np
 
 from tfopt.core.pareto import pareto_front
 from tfopt.litert import evaluate
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent
+from tfopt.task.search import TaskSearchConfig, check_search, search_stage
 from tfopt.techniques.search import algorithm as search
 from tfopt.training.train import accuracy
 
@@ -26,8 +27,14 @@ DIRECTORY = "search"
 _OBJECTIVE_UNITS = {"size": "gzip bytes", "latency": "µs"}
 
 
+def _check_task(model, task, config: TaskSearchConfig, stages):
+  del stages
+  check_search(model, task, config)
+
+
 class SearchStage(Stage):
   name = "search"
+  on_task = TaskStage(TaskSearchConfig, search_stage, check=_check_task)
   settings = ("search", "distill", "convert.representative_examples", "evaluate")
   report_fields = {"search": dict}
 

@@ -10,16 +10,23 @@ control. Report: the scan, the choice, and both int8 files side by side.
 
 import dataclasses
 
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent, sensitivity_table
+from tfopt.task.sensitivity import TaskSensitivityConfig, check_sensitivity, sensitivity_stage
 from tfopt.techniques.sensitivity import algorithm as sensitivity
 
 KINDS = (("uniform_pruned", "uniformly pruned"),
          ("sensitivity_pruned", "sensitivity-pruned"))
 
 
+def _check_task(model, task, config: TaskSensitivityConfig, stages):
+  del stages
+  check_sensitivity(model, task, config)
+
+
 class SensitivityStage(Stage):
   name = "sensitivity"
+  on_task = TaskStage(TaskSensitivityConfig, sensitivity_stage, check=_check_task)
   settings = ("analysis.sensitivity_sparsities", "analysis.max_accuracy_drop",
               "analysis.sensitivity_target_sparsity", "prune", "distill",
               "evaluate.batch_size")

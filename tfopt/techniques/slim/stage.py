@@ -10,13 +10,50 @@ latency falling step by step. Report: the step table and channels per conv.
 """
 
 
+import time
+
+from tfopt.core import progress
+from tfopt.keras_io.macs import total_macs
 from tfopt.litert import convert, evaluate
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
+from tfopt.task.definition import TaskError
 from tfopt.techniques.slim import algorithm as slim
+from tfopt.techniques.slim.settings import SlimConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: SlimConfig):
+  """Network slimming: whole channels removed by dependency group (through
+  residual adds, concatenated skips, upsampling, transposed convs and every
+  head), in prune_count steps, each fine-tuned on the task."""
+  started = time.perf_counter()
+  progress.log(f"slim: removing {config.rate:.0%} of the channels in "
+               f"{config.prune_count} step(s), {config.finetune_epochs} epoch(s) each")
+  result = slim.slim_with(model, config, run.trainer(config), run.validation_loss)
+  run.add(run.name("slimmed"), result.model, {
+      "rate": config.rate, "criterion": config.criterion,
+      "removed_channels": result.removed_fraction,
+      "params": [int(model.count_params())] + [step.params for step in result.steps],
+      "macs": [int(total_macs(model))] + [step.macs for step in result.steps],
+      "validation_loss": [step.val_accuracy for step in result.steps],
+      "groups": result.groups, "skipped": result.skipped,
+      "seconds": time.perf_counter() - started})
+  return result.model
+
+
+def _check_task(model, task, config: SlimConfig, stages):
+  del task, stages  # any task: the groups are the model's
+  groups, skipped = slim.slimmable_groups(model, config.criterion, config.layers)
+  if not groups:
+    raise TaskError(f"slim: no conv of {model.name!r} can be slimmed: " + "; ".join(
+        f"{name}: {why}" for name, why in list(skipped.items())[:5]))
 
 
 class SlimStage(Stage):
   name = "slim"
+  on_task = TaskStage(SlimConfig, _run_on_task, check=_check_task, defaults={
+      "rate": 0.5, "prune_count": 2, "finetune_epochs": 2, "sparsity_epochs": 0,
+      "learning_rate": 5e-4, "use_teacher": False})
   settings = ("slim", "distill", "convert", "evaluate")
   report_fields = {"slim_steps": list, "slim_channels": list}
 

@@ -9,14 +9,45 @@ Report: the pools folded and kept, MACs before and after, validation accuracy
 before and after fine-tuning.
 """
 
+import time
+
+from tfopt.core import progress
 from tfopt.core.validate import ConfigError
 from tfopt.keras_io import macs
-from tfopt.stages.base import NewModel, Stage, StageOutput
+from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.techniques.strided import algorithm as strided
+from tfopt.techniques.strided.settings import StridedConfig
+
+
+# On a user's task (tfopt.run.task_run).
+def _run_on_task(run, model, config: StridedConfig):
+  """Each stride-1 conv before a 2 x 2 pool made stride 2 and the pool
+  removed (where the shapes after it stay), then fine-tuned on the task."""
+  started = time.perf_counter()
+  result = strided.strided(model)
+  progress.log(f"strided: {len(result.folded)} pool(s) folded into strided convs, "
+               f"{config.finetune_epochs} epoch(s) of fine-tuning")
+  before = run.validation_loss(result.model)
+  run.fit(result.model, config.finetune_epochs, config.learning_rate,
+          teacher=config.use_teacher)
+  run.add(run.name("strided"), result.model, {
+      "folded": [f"{conv} + {pool}" for conv, pool in result.folded], "kept": result.kept,
+      "validation_loss_before_finetune": before,
+      "validation_loss_after_finetune": run.validation_loss(result.model),
+      "macs": [int(macs.total_macs(model)), int(macs.total_macs(result.model))],
+      "seconds": time.perf_counter() - started})
+  return result.model
+
+
+def _check_task(model, task, config: StridedConfig, stages):
+  del task, config, stages
+  strided.strided(model)  # raises when no pool can be folded
 
 
 class StridedStage(Stage):
   name = "strided"
+  on_task = TaskStage(StridedConfig, _run_on_task, check=_check_task, defaults={
+      "finetune_epochs": 2, "learning_rate": 5e-4, "use_teacher": False})
   settings = ("strided", "distill")
   report_fields = {"strided": dict}
 
