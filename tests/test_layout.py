@@ -29,7 +29,7 @@ LAYERS = (
     ("stages", ("tfopt.stages", "tfopt.stages.*")),
     # A user's task (its data, measurements, the task side of distill,
     # sensitivity and search), which a technique's stage runs on (on_task).
-    ("task", ("tfopt.task", "tfopt.task.*")),
+    ("task", ("tfopt.task", "tfopt.task.*", "tfopt.techniques.*.on_task")),
     ("technique stages", ("tfopt.techniques.*.stage",)),
     ("run", ("tfopt.run", "tfopt.run.*")),
     ("cli", ("tfopt.cli", "tfopt.cli.*")),

@@ -385,7 +385,7 @@ def test_distill_trains_a_half_width_student_per_output_with_its_scratch_control
 
 def test_distillation_losses_are_chosen_per_output():
   from tfopt.task import definition as task  # pylint: disable=g-import-not-at-top
-  from tfopt.task.distill import distill_losses  # pylint: disable=g-import-not-at-top
+  from tfopt.techniques.distill.on_task import distill_losses  # pylint: disable=g-import-not-at-top
   from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   inputs = keras.Input((4,))
   model = keras.Model(inputs, [keras.layers.Dense(3, name="kind")(inputs),

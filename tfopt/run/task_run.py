@@ -14,9 +14,9 @@ Stages (task_stages(): each registered stage with an `on_task`, a
 tfopt.stages.base.TaskStage, in its technique's stage.py) run in the order
 given, each compressing the model before it, trained on the task's data with
 its loss; sensitivity and search choose by the task's objective
-(tfopt.task.sensitivity, tfopt.task.search). The others are refused by name
-before any work. tfopt.task.model loads the model,
-tfopt.task.report writes the report.
+(tfopt/techniques/<name>/on_task.py). The others are refused by name before
+any work. tfopt.task.model loads the model, tfopt.task.report writes the
+report.
 """
 
 import contextlib
@@ -39,9 +39,9 @@ from tfopt.run import deploy, preflight
 from tfopt.stages.base import TaskStage
 from tfopt.task import measure as task_measure
 from tfopt.task.definition import Task, TaskError, make_task
-from tfopt.task.distill import TaskDistillConfig, TaskDistiller, distill_losses
 from tfopt.task.model import is_keras3, loaded, source_of
 from tfopt.task.report import TaskReport, render_markdown, row_text
+from tfopt.techniques.distill.on_task import TaskDistillConfig, TaskDistiller, distill_losses
 
 __all__ = ["task_stages", "TASK_MODES", "compress", "prepare", "Prepared"]
 
@@ -65,7 +65,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     loss, metrics, score, score_name, higher_is_better: see tfopt.task.definition.
     distill_loss: fn(teacher_output, student_output), or a dict per output,
       for distillation where the default per output does not fit
-      (tfopt.task.distill).
+      (tfopt.techniques.distill.on_task).
     stages: of task_stages(), in order; each compresses the model before it.
     settings: {stage: {setting: value}} over the stage's task defaults, as
       its config takes them (TaskStage: PruneConfig, SlimConfig,

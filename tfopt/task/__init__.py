@@ -5,13 +5,11 @@
     model        reading the user's model (Keras 2 or 3)
     measure      one .tflite measured on the task: metrics, per-output fidelity
     objective    the score a search or sensitivity ranks by
-    distill      distillation on the task's outputs
-    sensitivity  per-layer sensitivity on the task's objective
-    search       the budgeted search on the task
     report       TaskReport, the rows `tfopt.compress` returns
 
 Each technique's task stage is its stage.py's `on_task`
-(tfopt/techniques/<name>/stage.py, a tfopt.stages.base.TaskStage); the run
+(tfopt/techniques/<name>/stage.py, a tfopt.stages.base.TaskStage); distill,
+sensitivity and search have their task side in on_task.py beside it. The run
 itself is tfopt.run.task_run (`tfopt.compress`).
 `from tfopt.task import make_task` reads from tfopt.task.definition.
 """

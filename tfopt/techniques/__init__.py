@@ -1,7 +1,8 @@
 """The compression techniques, one folder each: the algorithm (algorithm.py,
 callable from Python on any Keras 2 model), its settings section (settings.py:
-a frozen dataclass, in the config layer) and its pipeline stage (stage.py).
-Both are registered in tfopt.config.registry (BUILTIN, SECTIONS). distill's
+a frozen dataclass, in the config layer) and its pipeline stage (stage.py,
+whose `on_task` runs it on a user's task; distill, sensitivity and search
+keep their task side in on_task.py). Stage and settings are registered in tfopt.config.registry (BUILTIN, SECTIONS). distill's
 section is run-wide (tfopt.config.pipeline_config); sensitivity, sweep and
 bitwidth share `analysis` (tfopt.config.technique_config).
 
@@ -21,7 +22,7 @@ bitwidth share `analysis` (tfopt.config.technique_config).
 
 import importlib
 
-SUBMODULES = ("algorithm", "settings", "stage")
+SUBMODULES = ("algorithm", "settings", "stage", "on_task")
 
 
 def lazy_algorithm(package: str):

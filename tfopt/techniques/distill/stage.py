@@ -14,8 +14,8 @@ from tfopt.core import progress
 from tfopt.core._keras import keras
 from tfopt.keras_io import models
 from tfopt.stages.base import ModelEntry, NewModel, Stage, StageOutput, TaskStage
-from tfopt.task.distill import TaskDistillConfig, student_of
 from tfopt.techniques.distill import algorithm as distill
+from tfopt.techniques.distill.on_task import TaskDistillConfig, student_of
 
 INITIAL_WEIGHTS_FILE = "student_initial_weights.npz"
 STUDENT = ModelEntry("student_distilled", "distilled student", "student_distilled",

@@ -118,7 +118,7 @@ def search(model: keras.Model, dataset: Dataset, config: SearchConfig,
 def walk_space(model: keras.Model, space, config: SearchConfig, floor: float,
                log: Callable[[str], None]) -> SearchResult:
   """The walk (steps 1 to 4 of the module docstring) from `model` in `space`
-  (search_space.ClassifierSpace, or a task's: tfopt.task.search), keeping the
+  (search_space.ClassifierSpace, or a task's: tfopt.techniques.search.on_task), keeping the
   candidates whose quality is at least `floor`."""
   with quiet_tf():
     walk = _Walk(model, config, floor, log, space)

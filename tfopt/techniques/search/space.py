@@ -8,7 +8,7 @@ scan that spreads each sparsity over the layers, sized to the budget.
 
 ClassifierSpace is how the walk trains and measures a classifier on tfopt's
 own data: accuracy is the quality, fine-tunes distill from the teacher.
-tfopt.task.search has the same methods for a user's task.
+tfopt.techniques.search.on_task has the same methods for a user's task.
 """
 
 import contextlib

@@ -19,8 +19,8 @@ from tfopt.core.pareto import pareto_front
 from tfopt.litert import evaluate
 from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent
-from tfopt.task.search import TaskSearchConfig, check_search, search_stage
 from tfopt.techniques.search import algorithm as search
+from tfopt.techniques.search.on_task import TaskSearchConfig, check_search, search_stage
 from tfopt.training.train import accuracy
 
 DIRECTORY = "search"

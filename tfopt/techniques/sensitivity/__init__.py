@@ -2,6 +2,7 @@
 
     algorithm.py  the technique, callable on any Keras 2 model
     stage.py      the `sensitivity` pipeline stage
+    on_task.py    the scan on a user's task, by its objective
 
 Its settings are the `analysis` section (tfopt.config).
 """

@@ -3,7 +3,7 @@
 layer_sensitivity: one layer at a time is pruned to increasing sparsities
   (smallest magnitudes first), the others untouched; the accuracy drop says
   how much that layer can lose. scan_layers does the same with any measure
-  of quality (a task's metric or score, tfopt.task.sensitivity).
+  of quality (a task's metric or score, tfopt.techniques.sensitivity.on_task).
 choose_sparsities: for each layer, the highest sparsity whose drop stays
   within the user's budget; the result feeds tfopt.techniques.prune.algorithm's per-layer targets.
 allocate_sparsity: instead of a budget, a total sparsity to reach, spread

@@ -12,8 +12,9 @@ import dataclasses
 
 from tfopt.stages.base import NewModel, Stage, StageOutput, TaskStage
 from tfopt.stages.report import percent, sensitivity_table
-from tfopt.task.sensitivity import TaskSensitivityConfig, check_sensitivity, sensitivity_stage
 from tfopt.techniques.sensitivity import algorithm as sensitivity
+from tfopt.techniques.sensitivity.on_task import (TaskSensitivityConfig, check_sensitivity,
+                                                  sensitivity_stage)
 
 KINDS = (("uniform_pruned", "uniformly pruned"),
          ("sensitivity_pruned", "sensitivity-pruned"))

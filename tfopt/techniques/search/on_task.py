@@ -19,10 +19,6 @@ import tempfile
 import time
 from typing import Dict, List, Optional, Tuple
 
-from tfopt.techniques.prune.settings import PruneConfig
-
-from tfopt.techniques.qat.settings import QatConfig
-
 from tfopt.core import artifacts, progress
 from tfopt.core.errors import TfoptError
 from tfopt.core.validate import require, require_positive_int, require_positive_number
@@ -32,7 +28,9 @@ from tfopt.task import measure as task_measure
 from tfopt.task.definition import TaskError
 from tfopt.task.objective import Objective, judging_data, keras_value, objective_for
 from tfopt.techniques.prune.algorithm import prune
+from tfopt.techniques.prune.settings import PruneConfig
 from tfopt.techniques.qat.int4 import qat_int4
+from tfopt.techniques.qat.settings import QatConfig
 from tfopt.techniques.search import algorithm as search
 from tfopt.techniques.search.settings import SEARCH_OBJECTIVES, require_search_space
 from tfopt.techniques.search.space import Candidate, Spec
