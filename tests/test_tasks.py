@@ -470,10 +470,10 @@ def test_sensitivity_chooses_sparsities_by_a_lower_is_better_metric(tmp_path):
   model, data = _regression_mlp()
   report = task_run.compress(
       model, train=data, val=data.take(4), test=data.take(2), loss="mse", metrics=["mae"],
-      stages=["sensitivity"],
+      stages=["sensitivity", "qat"],
       settings={"sensitivity": {"metric": "mean_absolute_error", "sparsities": (0.3, 0.6, 0.9),
                                 "max_drop": 0.02},
-                "prune": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
+                "prune": {"epochs": 1}, "qat": {"epochs": 1}}, output_dir=str(tmp_path / "run"))
   record = report.stages["sensitivity_pruned"]
   assert record["objective"] == "mean_absolute_error" and record["higher_is_better"] is False
   drops = {(point["layer"], point["sparsity"]): point["drop"] for point in record["points"]}
@@ -490,6 +490,9 @@ def test_sensitivity_chooses_sparsities_by_a_lower_is_better_metric(tmp_path):
   assert record["overall_sparsity"] > 0
   names = [row.name for row in report.rows]
   assert "uniform_pruned int8" in names and "sensitivity_pruned int8" in names
+  # QAT after sensitivity keeps its zeros (PQAT): the run knows the chain was
+  # pruned from the stage, not from a model's name.
+  assert report.stages["sensitivity_pruned_qat"]["scheme"] == "pqat"
   from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   pruned = keras.models.load_model(str(tmp_path / "run" / "sensitivity_pruned.keras"),
                                    compile=False)

@@ -224,16 +224,28 @@ class _TaskRun:
     self.seconds: Dict[str, float] = {}
     self.final = None
     self.applied: List[str] = []  # the stages' suffixes so far: slimmed, pruned
+    # Whether a stage of the chain so far pruned / clustered its model (run.add
+    # sets them), read by the stages after it: cluster keeps a pruned model's
+    # zeros, QAT picks PQAT / CQAT / PCQAT.
+    self.pruned = self.clustered = False
 
   def name(self, suffix: str) -> str:
     """A compressed model's name: the stages applied, in order (slimmed_pruned)."""
     self.applied.append(suffix)
     return "_".join(self.applied)
 
+  def control_name(self, suffix: str) -> str:
+    """The name of a model made beside the chain (a control), from the same
+    model as the stage's own (slimmed_uniform_pruned)."""
+    return "_".join(self.applied[:-1] + [suffix])
+
   def add(self, name: str, model, record: dict, final: bool = True,
-          extension: str = ".keras", modes: Optional[Sequence[str]] = None):
+          extension: str = ".keras", modes: Optional[Sequence[str]] = None,
+          pruned: bool = False, clustered: bool = False):
     """Saves `model`, converts it in every mode (or `modes`), measures it and
-    its files; `final`: it is the chain's newest model (not a control beside it)."""
+    its files; `final`: it is the chain's newest model (not a control beside
+    it); `pruned` / `clustered`: the stage pruned or clustered it (typed
+    facts, not read from names)."""
     started = time.perf_counter()
     self._save(name, f"{name}{extension}", lambda path: artifacts.save_keras_atomic(model, path))
     files = {}
@@ -254,10 +266,7 @@ class _TaskRun:
     self.seconds[name] = time.perf_counter() - started
     if final:
       self.final = (name, files)
-
-  def has(self, kind: str) -> bool:
-    """Whether a stage so far made this kind of model (pruned, clustered)."""
-    return any(step == kind or step.endswith(f"_{kind}") for step in self.applied)
+      self.pruned, self.clustered = self.pruned or pruned, self.clustered or clustered
 
   def trainer(self, config):
     """train(model, epochs, callbacks=()) for a technique: the task's data and

@@ -22,7 +22,7 @@ from tfopt.techniques.cluster.settings import ClusterConfig
 def _run_on_task(run, model, config: ClusterConfig):
   """tfmot weight clustering (a pruned model keeps its zeros), fine-tuned."""
   started = time.perf_counter()
-  preserve = (run.has("pruned") if config.preserve_sparsity is None
+  preserve = (run.pruned if config.preserve_sparsity is None
               else config.preserve_sparsity)
   progress.log(f"cluster: {config.number_of_clusters} shared values per kernel, "
                f"{config.epochs} epoch(s)")
@@ -31,7 +31,7 @@ def _run_on_task(run, model, config: ClusterConfig):
   run.add(run.name("clustered"), result.model, {
       "clusters": config.number_of_clusters, "preserve_sparsity": preserve,
       "kernels": {entry.layer: [entry.clusters, entry.distinct] for entry in result.kernels},
-      "seconds": time.perf_counter() - started})
+      "seconds": time.perf_counter() - started}, clustered=True)
   return result.model
 
 

@@ -27,7 +27,8 @@ def _run_on_task(run, model, config: PruneConfig):
   run.add(run.name("pruned"), result.model, {
       "target_sparsity": config.target_sparsity, "epochs": config.epochs,
       "pruned_weights": sum(entry.size for entry in result.layers),
-      "sparsity": result.overall_sparsity, "seconds": time.perf_counter() - started})
+      "sparsity": result.overall_sparsity, "seconds": time.perf_counter() - started},
+      pruned=True)
   return result.model
 
 

@@ -29,7 +29,7 @@ def _run_on_task(run, model, config: QatConfig):
   """Quantization-aware training (PQAT / CQAT / PCQAT after prune and
   cluster, so their zeros and shared values survive); int8 files only."""
   started = time.perf_counter()
-  scheme = (qat.choose_scheme(run.has("pruned"), run.has("clustered"))
+  scheme = (qat.choose_scheme(run.pruned, run.clustered)
             if config.scheme == "auto" else config.scheme)
   progress.log(f"qat: {scheme}, {config.epochs} epoch(s)")
   result = qat.qat(model, None, config, scheme, train=run.trainer(config))

@@ -218,7 +218,8 @@ def search_stage(run, model, config: TaskSearchConfig):
             "candidates": [_candidate_json(candidate, objective, index, result)
                            for index, candidate in enumerate(result.candidates)],
             "skipped": result.skipped, "seconds": result.seconds}
-  run.add(run.name("searched"), result.model, record, modes=(chosen.mode,))
+  run.add(run.name("searched"), result.model, record, modes=(chosen.mode,),
+          pruned=bool(chosen.spec.sparsity))
   return result.model
 
 

@@ -120,10 +120,10 @@ def sensitivity_stage(run, model, config: TaskSensitivityConfig):
   result = prune.prune(model, None, prune_config, layer_targets=chosen,
                        train=run.trainer(prune_config), steps_per_epoch=run.steps_per_epoch)
   name = run.name("sensitivity_pruned")
-  run.add(f"{name[:-len('sensitivity_pruned')]}uniform_pruned", uniform.model,
+  run.add(run.control_name("uniform_pruned"), uniform.model,
           {"control_of": name, "sparsity": uniform.overall_sparsity}, final=False)
   run.add(name, result.model, _record(objective, config, points, sizes, chosen, total,
-                                      result, started))
+                                      result, started), pruned=True)
   return result.model
 
 
