@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT
 from tfopt.cli import console
@@ -79,6 +80,11 @@ def test_a_bad_flag_is_one_error_line_and_exit_2(capsys):
   assert console.main(["compress", "--bogus_flag=1"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("tfopt: error: Unknown command line flag 'bogus_flag'")
+  assert err.strip().endswith("See tfopt compress --help.")  # as measure and inspect say
+  with pytest.raises(SystemExit) as refused:  # argparse's exit, with one line
+    console.main(["measure", "model.tflite", "--bogus_flag=1"])
+  assert refused.value.code == 2
+  assert capsys.readouterr().err.strip().endswith("See tfopt measure --help.")
 
 
 def test_measuring_a_file_shows_no_litert_start_up_line(trained_teacher, dataset, tmp_path):

@@ -457,7 +457,8 @@ def parse_flags(argv):
   try:
     return FLAGS(argv)
   except flags.Error as error:
-    print(f"tfopt: error: {error}. See --help for the flags.", file=sys.stderr)
+    prog = argv[0] if argv[0].startswith("tfopt") else "python -m tfopt.pipeline"
+    print(f"tfopt: error: {error}. See {prog} --help.", file=sys.stderr)
     sys.exit(2)
 
 
