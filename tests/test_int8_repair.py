@@ -5,6 +5,8 @@ import pytest
 
 from tfopt.core._keras import keras
 from tfopt.litert import evaluate, int8_fidelity, int8_ranges, int8_repair
+from tfopt.stages import tflite_files
+from tfopt.stages.report import ModelRow, Report
 
 
 def _model_with_a_bad_layer():
@@ -235,3 +237,26 @@ def test_a_layer_with_no_int8_kernel_stays_float_and_is_named():
   repair = int8_repair.repair(model, _images(64, 0), _images(40, 1), 64, mode="off")
   assert repair.to_record()["kept_float"] == ["cosine (COS)"]
   assert int8_fidelity.float_ops(repair.content)[0][:2] == ("COS", "cosine")
+
+
+def _row(name, agreement):
+  return ModelRow(name=name, path=f"{name}.tflite", accuracy=0.9, tflite_bytes=100,
+                  gzip_bytes=90, latency_us=10.0, params=10, nonzero_params=10, macs=100,
+                  agreement=agreement, weight_sparsity=0.0, input_dtype="int8",
+                  weight_dtypes={"int8": 1})
+
+
+def test_the_report_names_the_runs_qat_files_as_the_next_step_below_the_target():
+  """The QAT rows come from the QAT section (typed), not from words in row names."""
+  record = {"chosen": {"agreement": 0.95}}
+  rows = [_row("pruned student int8", 0.95), _row("QAT-like name student int8", 0.97),
+          _row("pruned, PQAT student int8", 0.985)]
+  report = Report("mnist", 100, "baseline", rows, {}, {}, {}, {}, {}, sections={
+      "qat": [{"row": "pruned, PQAT student int8", "mode": "int8"}]})
+  text = " ".join(tflite_files._next_step(report, "pruned student int8", record))
+  assert "QAT in this run: pruned, PQAT student int8 agrees with its Keras model on 98.50%" in text
+  assert "QAT-like name" not in text
+  report.sections["qat"] = []
+  assert "Quantization-aware training is the next step" in " ".join(
+      tflite_files._next_step(report, "pruned student int8", record))
+  assert tflite_files._next_step(report, "x", {"chosen": {"agreement": 0.995}}) == []

@@ -86,6 +86,10 @@ class ModelEntry:
   def pruned(self) -> bool:
     return self.sparsity is not None
 
+  def row_name(self, mode: str) -> str:
+    """The report row of its .tflite file in `mode` ("pruned student int8")."""
+    return f"{self.label} {mode}"
+
   def to_json(self) -> dict:
     return dataclasses.asdict(self)
 
@@ -222,8 +226,8 @@ class Context:
 
   def row_of(self, model_name: str, mode: str = "int8") -> Optional[ModelRow]:
     """The measured row of `model_name`'s file in `mode`, or None."""
-    label = self.entry(model_name).label
-    return next((row for row in self.rows if row.name == f"{label} {mode}"), None)
+    name = self.entry(model_name).row_name(mode)
+    return next((row for row in self.rows if row.name == name), None)
 
   def keras_top1(self, model_name: str) -> np.ndarray:
     """Test-set predictions of a Keras model, computed once per run."""

@@ -21,6 +21,7 @@ from tfopt.keras_io.macs import count_macs, parameter_counts, total_macs
 from tfopt.litert import breakdown, convert, evaluate, quant_debug
 from tfopt.stages.base import Stage, StageOutput
 from tfopt.stages.report import ModelRow
+from tfopt.stages.tflite_files import tflite_plan
 
 
 
@@ -31,6 +32,7 @@ class EvaluateStage(Stage):
 
   def run(self, context) -> StageOutput:
     rows, breakdowns, losses = [], {}, {}
+    modes = {row_name: mode for row_name, _, _, mode in tflite_plan(context)}
     for row_name, (filename, model_name) in context.tflite_files.items():
       row = measure_row(context, row_name, filename, model_name)
       context.log(f"evaluate: {row_name}: accuracy {row.accuracy:.2%}, "
@@ -38,9 +40,9 @@ class EvaluateStage(Stage):
                   f"{row.latency_us:,.0f} µs")
       rows.append(row)
       model = context.models[model_name]
-      if row_name.endswith(" int8") and _wants_breakdown(context, row_name, model):
+      if modes.get(row_name) == "int8" and _wants_breakdown(context, row_name, model):
         breakdowns[row_name] = _breakdown(context, model)
-      if row_name.endswith(" int8") and _wants_debug(context, row, model):
+      if modes.get(row_name) == "int8" and _wants_debug(context, row, model):
         losses[row_name] = _precision_loss(context, model)
     return StageOutput(rows=rows, record={"latency_breakdown": breakdowns,
                                           "precision_loss": losses})

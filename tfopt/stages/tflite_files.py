@@ -87,8 +87,8 @@ def _next_step(report, name: str, record: dict) -> list:
   """Below FIDELITY_TARGET after repair: say so, and what QAT measured if it ran."""
   if record["chosen"]["agreement"] >= FIDELITY_TARGET:
     return []
-  qat_rows = [row for row in report.models if row.name.endswith(" int8") and
-              any(word in row.name for word in ("QAT", "quantization-aware"))]
+  qat_names = {run["row"] for run in report.qat if run["mode"] == "int8"}
+  qat_rows = [row for row in report.models if row.name in qat_names]
   text = (f"*{name} still agrees on fewer than {FIDELITY_TARGET:.0%} of the validation "
           "images after repair within the budget.* ")
   if qat_rows:
@@ -178,7 +178,7 @@ def tflite_plan(context) -> list:
   """(row name, file stem, Keras model name, conversion mode) to convert."""
   plan = [("baseline float32", "baseline_float32", "teacher", "float32")]
   for mode in convert.MODES:
-    plan += [(f"{entry.label} {mode}", f"{entry.stem}_{mode}", entry.name, mode)
+    plan += [(entry.row_name(mode), f"{entry.stem}_{mode}", entry.name, mode)
              for entry in context.entries
              if mode in (entry.modes or context.config.convert.modes)
              and (entry.name, mode) != ("teacher", "float32")]
