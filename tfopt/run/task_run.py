@@ -69,7 +69,7 @@ def compress(model, train, test, val=None, loss=None, metrics=None, score=None,
     stages: of task_stages(), in order; each compresses the model before it.
     settings: {stage: {setting: value}} over the stage's task defaults, as
       its config takes them (TaskStage: PruneConfig, SlimConfig,
-      TaskSearchConfig ...; docs/options.md lists them).
+      TaskSearchConfig ...; docs/reference/options.md lists them).
     quant_modes: the .tflite files made of every model (TASK_MODES).
     output_dir: where models, files and the report go (never a user's files).
     batch_size: batches for unbatched data.
