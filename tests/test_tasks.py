@@ -73,6 +73,16 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
   assert int8_row.tflite_bytes < float_row.tflite_bytes
   assert set(keras_row.metrics) == {"loss", "coarse/mean_absolute_error", "fine/mae"}
   assert report.stages["pruned"]["sparsity"] > 0.45
+  # A task row is a FileRow: the file's figures and its Keras model's parameter
+  # counts, the pruned model's zeros among them, in task_report.json too.
+  rows = {row.name: row for row in report.rows}
+  assert rows["pruned int8"].params == rows["baseline int8"].params
+  assert rows["pruned int8"].nonzero_params < 0.7 * rows["baseline int8"].nonzero_params
+  assert keras_row.tflite_bytes is None and keras_row.macs == rows["pruned int8"].macs > 0
+  saved_rows = json.loads((tmp_path / "run" / "task_report.json").read_text())["rows"]
+  assert list(saved_rows[1])[:9] == [
+      "name", "path", "accuracy", "tflite_bytes", "gzip_bytes", "latency_us", "params",
+      "nonzero_params", "macs"]
   from tfopt.core._keras import keras  # pylint: disable=g-import-not-at-top
   pruned = keras.models.load_model(str(tmp_path / "run" / "pruned.keras"), compile=False)
   kernel = pruned.get_layer("fine").kernel.numpy()  # the output layers take the keys' names

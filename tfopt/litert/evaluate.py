@@ -215,26 +215,32 @@ class FileMeasurement:
 
 @dataclasses.dataclass
 class FileRow:
-  """A measured .tflite file as tfopt reports it: the fields every row has,
-  the report's (tfopt.stages.report.ModelRow) and the search's candidates
-  (tfopt.techniques.search.space.Candidate) alike, in report.json's order.
+  """A measured model or .tflite file as tfopt reports it: the fields every
+  row has, in report.json's order. The classifier report's rows
+  (tfopt.stages.report.ModelRow), the search's candidates
+  (tfopt.techniques.search.space.Candidate) and a task run's rows
+  (tfopt.task.measure.Measured) extend it with what only they measure.
 
-  path: the file's name (in the run folder, or the search's scratch folder).
-  accuracy: top-1 of the file in LiteRT; a search candidate's is its quality
-    on the validation split (on a task: the objective, oriented so that
-    higher is better).
+  path: the file's name in the run folder (the search's scratch folder for
+    a candidate; a task row's path; None for a task's Keras model row).
+  accuracy: top-1 of the file in LiteRT on the test set; a search
+    candidate's is its quality on the validation split (on a task: the
+    objective, oriented so that higher is better); None on a task's rows,
+    whose quality is the user's metrics and score.
+  tflite_bytes / gzip_bytes / latency_us: the file's (None for a Keras row).
   params / nonzero_params / macs: of the Keras model the file came from
-    (macs: multiply-accumulates per example, see tfopt.keras_io.macs).
+    (macs: multiply-accumulates per example, see tfopt.keras_io.macs; None
+    when a layer's shapes are not static).
   """
   name: str
-  path: str
-  accuracy: float
-  tflite_bytes: int
-  gzip_bytes: int
-  latency_us: float
-  params: int
-  nonzero_params: int
-  macs: int
+  path: Optional[str]
+  accuracy: Optional[float]
+  tflite_bytes: Optional[int]
+  gzip_bytes: Optional[int]
+  latency_us: Optional[float]
+  params: Optional[int]
+  nonzero_params: Optional[int]
+  macs: Optional[int]
 
 
 def measure_file(path: str, latency_input: np.ndarray, images: Optional[np.ndarray] = None,

@@ -33,7 +33,6 @@ from tfopt.core import artifacts, progress
 from tfopt.core._keras import keras
 from tfopt.keras_io import model_io
 from tfopt.keras_io.keras3 import output_keys
-from tfopt.keras_io.macs import macs_if_known
 from tfopt.litert import convert, evaluate
 from tfopt.run import deploy, preflight
 from tfopt.stages.base import TaskStage
@@ -257,9 +256,7 @@ class _TaskRun:
           lambda path, content=content: artifacts.write_bytes_atomic(path, content))
     rows = task_measure.measure(model, self.task, files, f"{name} Keras",
                                 self.num_threads)
-    macs = macs_if_known(model)
     for row in rows:
-      row.macs = macs
       progress.log(f"{name}: {row.name}: " + row_text(row, self.task.score_name))
     self.rows += rows
     self.stages[name] = record

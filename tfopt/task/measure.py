@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from tfopt.keras_io.macs import macs_if_known, parameter_counts
 from tfopt.litert import evaluate, int8_fidelity
 from tfopt.task.definition import Task, TaskError
 
@@ -30,18 +31,20 @@ class OutputFidelity:
 
 
 @dataclasses.dataclass
-class Measured:
-  """One row: a Keras model (path None) or one of its .tflite files."""
-  name: str
-  path: Optional[str]
+class Measured(evaluate.FileRow):
+  """One row of a task run: a Keras model (path and file figures None) or one
+  of its .tflite files. FileRow's fields (accuracy None: a task's quality is
+  its metrics and score; params, nonzero_params and macs of the Keras
+  model), then the task's own."""
   metrics: Dict[str, float]
   score: Optional[float] = None
   fidelity: List[OutputFidelity] = dataclasses.field(default_factory=list)
-  tflite_bytes: Optional[int] = None
-  gzip_bytes: Optional[int] = None
-  latency_us: Optional[float] = None
   examples: int = 0
-  macs: Optional[int] = None  # of the Keras model, per example
+
+
+# FileRow's figures, filled in by measure() once the pass over the data is done.
+_FIGURES = ("accuracy", "tflite_bytes", "gzip_bytes", "latency_us", "params",
+            "nonzero_params", "macs")
 
 
 def is_class_scores(task: Task, output: str) -> bool:
@@ -92,8 +95,8 @@ class _Row:
                         "or loss that is not finite cannot rank the files. Check that "
                         "function (and the data it gets).")
     fidelity = [self._fidelity(output.name) for output in self.task.outputs] if with_fidelity else []
-    return Measured(self.name, self.path, metrics, self._score(), fidelity,
-                    examples=self.examples)
+    return Measured(name=self.name, path=self.path, metrics=metrics, score=self._score(),
+                    fidelity=fidelity, examples=self.examples, **dict.fromkeys(_FIGURES))
 
   def _fidelity(self, name: str) -> OutputFidelity:
     sums = self.sums[name]
@@ -191,6 +194,10 @@ def measure(keras_model, task: Task, files: Dict[str, str], keras_name: str,
     row.tflite_bytes, row.gzip_bytes, row.latency_us = (
         file.tflite_bytes, file.gzip_bytes, file.latency_us)
     measured.append(row)
+  params, nonzero_params = parameter_counts(keras_model)
+  macs = macs_if_known(keras_model)
+  for row in measured:
+    row.params, row.nonzero_params, row.macs = params, nonzero_params, macs
   return measured
 
 

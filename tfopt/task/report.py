@@ -46,13 +46,15 @@ def render_markdown(report: TaskReport) -> str:
   """report.md of a task run: one table of every row, one of fidelity."""
   keys = list(report.rows[0].metrics)
   score = [report.score_name] if report.score_name else []
-  head = ["model / file", "size (KiB)", "gzip (KiB)", "latency (us)", "MACs"] + keys + score
+  head = (["model / file", "size (KiB)", "gzip (KiB)", "latency (us)", "MACs",
+           "nonzero / params"] + keys + score)
   lines = ["# tfopt task report", "", "| " + " | ".join(head) + " |",
            "|" + "---|" * len(head)]
   for row in report.rows:
     cells = [row.name, _kib(row.tflite_bytes), _kib(row.gzip_bytes),
              f"{row.latency_us:.0f}" if row.latency_us else "-",
-             f"{row.macs:,}" if row.macs else "-"]
+             f"{row.macs:,}" if row.macs else "-",
+             f"{row.nonzero_params:,} / {row.params:,}" if row.params else "-"]
     cells += [f"{row.metrics[key]:.4f}" for key in keys]
     cells += [f"{row.score:.4f}"] if report.score_name else []
     lines.append("| " + " | ".join(cells) + " |")

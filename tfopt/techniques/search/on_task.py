@@ -22,7 +22,6 @@ from typing import Dict, List, Optional, Tuple
 from tfopt.core import artifacts, progress
 from tfopt.core.errors import TfoptError
 from tfopt.core.validate import require, require_positive_int, require_positive_number
-from tfopt.keras_io.macs import macs_if_known, parameter_counts
 from tfopt.litert import convert, evaluate
 from tfopt.task import measure as task_measure
 from tfopt.task.definition import TaskError
@@ -124,16 +123,14 @@ class TaskSpace:
     rows = task_measure.measure(
         model, task, files, "search", self.run.num_threads, data=self.data,
         with_score=self.objective.key == "score")[1:]
-    params, nonzero = parameter_counts(model)
-    macs = macs_if_known(model) or 0
     found = []
     for mode, row in zip(files, rows):
       value = self.objective.value(row)
       found.append(Candidate.of(
           spec, mode, accuracy=self.objective.oriented(value), tflite_bytes=row.tflite_bytes,
-          gzip_bytes=row.gzip_bytes, latency_us=row.latency_us, params=params,
-          nonzero_params=nonzero, macs=macs, seconds=seconds + time.monotonic() - started,
-          content=contents[mode]))
+          gzip_bytes=row.gzip_bytes, latency_us=row.latency_us, params=row.params,
+          nonzero_params=row.nonzero_params, macs=row.macs or 0,
+          seconds=seconds + time.monotonic() - started, content=contents[mode]))
       progress.log(f"  {spec.name}, {mode}: {self.objective.name} {value:.4g}, "
                    f"{row.gzip_bytes:,} B gzip ({row.tflite_bytes:,} B), "
                    f"{row.latency_us:,.1f} us")
