@@ -79,6 +79,7 @@ def test_a_two_head_keras3_detector_on_tf_data_is_pruned_and_measured(tmp_path):
   assert rows["pruned int8"].params == rows["baseline int8"].params
   assert rows["pruned int8"].nonzero_params < 0.7 * rows["baseline int8"].nonzero_params
   assert keras_row.tflite_bytes is None and keras_row.macs == rows["pruned int8"].macs > 0
+  assert (keras_row.path, rows["pruned int8"].path) == (None, "pruned_int8.tflite")
   saved_rows = json.loads((tmp_path / "run" / "task_report.json").read_text())["rows"]
   assert list(saved_rows[1])[:9] == [
       "name", "path", "accuracy", "tflite_bytes", "gzip_bytes", "latency_us", "params",

@@ -222,7 +222,7 @@ class FileRow:
   (tfopt.task.measure.Measured) extend it with what only they measure.
 
   path: the file's name in the run folder (the search's scratch folder for
-    a candidate; a task row's path; None for a task's Keras model row).
+    a candidate); None for a task's Keras model row.
   accuracy: top-1 of the file in LiteRT on the test set; a search
     candidate's is its quality on the validation split (on a task: the
     objective, oriented so that higher is better); None on a task's rows,

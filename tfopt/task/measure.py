@@ -10,6 +10,7 @@ agreement where the output is class scores), size and latency.
 
 import dataclasses
 import math
+import os
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -95,7 +96,8 @@ class _Row:
                         "or loss that is not finite cannot rank the files. Check that "
                         "function (and the data it gets).")
     fidelity = [self._fidelity(output.name) for output in self.task.outputs] if with_fidelity else []
-    return Measured(name=self.name, path=self.path, metrics=metrics, score=self._score(),
+    path = os.path.basename(self.path) if self.path else None  # as every row names it
+    return Measured(name=self.name, path=path, metrics=metrics, score=self._score(),
                     fidelity=fidelity, examples=self.examples, **dict.fromkeys(_FIGURES))
 
   def _fidelity(self, name: str) -> OutputFidelity:
