@@ -27,6 +27,17 @@ def test_every_setting_has_a_type_a_default_and_a_description():
   assert "[0, 1)" in sparsity.description
 
 
+def test_every_task_stage_setting_has_a_description():
+  from tfopt.run import task_run  # pylint: disable=g-import-not-at-top
+  undocumented = []
+  for stage, hook in task_run.task_stages().items():
+    described = options.field_descriptions(hook.config_class)
+    undocumented += [f"{stage}.{field.name}" for field in dataclasses.fields(hook.config_class)
+                     if field.name not in described and field.name not in options.FINE_TUNING]
+    assert set(hook.defaults) <= {field.name for field in dataclasses.fields(hook.config_class)}
+  assert not undocumented, f"document these in their class docstring: {undocumented}"
+
+
 def test_every_short_flag_is_an_alias_of_a_real_setting():
   keys = {option.key for option in options.options()}
   targets = [f"{section}.{name}" if section else name

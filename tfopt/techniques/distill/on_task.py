@@ -35,10 +35,17 @@ __all__ = ["TaskDistillConfig", "TaskDistiller", "distill_losses", "student_of"]
 
 @dataclasses.dataclass(frozen=True)
 class TaskDistillConfig:
-  """The distill task stage; alpha and temperature also serve slim's and
-  prune's fine-tuning when their use_teacher is on.
+  """The distill task stage: a narrower student learns the model's outputs.
+
+  alpha and temperature also serve the other stages' fine-tuning when their
+  use_teacher is on.
 
   width: the student's share of each slimmable channel group, in (0, 1].
+  temperature: T of the softened class scores, softmax(z / T) (class-score
+    outputs only; the others are distilled by mean squared error).
+  alpha: the distillation terms' weight; the task's loss gets 1 - alpha.
+  compare_scratch: also train the same student from the same weights on the
+    task's labels alone, as a control.
   """
   width: float = 0.5
   epochs: int = 10
