@@ -43,9 +43,10 @@ class Measured(evaluate.FileRow):
   examples: int = 0
 
 
-# FileRow's figures, filled in by measure() once the pass over the data is done.
-_FIGURES = ("accuracy", "tflite_bytes", "gzip_bytes", "latency_us", "params",
-            "nonzero_params", "macs")
+# FileRow's figures (its fields after name and path), filled in by measure()
+# once the pass over the data is done.
+_FIGURES = tuple(field.name for field in dataclasses.fields(evaluate.FileRow)
+                 if field.name not in ("name", "path"))
 
 
 def is_class_scores(task: Task, output: str) -> bool:
